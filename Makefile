@@ -1,0 +1,34 @@
+# The two commands of the README:
+#   make demo   set everything up (a virtual environment in .venv) and compare the bundled portraits
+#   make test   set everything up and run the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "facelens needs Python 3.11+"' \
+	  || (echo "error: need Python 3.11 or newer as '$(PYTHON)' (make PYTHON=/path/to/python3.11)"; exit 1)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dlib,dev]'
+	@touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/facelens demo examples/portraits
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check facelens tests benchmarks
+	$(BIN)/mypy
+
+# Needs ../shared/data (not part of the test run); see BENCHMARKS.md.
+bench: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet --no-deps face_recognition==1.3.0
+	$(BIN)/python benchmarks/bench_lfw.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

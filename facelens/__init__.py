@@ -1,0 +1,63 @@
+"""facelens: a self-hosted, accountable face recognition engine.
+
+    >>> import facelens
+    >>> engine = facelens.Engine()
+    >>> result = engine.compare("a.jpg", "b.jpg")
+    >>> result.score, result.fmr, result.match
+
+Nothing heavy happens at import: models load when an :class:`Engine` is opened.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .config import DEFAULT_MAX_FMR, EngineConfig
+from .errors import (
+    CalibrationError,
+    FacelensError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    InvalidArgumentError,
+    ModelError,
+    ModelFileError,
+    NoFaceError,
+)
+from .types import BBox, Comparison, Face, Landmarks, Pose, Quality, QualityFilter, RefusalReason
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Engine pulls in numpy and the model code: load it on first use so `import facelens` stays fast.
+    if name == "Engine":
+        from .engine import Engine
+
+        return Engine
+    raise AttributeError(f"module 'facelens' has no attribute {name!r}")
+
+__all__ = [
+    "BBox",
+    "CalibrationError",
+    "Comparison",
+    "DEFAULT_MAX_FMR",
+    "Engine",
+    "EngineConfig",
+    "Face",
+    "FacelensError",
+    "ImageDecodeError",
+    "ImageTooLargeError",
+    "InvalidArgumentError",
+    "Landmarks",
+    "ModelError",
+    "ModelFileError",
+    "NoFaceError",
+    "Pose",
+    "Quality",
+    "QualityFilter",
+    "RefusalReason",
+    "__version__",
+]

@@ -1,0 +1,113 @@
+"""Engine settings: explicit arguments > ``FACELENS_*`` environment variables > defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidArgumentError
+from .types import QualityFilter
+
+__all__ = ["EngineConfig", "DEFAULT_MAX_FMR"]
+
+DEFAULT_MAX_FMR = 1e-5
+"""Default decision point of ``compare``: at most one false match in 100,000 comparisons of strangers."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How an :class:`facelens.Engine` detects, embeds and decides.
+
+    model: ``"buffalo_s"`` (default: SCRFD-500M + MobileFaceNet/WebFace600K, 512-d), ``"dlib"`` (dlib
+        HOG + ResNet, 128-d; needs ``facelens[dlib]``), or the path of a folder holding a
+        ``facelens-model.json`` manifest (see docs/models.md).
+    det_size: longest side, in pixels, of the square letterbox the detector sees. Larger finds smaller
+        faces in large photos and costs time quadratically.
+    det_upscale: also enlarge images smaller than ``det_size`` (off: small images are detected at their
+        own size, which is faster and finds faces that fill the frame).
+    det_threshold: minimum detector score in [0, 1] for a detection to count as a face.
+    nms_threshold: overlap (IoU) above which two detections are taken for the same face.
+    min_face_size: faces whose shorter box side is below this many pixels are dropped entirely.
+    threads: onnxruntime intra-op threads per model; 0 lets onnxruntime use one per core.
+    max_pixels: images declaring more pixels are refused before decoding (decompression bombs).
+    quality_filter: level used to fill ``Face.refusal_reasons``.
+    max_fmr: default false-match rate at which ``compare`` declares a match.
+    """
+
+    model: str = "buffalo_s"
+    det_size: int = 640
+    det_upscale: bool = False
+    det_threshold: float = 0.5
+    nms_threshold: float = 0.4
+    min_face_size: float = 0.0
+    threads: int = 0
+    max_pixels: int = 40_000_000
+    quality_filter: QualityFilter = QualityFilter.AUTO
+    max_fmr: float = DEFAULT_MAX_FMR
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "quality_filter", QualityFilter.parse(self.quality_filter))
+        if self.det_size < 32 or self.det_size % 32:
+            raise InvalidArgumentError(f"det_size must be a multiple of 32 and >= 32, got {self.det_size}")
+        for name in ("det_threshold", "nms_threshold"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise InvalidArgumentError(f"{name} must be in [0, 1], got {v}")
+        if self.min_face_size < 0:
+            raise InvalidArgumentError(f"min_face_size must be >= 0, got {self.min_face_size}")
+        if self.threads < 0:
+            raise InvalidArgumentError(f"threads must be >= 0, got {self.threads}")
+        if self.max_pixels <= 0:
+            raise InvalidArgumentError(f"max_pixels must be > 0, got {self.max_pixels}")
+        check_fmr(self.max_fmr)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> EngineConfig:
+        """Defaults, overridden by ``FACELENS_<FIELD>`` variables, overridden by ``overrides``.
+
+        ``None`` values in ``overrides`` are ignored, so CLI options left unset fall through.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(f"FACELENS_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, raw, cls)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise InvalidArgumentError(f"unknown engine setting(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+def check_fmr(value: float, name: str = "max_fmr") -> float:
+    """Validate a false-match rate: a probability in (0, 1]."""
+    if not (0.0 < float(value) <= 1.0):
+        raise InvalidArgumentError(f"{name} must be a rate in (0, 1], e.g. 1e-5; got {value}")
+    return float(value)
+
+
+def _parse(name: str, raw: str, cls: type[EngineConfig]) -> Any:
+    default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, QualityFilter):
+            return QualityFilter.parse(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        return raw
+    except ValueError:
+        raise InvalidArgumentError(f"FACELENS_{name.upper()}={raw!r} is not a valid value") from None

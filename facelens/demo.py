@@ -1,0 +1,61 @@
+"""The README's main job: compare every pair of a folder of portraits and show what was decided."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .engine import Engine
+from .errors import NoFaceError
+
+__all__ = ["run_demo"]
+
+_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+def run_demo(engine: Engine, folder: Path, *, max_fmr: float | None = None,
+             say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Analyse each image of ``folder`` once, then compare every pair with :meth:`Engine.compare_faces`.
+
+    A file named ``ID_x.ext`` belongs to person ``ID``. Returns counts of true/false matches and
+    non-matches plus every pair's score and false-match rate; ``say`` receives human-readable lines.
+    """
+    out = say or (lambda _line: None)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _EXTENSIONS)
+    faces = {}
+    for p in files:
+        found = engine.analyze(str(p), max_faces=1)
+        if not found:
+            raise NoFaceError("no face found in a demo portrait", source=str(p))
+        faces[p] = found[0]
+    threshold = engine.threshold(max_fmr)
+    out(f"{len(files)} portraits, model {engine.model_name}, calibration {engine.calibration.name}")
+    out(f"decision point: false-match rate <= {max_fmr or engine.config.max_fmr:g} "
+        f"(score >= {threshold:.4f})\n")
+    pairs: list[dict[str, Any]] = []
+    tally = {"true_match": 0, "false_non_match": 0, "true_non_match": 0, "false_match": 0}
+    for a, b in itertools.combinations(files, 2):
+        same = a.stem.rsplit("_", 1)[0] == b.stem.rsplit("_", 1)[0]
+        r = engine.compare_faces(faces[a], faces[b], max_fmr=max_fmr)
+        key = ("true_match" if r.match else "false_non_match") if same else (
+            "false_match" if r.match else "true_non_match")
+        tally[key] += 1
+        pairs.append({"a": a.name, "b": b.name, "same_person": same, "score": round(r.score, 6),
+                      "fmr": r.fmr, "fmr_is_upper_bound": r.fmr_is_upper_bound, "match": r.match})
+        if same or r.match:
+            rate = f"{'<' if r.fmr_is_upper_bound else ''}{r.fmr:.1e}"
+            verdict = "MATCH   " if r.match else "no match"
+            note = "" if same == r.match else "   <-- wrong"
+            out(f"  {verdict} {a.name} ~ {b.name}: score {r.score:.3f}, false-match rate {rate}"
+                f" ({'same' if same else 'different'} person){note}")
+    n_diff = tally["true_non_match"] + tally["false_match"]
+    out(f"\nsame-person pairs matched: {tally['true_match']} of {tally['true_match'] + tally['false_non_match']}")
+    out(f"different-person pairs wrongly matched: {tally['false_match']} of {n_diff}")
+    top = max((p for p in pairs if not p["same_person"]), key=lambda p: float(p["score"]), default=None)
+    if top is not None:
+        out(f"closest two different people: {top['a']} ~ {top['b']}, score {top['score']:.3f}, "
+            f"false-match rate {top['fmr']:.1e}")
+    return {"model": engine.model_name, "calibration": engine.calibration.name, "threshold": threshold,
+            "max_fmr": max_fmr or engine.config.max_fmr, "counts": tally, "pairs": pairs}

@@ -1,0 +1,208 @@
+"""Frozen value types returned by the facelens API.
+
+Conventions used everywhere:
+- Coordinates are pixels of the *decoded, upright* image (EXIF orientation applied), origin top-left,
+  x to the right, y down. Boxes are ``(left, top, right, bottom)`` floats.
+- Landmarks are five ``(x, y)`` points in the order: left eye, right eye, nose tip, left mouth corner,
+  right mouth corner, where "left" means the left side *of the picture* (the subject's right eye).
+- Embeddings are ``(d,) float32`` vectors with unit L2 norm; the score of two embeddings is their
+  cosine similarity (dot product) in ``[-1, 1]``; higher means more alike.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+__all__ = [
+    "BBox",
+    "Comparison",
+    "Face",
+    "Landmarks",
+    "Pose",
+    "Quality",
+    "QualityFilter",
+    "RefusalReason",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BBox:
+    """A face box in image pixels: ``left <= right``, ``top <= bottom``."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    @property
+    def width(self) -> float:
+        return self.right - self.left
+
+    @property
+    def height(self) -> float:
+        return self.bottom - self.top
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.left + self.right) / 2.0, (self.top + self.bottom) / 2.0)
+
+    def as_list(self) -> list[float]:
+        return [self.left, self.top, self.right, self.bottom]
+
+
+Landmarks = tuple[tuple[float, float], ...]
+"""Five ``(x, y)`` points: left eye, right eye, nose, left mouth corner, right mouth corner."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pose:
+    """Head orientation in degrees, estimated from the five landmarks (rough: +-10 degrees).
+
+    ``yaw`` > 0: the face turns towards the picture's right; ``pitch`` > 0: the face looks up;
+    ``roll`` > 0: the head tilts clockwise in the picture (right eye lower than left eye).
+    """
+
+    yaw: float
+    pitch: float
+    roll: float
+
+
+@dataclass(frozen=True, slots=True)
+class Quality:
+    """Measures of how usable a face is for recognition.
+
+    ``sharpness`` and ``brightness`` are on a 0-100 scale measured on the aligned 112x112 face crop
+    (sharpness: variance of the Laplacian mapped by ``100 * v / (v + 100)``, so 50 means a variance of
+    100; brightness: mean luma as a percentage of white). ``face_size`` is the shorter side of the box
+    in pixels of the original image.
+    """
+
+    sharpness: float
+    brightness: float
+    face_size: float
+
+
+class QualityFilter(enum.StrEnum):
+    """How strict indexing is about face quality (Rekognition's ``QualityFilter``).
+
+    ``NONE`` refuses nothing; ``LOW``, ``MEDIUM`` and ``HIGH`` refuse progressively more faces;
+    ``AUTO`` is facelens' recommended level (currently the same limits as ``MEDIUM``).
+    """
+
+    NONE = "NONE"
+    AUTO = "AUTO"
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+
+    @classmethod
+    def parse(cls, value: QualityFilter | str) -> QualityFilter:
+        from .errors import InvalidArgumentError
+
+        if isinstance(value, QualityFilter):
+            return value
+        try:
+            return cls(str(value).upper())
+        except ValueError:
+            names = ", ".join(m.value for m in cls)
+            raise InvalidArgumentError(f"unknown quality filter {value!r}; use one of {names}") from None
+
+
+class RefusalReason(enum.StrEnum):
+    """Why a face would not be indexed (names follow Rekognition's ``UnindexedFace.Reasons``)."""
+
+    SMALL_BOUNDING_BOX = "SMALL_BOUNDING_BOX"
+    LOW_SHARPNESS = "LOW_SHARPNESS"
+    LOW_BRIGHTNESS = "LOW_BRIGHTNESS"
+    EXTREME_POSE = "EXTREME_POSE"
+    LOW_CONFIDENCE = "LOW_CONFIDENCE"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Face:
+    """One detected face.
+
+    ``score`` is the detector's confidence in ``[0, 1]`` (that this is a face, not who it is).
+    ``embedding`` is ``None`` when only detection was asked for. ``refusal_reasons`` lists why the face
+    would be refused for indexing under the quality filter it was analysed with (empty: acceptable).
+    """
+
+    bbox: BBox
+    score: float
+    landmarks: Landmarks
+    pose: Pose
+    quality: Quality
+    refusal_reasons: tuple[RefusalReason, ...] = ()
+    quality_filter: QualityFilter = QualityFilter.AUTO
+    embedding: npt.NDArray[np.float32] | None = field(default=None, repr=False)
+
+    @property
+    def acceptable(self) -> bool:
+        """True when the face passes the quality filter it was analysed with."""
+        return not self.refusal_reasons
+
+    def to_dict(self, *, include_embedding: bool = False) -> dict[str, Any]:
+        """A JSON-ready description (the stable ``--json`` shape of the CLI)."""
+        d: dict[str, Any] = {
+            "bbox": [round(v, 2) for v in self.bbox.as_list()],
+            "score": round(self.score, 4),
+            "landmarks": [[round(x, 2), round(y, 2)] for x, y in self.landmarks],
+            "pose": {"yaw": round(self.pose.yaw, 1), "pitch": round(self.pose.pitch, 1),
+                     "roll": round(self.pose.roll, 1)},
+            "quality": {"sharpness": round(self.quality.sharpness, 1),
+                        "brightness": round(self.quality.brightness, 1),
+                        "face_size": round(self.quality.face_size, 1)},
+            "quality_filter": self.quality_filter.value,
+            "refusal_reasons": [r.value for r in self.refusal_reasons],
+        }
+        if include_embedding and self.embedding is not None:
+            d["embedding"] = [float(v) for v in self.embedding]
+        return d
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Comparison:
+    """The result of comparing two faces.
+
+    ``score`` is the cosine similarity of the two embeddings. ``fmr`` is the measured false-match rate
+    at that score: the share of pairs of *different* people (in the calibration data named by
+    ``calibration``) that score at least this high. A small ``fmr`` means two strangers rarely look this
+    alike. ``fmr_is_upper_bound`` is True when no calibration pair scored this high, so the true rate is
+    below what the data can measure and ``fmr`` is that resolution limit (1 / number of pairs).
+
+    ``match`` is ``fmr <= max_fmr``, equivalently ``score >= threshold``: the decision is made at a
+    false-match rate, never at a raw similarity.
+    """
+
+    score: float
+    fmr: float
+    fmr_is_upper_bound: bool
+    match: bool
+    max_fmr: float
+    threshold: float
+    face_a: Face
+    face_b: Face
+    calibration: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 6),
+            "fmr": self.fmr,
+            "fmr_is_upper_bound": self.fmr_is_upper_bound,
+            "match": self.match,
+            "max_fmr": self.max_fmr,
+            "threshold": round(self.threshold, 6),
+            "calibration": self.calibration,
+            "face_a": self.face_a.to_dict(),
+            "face_b": self.face_b.to_dict(),
+        }

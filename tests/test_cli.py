@@ -1,0 +1,114 @@
+"""The facelens command: output, JSON keys, exit codes, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from facelens.cli import main
+
+from .conftest import PORTRAITS, portrait
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_cli_detect_prints_each_face() -> None:
+    code, out, _ = _run("detect", str(portrait("B000444")), str(portrait("C000380", "b")))
+    assert code == 0
+    assert out.count(": 1 face") == 2 and "box" in out and "[ok]" in out
+
+
+def test_cli_detect_json_has_the_documented_keys() -> None:
+    code, out, _ = _run("detect", "--json", "--embeddings", str(portrait("B000444")))
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["model"] == "buffalo_s"
+    face = doc["images"][0]["faces"][0]
+    assert set(face) == {"bbox", "score", "landmarks", "pose", "quality", "quality_filter", "refusal_reasons",
+                         "embedding"}
+    assert len(face["embedding"]) == 512 and len(face["landmarks"]) == 5
+
+
+def test_cli_detect_reports_unreadable_images_and_continues(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    code, out, err = _run("detect", "--json", str(bad), str(portrait("B000444")))
+    assert code == 3
+    doc = json.loads(out)
+    assert doc["images"][0]["error"]["type"] == "ImageDecodeError"
+    assert len(doc["images"][1]["faces"]) == 1
+    assert "bad.jpg" in err and "Traceback" not in err
+
+
+def test_cli_compare_same_person_matches_with_exit_0() -> None:
+    code, out, _ = _run("compare", "--json", str(portrait("C001079")), str(portrait("C001079", "b")))
+    assert code == 0
+    doc = json.loads(out)
+    assert {"score", "fmr", "match", "max_fmr", "threshold", "fmr_is_upper_bound", "face_a", "face_b",
+            "calibration", "image_a", "image_b", "model"} <= set(doc)
+    assert doc["match"] is True and doc["max_fmr"] == 1e-5 and doc["fmr"] <= 1e-5
+    assert doc["score"] >= doc["threshold"]
+
+
+def test_cli_compare_different_people_exit_1_with_plain_words() -> None:
+    code, out, _ = _run("compare", str(portrait("C001079")), str(portrait("D000601")))
+    assert code == 1
+    assert "NO MATCH" in out and "pairs of different people score this high" in out
+
+
+def test_cli_compare_no_face_is_an_input_error(tmp_path: Path) -> None:
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 200), (90, 90, 90)).save(blank)
+    code, _, err = _run("compare", str(blank), str(portrait("C001079")))
+    assert code == 3
+    assert "blank.png: no face found" in err
+
+
+def test_cli_compare_missing_file_and_bad_rate() -> None:
+    code, _, err = _run("compare", "nope.jpg", str(portrait("C001079")))
+    assert code == 3 and "nope.jpg" in err and "does not exist" in err
+    code, _, err = _run("compare", "--max-fmr", "2", str(portrait("C001079")), str(portrait("C001079", "b")))
+    assert code == 2 and "max_fmr" in err
+
+
+def test_cli_quiet_prints_nothing_but_keeps_the_exit_code() -> None:
+    code, out, _ = _run("-q", "compare", str(portrait("C001079")), str(portrait("C001079", "b")))
+    assert code == 0 and out == ""
+
+
+def test_cli_demo_matches_every_same_person_pair() -> None:
+    code, out, _ = _run("demo", "--json", str(PORTRAITS))
+    assert code == 0
+    counts = json.loads(out)["counts"]
+    assert counts["true_match"] == 8 and counts["false_non_match"] == 0 and counts["false_match"] == 0
+
+
+def test_cli_models_lists_files_with_their_checksums() -> None:
+    code, out, _ = _run("models", "--json")
+    assert code == 0
+    rows = {r["key"]: r for r in json.loads(out)}
+    assert rows["w600k_mbf"]["status"] == "ok" and "non-commercial" in rows["w600k_mbf"]["licence"]
+
+
+def test_cli_usage_error_exit_2_without_traceback() -> None:
+    proc = subprocess.run([sys.executable, "-m", "facelens", "compare", "only-one.jpg"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Missing argument" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["detect", "compare", "demo", "models"])
+def test_cli_every_command_is_documented(command: str) -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    assert f"## facelens {command}" in doc

@@ -10,9 +10,9 @@ import numpy.typing as npt
 
 from .calibration import ScoreCalibration, load_calibration
 from .config import EngineConfig, check_fmr
-from .errors import CalibrationError, InvalidArgumentError, NoFaceError
+from .errors import CalibrationError, FacelensError, InvalidArgumentError, NoFaceError
 from .imageio import ImageInput, decode_image, describe_source
-from .models.backends import open_backend
+from .models.backends import Backend, open_backend
 from .pipeline import Pipeline
 from .types import Comparison, Face, QualityFilter
 
@@ -39,30 +39,25 @@ class Engine:
 
             config = dataclasses.replace(config, **overrides)
         self.config = config
-        self.backend = open_backend(config.model, threads=config.threads)
-        self._pipeline = Pipeline(self.backend, config)
+        backend = open_backend(config.model, threads=config.threads)
+        self.model_name: str = backend.name
+        #: sha256 of the recogniser file: embeddings are comparable only between equal values.
+        self.model_sha256: str = backend.model_sha256
+        self.embedding_size: int = backend.recognizer.embedding_size
+        self.licence: str = backend.licence
+        self._calibration_path = backend.calibration_path
+        self.backend: Backend | None = backend
+        self._pipeline: Pipeline | None = Pipeline(backend, config)
         self._calibration: ScoreCalibration | None = None
-        log.info("engine opened: model %s (sha256 %s)", self.backend.name, self.backend.model_sha256[:12])
+        log.info("engine opened: model %s (sha256 %s)", self.model_name, self.model_sha256[:12])
 
     # -- what this engine is ----------------------------------------------------------------------
-    @property
-    def model_name(self) -> str:
-        return self.backend.name
-
-    @property
-    def model_sha256(self) -> str:
-        """sha256 of the recogniser file: embeddings are comparable only between equal values."""
-        return self.backend.model_sha256
-
-    @property
-    def embedding_size(self) -> int:
-        return self.backend.recognizer.embedding_size
 
     @property
     def calibration(self) -> ScoreCalibration:
         """The impostor-score table used to turn scores into false-match rates (loaded on first use)."""
         if self._calibration is None:
-            path = self.backend.calibration_path
+            path = self._calibration_path
             if path is None:
                 raise CalibrationError(
                     f"model {self.model_name!r} has no calibration: false-match rates cannot be given. "
@@ -94,6 +89,8 @@ class Engine:
         if max_faces is not None and max_faces < 1:
             raise InvalidArgumentError(f"max_faces must be >= 1, got {max_faces}")
         qf = None if quality_filter is None else QualityFilter.parse(quality_filter)
+        if self._pipeline is None:
+            raise FacelensError("this engine is closed; open a new facelens.Engine")
         rgb = decode_image(image, max_pixels=self.config.max_pixels)
         return self._pipeline.faces(rgb, embed=embed, max_faces=max_faces, quality_filter=qf)
 
@@ -140,9 +137,12 @@ class Engine:
                           calibration=self.calibration.name)
 
     def close(self) -> None:
-        """Release the model sessions (also done when the engine is garbage-collected)."""
-        self.__dict__.pop("backend", None)
-        self.__dict__.pop("_pipeline", None)
+        """Release the model sessions (also done when the engine is garbage-collected).
+
+        Later calls that need the models raise :class:`FacelensError`.
+        """
+        self._pipeline = None
+        self.backend = None
 
     def __enter__(self) -> Engine:
         return self

@@ -114,3 +114,10 @@ def test_compare_faces_refuses_faces_without_embeddings(engine: facelens.Engine)
     with pytest.raises(InvalidArgumentError, match="embeddings"):
         engine.compare_faces(face, face)
     assert np.isfinite(face.quality.sharpness)
+
+
+def test_closed_engine_refuses_work_with_a_clear_error() -> None:
+    with facelens.Engine() as eng:
+        assert eng.detect(portrait("C001085"))
+    with pytest.raises(facelens.FacelensError, match="closed"):
+        eng.detect(portrait("C001085"))

@@ -111,3 +111,16 @@ def test_align_face_puts_landmarks_on_the_template() -> None:
     m = similarity_transform(landmarks, ARCFACE_TEMPLATE_112)
     mapped = landmarks @ m[:, :2].T + m[:, 2]
     np.testing.assert_allclose(mapped, ARCFACE_TEMPLATE_112, atol=1e-4)
+
+
+def test_quality_limits_table_in_the_docs_matches_the_code() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "quality.md").read_text()
+    rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:8]]
+            for line in doc.splitlines() if line.startswith(("| LOW |", "| MEDIUM / AUTO |", "| HIGH |"))}
+    for name, level in (("LOW", QualityFilter.LOW), ("MEDIUM / AUTO", QualityFilter.MEDIUM),
+                        ("HIGH", QualityFilter.HIGH)):
+        lim = LIMITS[level]
+        assert rows[name] == [lim.min_face_size, lim.min_score, lim.min_sharpness, lim.min_brightness,
+                              lim.max_yaw, lim.max_pitch]

@@ -15,15 +15,33 @@ from typing import TYPE_CHECKING, Any
 from .config import DEFAULT_MAX_FMR, EngineConfig
 from .errors import (
     CalibrationError,
+    CollectionError,
+    CollectionExistsError,
+    CollectionNotFoundError,
     FacelensError,
+    FaceNotFoundError,
     ImageDecodeError,
     ImageTooLargeError,
     InvalidArgumentError,
     ModelError,
     ModelFileError,
+    ModelMismatchError,
     NoFaceError,
 )
-from .types import BBox, Comparison, Face, Landmarks, Pose, Quality, QualityFilter, RefusalReason
+from .types import (
+    BBox,
+    CollectionInfo,
+    Comparison,
+    Face,
+    IndexResult,
+    Landmarks,
+    Match,
+    Pose,
+    Quality,
+    QualityFilter,
+    RefusalReason,
+    SearchResult,
+)
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -42,22 +60,31 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BBox",
     "CalibrationError",
+    "CollectionError",
+    "CollectionExistsError",
+    "CollectionInfo",
+    "CollectionNotFoundError",
     "Comparison",
     "DEFAULT_MAX_FMR",
     "Engine",
     "EngineConfig",
     "Face",
+    "FaceNotFoundError",
     "FacelensError",
     "ImageDecodeError",
     "ImageTooLargeError",
+    "IndexResult",
     "InvalidArgumentError",
     "Landmarks",
+    "Match",
     "ModelError",
     "ModelFileError",
+    "ModelMismatchError",
     "NoFaceError",
     "Pose",
     "Quality",
     "QualityFilter",
     "RefusalReason",
+    "SearchResult",
     "__version__",
 ]

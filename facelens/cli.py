@@ -21,6 +21,7 @@ import click
 from . import __version__
 from .errors import (
     CalibrationError,
+    CollectionError,
     FacelensError,
     ImageDecodeError,
     InvalidArgumentError,
@@ -39,7 +40,7 @@ _QUALITY_CHOICES = click.Choice([q.value for q in QualityFilter], case_sensitive
 
 
 def _exit_code(exc: FacelensError) -> int:
-    if isinstance(exc, (ImageDecodeError, NoFaceError)):
+    if isinstance(exc, (ImageDecodeError, NoFaceError, CollectionError)):
         return EXIT_INPUT
     if isinstance(exc, (ModelError, CalibrationError)):
         return EXIT_MODEL
@@ -257,6 +258,261 @@ def models(state: _State, as_json: bool) -> None:
         return
     for r in rows:
         state.say(f"{r['key']}: {r['status']}\n  {r['path']}\n  sha256 {r['sha256']}\n  licence: {r['licence']}")
+
+
+# -- collections ------------------------------------------------------------------------------------
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def _home_option(f: Any) -> Any:
+    return click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Folder holding the collections (default: $FACELENS_HOME, else the user data folder).")(f)
+
+
+def _collection_engine(state: _State, home: Path | None, **extra: Any) -> Engine:
+    return state.engine(**_collect(home=str(home) if home else None, **extra))
+
+
+def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except FacelensError as exc:
+        _fail(exc)
+
+
+def _emit(state: _State, as_json: bool, doc: Any, text: str) -> None:
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        state.say(text)
+
+
+@main.group()
+def collection() -> None:
+    """Create, list, describe, delete and check collections."""
+
+
+@collection.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the new collection's description as JSON.")
+@_home_option
+@click.option("--model", default=None, help="Model the collection is bound to (default buffalo_s).")
+@click.pass_obj
+def collection_create(state: _State, /, name: str, as_json: bool, home: Path | None, model: str | None) -> None:
+    """Create an empty collection NAME bound to the engine's model."""
+    engine = _collection_engine(state, home, model=model)
+    info = _call(engine.create_collection, name)
+    _emit(state, as_json, info.to_dict(), f"created collection {name!r} (model {info.model_name}) in {engine.home}")
+
+
+@collection.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of names.")
+@_home_option
+@click.pass_obj
+def collection_list(state: _State, /, as_json: bool, home: Path | None) -> None:
+    """List the collections."""
+    from .store import default_home, list_collection_names
+
+    names = list_collection_names(home or default_home())
+    _emit(state, as_json, {"collections": names}, "\n".join(names) if names else "no collections")
+
+
+@collection.command("describe")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_home_option
+@click.pass_obj
+def collection_describe(state: _State, /, name: str, as_json: bool, home: Path | None) -> None:
+    """Face count, person count, model and index of collection NAME."""
+    info = _call(_collection_engine(state, home).describe_collection, name)
+    d = info.to_dict()
+    _emit(state, as_json, d, "\n".join(f"{k}: {v}" for k, v in d.items()))
+
+
+@collection.command("delete")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_home_option
+@click.pass_obj
+def collection_delete(state: _State, /, name: str, as_json: bool, home: Path | None) -> None:
+    """Delete collection NAME and every face in it."""
+    _call(_collection_engine(state, home).delete_collection, name)
+    _emit(state, as_json, {"deleted": name}, f"deleted collection {name!r}")
+
+
+@collection.command("check")
+@click.argument("name")
+@click.option("--repair", is_flag=True, help="Rebuild the vector index from the metadata if they differ.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_home_option
+@click.pass_obj
+def collection_check(state: _State, /, name: str, repair: bool, as_json: bool, home: Path | None) -> None:
+    """Check that the vector index holds exactly the faces in the metadata (exit 1 if not, unrepaired)."""
+    r = _call(_collection_engine(state, home).check_collection, name, repair=repair)
+    d = {"faces": r.faces, "vectors": r.vectors, "missing_from_index": r.missing_from_index,
+         "extra_in_index": r.extra_in_index, "consistent": r.consistent, "repaired": r.repaired}
+    text = (f"{name}: {r.faces} faces, {r.vectors} vectors; " + ("consistent" if r.consistent else
+            f"{r.missing_from_index} missing from the index, {r.extra_in_index} extra"
+            + (" (repaired)" if r.repaired else " (run with --repair)")))
+    _emit(state, as_json, d, text)
+    sys.exit(EXIT_OK if r.consistent or r.repaired else EXIT_NO_MATCH)
+
+
+def _expand_images(paths: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(file, default external id) for each image: a file's name, or its path inside a given folder."""
+    out: list[tuple[str, str]] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            for f in sorted(path.rglob("*")):
+                if f.is_file() and f.suffix.lower() in _IMAGE_SUFFIXES:
+                    out.append((str(f), f.relative_to(path).as_posix()))
+        else:
+            out.append((p, path.name))
+    return out
+
+
+@main.command()
+@click.argument("name")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--external-id", default=None, help="External image id (one image only; default: the file name, "
+              "or the path inside a folder).")
+@click.option("--person", "person_id", default=None, help="Person id to give every indexed face.")
+@click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Index at most the N largest faces.")
+@click.option("--quality-filter", type=_QUALITY_CHOICES, default=None, help="Refuse faces below this quality "
+              "(default AUTO).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, help="Images processed in parallel.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_home_option
+@click.pass_obj
+def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str | None, person_id: str | None,
+          max_faces: int | None, quality_filter: str | None, workers: int, as_json: bool,
+          home: Path | None) -> None:
+    """Index the faces of each image in PATHS (files or folders, recursively) into collection NAME.
+
+    Re-running skips images already indexed under the same external id, so an interrupted run resumes.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = _expand_images(paths)
+    if external_id is not None and len(images) != 1:
+        click.echo("facelens: error: --external-id needs exactly one image", err=True)
+        sys.exit(EXIT_USAGE)
+    engine = _collection_engine(state, home)
+    _call(engine.describe_collection, name)  # fail early on an unknown collection
+
+    def one(item: tuple[str, str]) -> dict[str, Any]:
+        path, default_id = item
+        try:
+            r = engine.index_faces(name, path, external_image_id=external_id or default_id, person_id=person_id,
+                                   max_faces=max_faces, quality_filter=quality_filter)
+        except (ImageDecodeError, InvalidArgumentError) as exc:
+            return {"image": path, "error": {"type": type(exc).__name__, "message": str(exc)}}
+        return {"image": path, "external_image_id": external_id or default_id, **r.to_dict()}
+
+    results: list[dict[str, Any]] = []
+    show = sys.stderr.isatty() and not state.quiet and len(images) > 3
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(images), desc=f"index {name}",
+                                                               unit="img", disable=not show) as bar:
+        for res in pool.map(one, images):
+            results.append(res)
+            bar.update(1)
+            if "error" in res:
+                click.echo(f"facelens: error: {res['error']['message']}", err=True)
+    errors = sum("error" in r for r in results)
+    summary = {"images": len(results), "faces_indexed": sum(len(r.get("indexed", ())) for r in results
+                                                            if not r.get("already_indexed")),
+               "already_indexed": sum(bool(r.get("already_indexed")) for r in results),
+               "faces_refused": sum(len(r.get("unindexed", ())) for r in results), "errors": errors}
+    if as_json:
+        click.echo(json.dumps({"collection": name, "summary": summary, "images": results}, indent=2))
+    else:
+        for r in results if len(results) <= 20 else []:
+            if "error" not in r:
+                reasons = [", ".join(u["refusal_reasons"]) for u in r["unindexed"]]
+                state.say(f"{r['image']}: {len(r['indexed'])} indexed"
+                          + (" (already)" if r["already_indexed"] else "")
+                          + (f", {len(reasons)} refused ({'; '.join(reasons)})" if reasons else ""))
+        state.say(f"{name}: {summary['faces_indexed']} faces indexed from {summary['images']} images, "
+                  f"{summary['already_indexed']} already indexed, {summary['faces_refused']} faces refused, "
+                  f"{errors} errors")
+    sys.exit(EXIT_INPUT if errors else EXIT_OK)
+
+
+@main.command()
+@click.argument("name")
+@click.argument("image", required=False)
+@click.option("--face-id", default=None, help="Search with a face already in the collection instead of an image.")
+@click.option("--max-results", type=click.IntRange(min=1), default=10, help="At most this many matches.")
+@click.option("--max-fmr", type=float, default=None, help="Match when the false-match rate is at most this "
+              "(default 1e-5).")
+@click.option("--all-faces", is_flag=True, help="Search with every face of the image, not just the largest.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (keys in docs/cli.md).")
+@_home_option
+@click.pass_obj
+def search(state: _State, /, name: str, image: str | None, face_id: str | None, max_results: int,
+           max_fmr: float | None, all_faces: bool, as_json: bool, home: Path | None) -> None:
+    """Search collection NAME for the face in IMAGE (or --face-id); matches best first."""
+    if (image is None) == (face_id is None):
+        click.echo("facelens: error: give either IMAGE or --face-id", err=True)
+        sys.exit(EXIT_USAGE)
+    engine = _collection_engine(state, home)
+    if face_id is not None:
+        results = [_call(engine.search_faces, name, face_id, max_results=max_results, max_fmr=max_fmr)]
+    else:
+        results = _call(engine.search_faces_by_image, name, image, max_results=max_results, max_fmr=max_fmr,
+                        all_faces=all_faces)
+    if as_json:
+        doc = results[0].to_dict() if not all_faces else {"results": [r.to_dict() for r in results]}
+        doc.update(collection=name)
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for r in results:
+        state.say(f"searched {r.collection_size:,} faces at max false-match rate {r.max_fmr:g} (score >= "
+                  f"{r.threshold:.4f}): {len(r.matches)} match{'es' if len(r.matches) != 1 else ''}")
+        for m in r.matches:
+            rate = f"{'<' if m.fmr_is_upper_bound else ''}{m.fmr:.1e}"
+            state.say(f"  {m.face_id}  {m.external_image_id or '-'}  person {m.person_id or '-'}  "
+                      f"score {m.score:.3f}  false-match rate {rate}")
+
+
+@main.group()
+def faces() -> None:
+    """List and delete the faces stored in a collection."""
+
+
+@faces.command("list")
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(min=1), default=100, help="Faces per page.")
+@click.option("--next-token", default=None, help="Token printed by the previous page.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_home_option
+@click.pass_obj
+def faces_list(state: _State, /, name: str, limit: int, next_token: str | None, as_json: bool,
+               home: Path | None) -> None:
+    """List the faces of collection NAME, oldest first, a page at a time."""
+    page, token = _call(_collection_engine(state, home).list_faces, name, limit=limit, next_token=next_token)
+    doc = {"faces": [f.to_dict() for f in page], "next_token": token}
+    lines = [f"{f.face_id}  {f.external_image_id or '-'}  person {f.person_id or '-'}" for f in page]
+    if token:
+        lines.append(f"(more: --next-token {token})")
+    _emit(state, as_json, doc, "\n".join(lines) if lines else "no faces")
+
+
+@faces.command("delete")
+@click.argument("name")
+@click.argument("face_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_home_option
+@click.pass_obj
+def faces_delete(state: _State, /, name: str, face_ids: tuple[str, ...], as_json: bool, home: Path | None) -> None:
+    """Delete faces from collection NAME by id (unknown ids are reported)."""
+    deleted = _call(_collection_engine(state, home).delete_faces, name, list(face_ids))
+    unknown = [f for f in face_ids if f not in deleted]
+    _emit(state, as_json, {"deleted": deleted, "unknown": unknown},
+          f"deleted {len(deleted)} face(s)" + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
 
 
 def run() -> None:

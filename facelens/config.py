@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidArgumentError
@@ -34,7 +34,8 @@ class EngineConfig:
     threads: onnxruntime intra-op threads per model; 0 lets onnxruntime use one per core.
     max_pixels: images declaring more pixels are refused before decoding (decompression bombs).
     quality_filter: level used to fill ``Face.refusal_reasons``.
-    max_fmr: default false-match rate at which ``compare`` declares a match.
+    max_fmr: default false-match rate at which ``compare`` and searches declare a match.
+    home: folder holding the collections; empty means ``FACELENS_HOME`` or the per-user data folder.
     """
 
     model: str = "buffalo_s"
@@ -47,7 +48,7 @@ class EngineConfig:
     max_pixels: int = 40_000_000
     quality_filter: QualityFilter = QualityFilter.AUTO
     max_fmr: float = DEFAULT_MAX_FMR
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    home: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "quality_filter", QualityFilter.parse(self.quality_filter))
@@ -74,8 +75,6 @@ class EngineConfig:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            if f.name == "extra":
-                continue
             raw = env.get(f"FACELENS_{f.name.upper()}")
             if raw is not None and raw != "":
                 values[f.name] = _parse(f.name, raw, cls)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
+import re
+import shutil
+import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,15 +16,55 @@ import numpy.typing as npt
 
 from .calibration import ScoreCalibration, load_calibration
 from .config import EngineConfig, check_fmr
-from .errors import CalibrationError, FacelensError, InvalidArgumentError, NoFaceError
+from .errors import (
+    CalibrationError,
+    CollectionNotFoundError,
+    FacelensError,
+    InvalidArgumentError,
+    ModelMismatchError,
+    NoFaceError,
+)
 from .imageio import ImageInput, decode_image, describe_source
 from .models.backends import Backend, open_backend
 from .pipeline import Pipeline
-from .types import Comparison, Face, QualityFilter
+from .store import FaceRecord, FaceStore, collection_dir, default_home, list_collection_names
+from .store.collection import CheckReport, StoredFace
+from .types import (
+    CollectionInfo,
+    Comparison,
+    Face,
+    IndexResult,
+    Match,
+    QualityFilter,
+    RefusalReason,
+    SearchResult,
+)
 
 __all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
+
+_EXTERNAL_ID = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
+_PERSON_ID = re.compile(r"[A-Za-z0-9_.\-:]{1,128}")
+
+
+def image_sha256(image: ImageInput) -> str:
+    """sha256 of an image's encoded bytes (a file's content) or of an array's shape and pixels."""
+    h = hashlib.sha256()
+    if isinstance(image, np.ndarray):
+        h.update(f"{image.shape}{image.dtype}".encode())
+        h.update(np.ascontiguousarray(image).tobytes())
+    elif isinstance(image, (bytes, bytearray, memoryview)):
+        h.update(image)
+    else:
+        try:
+            with open(image, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError:
+            decode_image(image)  # raises the ImageDecodeError that names the problem
+            raise
+    return h.hexdigest()
 
 
 class Engine:
@@ -49,6 +95,9 @@ class Engine:
         self.backend: Backend | None = backend
         self._pipeline: Pipeline | None = Pipeline(backend, config)
         self._calibration: ScoreCalibration | None = None
+        self.home = Path(config.home).expanduser() if config.home else default_home()
+        self._stores: dict[str, FaceStore] = {}
+        self._stores_lock = threading.Lock()
         log.info("engine opened: model %s (sha256 %s)", self.model_name, self.model_sha256[:12])
 
     # -- what this engine is ----------------------------------------------------------------------
@@ -136,6 +185,166 @@ class Engine:
                           max_fmr=max_fmr, threshold=threshold, face_a=face_a, face_b=face_b,
                           calibration=self.calibration.name)
 
+    # -- collections ------------------------------------------------------------------------------
+    def _store(self, name: str) -> FaceStore:
+        path = collection_dir(self.home, name)
+        with self._stores_lock:
+            store = self._stores.get(name)
+            if store is None:
+                store = FaceStore.open(path, name=name)
+                self._stores[name] = store
+        meta = store.meta
+        if meta["model_sha256"] != self.model_sha256:
+            raise ModelMismatchError(
+                f"collection {name!r} holds faces of model {meta['model_name']!r} (sha256 "
+                f"{meta['model_sha256'][:12]}...); this engine runs {self.model_name!r} (sha256 "
+                f"{self.model_sha256[:12]}...). Open the engine with model={meta['model_name']!r}.")
+        return store
+
+    def create_collection(self, name: str) -> CollectionInfo:
+        """Create an empty collection bound to this engine's model; raises CollectionExistsError."""
+        path = collection_dir(self.home, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = FaceStore.create(path, name=name, model_name=self.model_name, model_sha256=self.model_sha256,
+                                 dim=self.embedding_size)
+        with self._stores_lock:
+            self._stores[name] = store
+        return self.describe_collection(name)
+
+    def list_collections(self) -> list[str]:
+        """Names of the collections in this engine's home folder, sorted."""
+        return list_collection_names(self.home)
+
+    def describe_collection(self, name: str) -> CollectionInfo:
+        """Face and person counts, the model the collection is bound to, its index type, when created."""
+        path = collection_dir(self.home, name)
+        with self._stores_lock:
+            store = self._stores.get(name)
+            if store is None:
+                store = FaceStore.open(path, name=name)
+                self._stores[name] = store
+        m = store.meta
+        return CollectionInfo(name=name, face_count=store.face_count(), person_count=store.person_count(),
+                              model_name=m["model_name"], model_sha256=m["model_sha256"],
+                              index_factory=m["index_factory"], created=m["created"])
+
+    def delete_collection(self, name: str) -> None:
+        """Delete a collection and everything in it; raises CollectionNotFoundError."""
+        path = collection_dir(self.home, name)
+        with self._stores_lock:
+            store = self._stores.pop(name, None)
+            if store is not None:
+                store.close()
+            if not (path / "faces.sqlite").is_file():
+                raise CollectionNotFoundError(f"no collection named {name!r}")
+            shutil.rmtree(path)
+
+    def check_collection(self, name: str, *, repair: bool = False) -> CheckReport:
+        """Compare the vector index with the metadata (the truth); ``repair`` rebuilds it if they differ."""
+        return self._store(name).check(repair=repair)
+
+    def index_faces(
+        self,
+        collection: str,
+        image: ImageInput,
+        *,
+        external_image_id: str | None = None,
+        person_id: str | None = None,
+        max_faces: int | None = None,
+        quality_filter: QualityFilter | str | None = None,
+    ) -> IndexResult:
+        """Detect the faces of an image and store those that pass the quality filter.
+
+        Faces refused by the filter, and faces beyond the ``max_faces`` largest, are returned in
+        ``unindexed`` with their reasons. Indexing the same image under the same ``external_image_id``
+        again stores nothing new (``already_indexed``). When this returns, the faces are durably stored.
+        """
+        if external_image_id is not None and not _EXTERNAL_ID.fullmatch(external_image_id):
+            raise InvalidArgumentError("external_image_id must be 1-255 printable characters")
+        if person_id is not None and not _PERSON_ID.fullmatch(person_id):
+            raise InvalidArgumentError(
+                f"invalid person id {person_id!r}: use 1-128 letters, digits, '_', '.', '-', ':'")
+        if max_faces is not None and max_faces < 1:
+            raise InvalidArgumentError(f"max_faces must be >= 1, got {max_faces}")
+        store = self._store(collection)
+        digest = image_sha256(image)
+        existing = store.find_image(external_image_id=external_image_id, image_sha256=digest)
+        if existing is not None:
+            return IndexResult(indexed=tuple(f.to_dict() for f in existing), unindexed=(), already_indexed=True)
+        faces = self._faces(image, embed=True, max_faces=None, quality_filter=quality_filter)
+        accepted = [f for f in faces if f.acceptable]
+        refused = [f for f in faces if not f.acceptable]
+        if max_faces is not None and len(accepted) > max_faces:
+            refused += [dataclasses.replace(f, refusal_reasons=(*f.refusal_reasons, RefusalReason.EXCEEDS_MAX_FACES))
+                        for f in accepted[max_faces:]]
+            accepted = accepted[:max_faces]
+        records = [FaceRecord(bbox=f.bbox.as_list(), score=f.score, embedding=f.embedding,  # type: ignore[arg-type]
+                              quality={**f.to_dict()["quality"], "pose": f.to_dict()["pose"]})
+                   for f in accepted]
+        stored, added = store.add_image(external_image_id=external_image_id, image_sha256=digest,
+                                        person_id=person_id, faces=records)
+        return IndexResult(indexed=tuple(f.to_dict() for f in stored), unindexed=tuple(refused),
+                           already_indexed=not added)
+
+    def list_faces(self, collection: str, *, limit: int = 100,
+                   next_token: str | None = None) -> tuple[list[StoredFace], str | None]:
+        """One page of stored faces, oldest first, and the token of the next page (None at the end)."""
+        return self._store(collection).list_faces(limit=limit, after=next_token)
+
+    def delete_faces(self, collection: str, face_ids: list[str]) -> list[str]:
+        """Delete faces by id; returns those that existed. A deleted face is never returned by a search."""
+        return self._store(collection).delete_faces(face_ids)
+
+    def _matches(self, store: FaceStore, queries: npt.NDArray[np.float32], *, max_results: int,
+                 threshold: float, exclude: str | None = None) -> list[tuple[Match, ...]]:
+        if max_results < 1:
+            raise InvalidArgumentError(f"max_results must be >= 1, got {max_results}")
+        k = max_results + (1 if exclude else 0)
+        out = []
+        for hits in store.search(queries, k):
+            matches = []
+            for stored, score in hits:
+                if score < threshold or stored.face_id == exclude:
+                    continue
+                fmr, bound = self.calibration.fmr(score)
+                matches.append(Match(face_id=stored.face_id, external_image_id=stored.external_image_id,
+                                     person_id=stored.person_id, score=score, fmr=fmr, fmr_is_upper_bound=bound,
+                                     bbox=stored.bbox))
+            out.append(tuple(matches[:max_results]))
+        return out
+
+    def search_faces_by_image(self, collection: str, image: ImageInput, *, max_results: int = 10,
+                              max_fmr: float | None = None, all_faces: bool = False) -> list[SearchResult]:
+        """Search the collection for the largest face of ``image`` (every face with ``all_faces``).
+
+        A stored face is a match when its score's false-match rate is at most ``max_fmr`` (default
+        ``config.max_fmr``). Returns one result per searched face; raises NoFaceError if there is none.
+        """
+        max_fmr = check_fmr(self.config.max_fmr if max_fmr is None else max_fmr)
+        threshold = self.calibration.threshold(max_fmr)
+        store = self._store(collection)
+        faces = self._faces(image, embed=True, max_faces=None if all_faces else 1,
+                            quality_filter=QualityFilter.NONE)
+        if not faces:
+            raise NoFaceError("no face found in the image to search with", source=describe_source(image))
+        size = store.face_count()
+        queries = np.stack([f.embedding for f in faces])  # type: ignore[misc]
+        found = self._matches(store, queries, max_results=max_results, threshold=threshold)
+        return [SearchResult(matches=m, threshold=threshold, max_fmr=max_fmr, collection_size=size, face=f)
+                for f, m in zip(faces, found, strict=True)]
+
+    def search_faces(self, collection: str, face_id: str, *, max_results: int = 10,
+                     max_fmr: float | None = None) -> SearchResult:
+        """Search the collection with one of its own stored faces (it is left out of the matches)."""
+        max_fmr = check_fmr(self.config.max_fmr if max_fmr is None else max_fmr)
+        threshold = self.calibration.threshold(max_fmr)
+        store = self._store(collection)
+        _, embedding = store.get_face(face_id)
+        found = self._matches(store, embedding[None, :], max_results=max_results, threshold=threshold,
+                              exclude=face_id)
+        return SearchResult(matches=found[0], threshold=threshold, max_fmr=max_fmr,
+                            collection_size=store.face_count(), face_id=face_id)
+
     def close(self) -> None:
         """Release the model sessions (also done when the engine is garbage-collected).
 
@@ -143,6 +352,10 @@ class Engine:
         """
         self._pipeline = None
         self.backend = None
+        with self._stores_lock:
+            for store in self._stores.values():
+                store.close()
+            self._stores.clear()
 
     def __enter__(self) -> Engine:
         return self

@@ -16,6 +16,11 @@ __all__ = [
     "ModelFileError",
     "NoFaceError",
     "CalibrationError",
+    "CollectionError",
+    "CollectionExistsError",
+    "CollectionNotFoundError",
+    "FaceNotFoundError",
+    "ModelMismatchError",
 ]
 
 
@@ -77,3 +82,23 @@ class ModelFileError(ModelError):
 
 class CalibrationError(FacelensError):
     """A calibration table is missing, malformed, or belongs to another model."""
+
+
+class CollectionError(FacelensError):
+    """A collection operation failed."""
+
+
+class CollectionNotFoundError(CollectionError):
+    """No collection of that name exists."""
+
+
+class CollectionExistsError(CollectionError):
+    """A collection of that name already exists."""
+
+
+class FaceNotFoundError(CollectionError):
+    """A face id is not in the collection."""
+
+
+class ModelMismatchError(CollectionError):
+    """A collection is bound to one model and refuses embeddings of another."""

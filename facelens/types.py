@@ -21,13 +21,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BBox",
+    "CollectionInfo",
     "Comparison",
     "Face",
+    "IndexResult",
     "Landmarks",
+    "Match",
     "Pose",
     "Quality",
     "QualityFilter",
     "RefusalReason",
+    "SearchResult",
 ]
 
 
@@ -126,6 +130,7 @@ class RefusalReason(enum.StrEnum):
     LOW_BRIGHTNESS = "LOW_BRIGHTNESS"
     EXTREME_POSE = "EXTREME_POSE"
     LOW_CONFIDENCE = "LOW_CONFIDENCE"
+    EXCEEDS_MAX_FACES = "EXCEEDS_MAX_FACES"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -206,3 +211,88 @@ class Comparison:
             "face_a": self.face_a.to_dict(),
             "face_b": self.face_b.to_dict(),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One stored face found by a search.
+
+    ``score`` is the cosine similarity to the searched face; ``fmr`` the false-match rate at that score
+    (how often two different people score this high), ``fmr_is_upper_bound`` as in :class:`Comparison`.
+    """
+
+    face_id: str
+    external_image_id: str | None
+    person_id: str | None
+    score: float
+    fmr: float
+    fmr_is_upper_bound: bool
+    bbox: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"face_id": self.face_id, "external_image_id": self.external_image_id,
+                "person_id": self.person_id, "score": round(self.score, 6), "fmr": self.fmr,
+                "fmr_is_upper_bound": self.fmr_is_upper_bound, "bbox": [round(v, 2) for v in self.bbox]}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SearchResult:
+    """The matches of one searched face, best first.
+
+    Only stored faces whose score reaches ``threshold`` (the score of false-match rate ``max_fmr``) are
+    returned, at most ``max_results``. ``collection_size`` is the number of faces searched: with N faces,
+    a search for someone absent returns a false candidate with probability up to about N x max_fmr.
+    ``face`` is the searched face (``None`` when searching by a stored face id).
+    """
+
+    matches: tuple[Match, ...]
+    threshold: float
+    max_fmr: float
+    collection_size: int
+    face: Face | None = None
+    face_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"matches": [m.to_dict() for m in self.matches], "threshold": round(self.threshold, 6),
+                             "max_fmr": self.max_fmr, "collection_size": self.collection_size}
+        if self.face is not None:
+            d["searched_face"] = self.face.to_dict()
+        if self.face_id is not None:
+            d["searched_face_id"] = self.face_id
+        return d
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class IndexResult:
+    """What indexing one image did.
+
+    ``indexed``: the stored faces (each a dict of :meth:`facelens.store.StoredFace.to_dict`);
+    ``unindexed``: faces found but refused, each with its reasons; ``already_indexed``: the same image was
+    indexed before under the same external id, and ``indexed`` lists the faces stored then.
+    """
+
+    indexed: tuple[dict[str, Any], ...]
+    unindexed: tuple[Face, ...]
+    already_indexed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"indexed": list(self.indexed), "unindexed": [f.to_dict() for f in self.unindexed],
+                "already_indexed": self.already_indexed}
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    """What ``describe_collection`` reports."""
+
+    name: str
+    face_count: int
+    person_count: int
+    model_name: str
+    model_sha256: str
+    index_factory: str
+    created: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "face_count": self.face_count, "person_count": self.person_count,
+                "model_name": self.model_name, "model_sha256": self.model_sha256,
+                "index_factory": self.index_factory, "created": self.created}

@@ -108,7 +108,53 @@ def test_cli_usage_error_exit_2_without_traceback() -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Missing argument" in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["detect", "compare", "demo", "models"])
+@pytest.mark.parametrize("command", ["detect", "compare", "demo", "models", "collection create", "collection list",
+                                     "collection describe", "collection delete", "collection check", "index",
+                                     "search", "faces list", "faces delete"])
 def test_cli_every_command_is_documented(command: str) -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
     assert f"## facelens {command}" in doc
+
+
+def test_cli_collection_workflow(tmp_path: Path) -> None:
+    home = str(tmp_path / "h")
+    assert _run("collection", "create", "people", "--home", home)[0] == 0
+    code, out, _ = _run("index", "people", str(PORTRAITS), "--home", home, "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["summary"]["faces_indexed"] == 16 and doc["summary"]["errors"] == 0
+    assert {r["external_image_id"] for r in doc["images"]} == {p.name for p in PORTRAITS.glob("*.jpg")}
+    code, out, _ = _run("index", "people", str(PORTRAITS), "--home", home, "--json")  # resumes: nothing new
+    assert json.loads(out)["summary"] == {"images": 16, "faces_indexed": 0, "already_indexed": 16,
+                                          "faces_refused": 0, "errors": 0}
+    code, out, _ = _run("search", "people", str(portrait("C001079", "b")), "--home", home, "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert {"matches", "threshold", "max_fmr", "collection_size", "searched_face", "collection"} <= set(doc)
+    assert [m["external_image_id"] for m in doc["matches"]] == ["C001079_b.jpg", "C001079_a.jpg"]
+    assert {"face_id", "external_image_id", "person_id", "score", "fmr"} <= set(doc["matches"][0])
+    code, out, _ = _run("faces", "list", "people", "--limit", "5", "--home", home, "--json")
+    page = json.loads(out)
+    assert len(page["faces"]) == 5 and page["next_token"]
+    victim = doc["matches"][1]["face_id"]
+    code, out, _ = _run("faces", "delete", "people", victim, "nope", "--home", home, "--json")
+    assert json.loads(out) == {"deleted": [victim], "unknown": ["nope"]}
+    code, out, _ = _run("collection", "describe", "people", "--home", home, "--json")
+    assert json.loads(out)["face_count"] == 15
+    assert _run("collection", "check", "people", "--home", home)[0] == 0
+    assert json.loads(_run("collection", "list", "--home", home, "--json")[1]) == {"collections": ["people"]}
+    assert _run("collection", "delete", "people", "--home", home)[0] == 0
+
+
+def test_cli_collection_errors_are_one_line(tmp_path: Path) -> None:
+    home = str(tmp_path / "h")
+    code, _, err = _run("search", "ghost", str(portrait("C001079")), "--home", home)
+    assert code == 3 and "no collection named 'ghost'" in err
+    code, _, err = _run("collection", "create", "../etc", "--home", home)
+    assert code == 2 and "invalid collection name" in err
+    _run("collection", "create", "c", "--home", home)
+    code, _, err = _run("index", "c", str(portrait("C001079")), str(portrait("C001082")), "--external-id", "x",
+                        "--home", home)
+    assert code == 2 and "exactly one image" in err
+    code, _, err = _run("search", "c", "--home", home)
+    assert code == 2 and "IMAGE or --face-id" in err

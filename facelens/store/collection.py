@@ -1,0 +1,429 @@
+"""One collection: SQLite metadata and embeddings (source of truth) + a FAISS index over them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import (
+    CollectionError,
+    CollectionExistsError,
+    CollectionNotFoundError,
+    FaceNotFoundError,
+    InvalidArgumentError,
+)
+
+__all__ = ["CheckReport", "FaceRecord", "FaceStore", "StoredFace"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DB_NAME = "faces.sqlite"
+INDEX_FACTORY = "IDMap2,Flat"  # exact inner-product search; ids are the faces' row ids
+_SAVE_EVERY = 2000  # persist the vector index after this many changes (and on close)
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE images (
+    image_id INTEGER PRIMARY KEY,
+    external_image_id TEXT NOT NULL,      -- '' when none was given
+    image_sha256 TEXT NOT NULL,
+    indexed_at TEXT NOT NULL,
+    UNIQUE (external_image_id, image_sha256)
+);
+CREATE TABLE faces (
+    vid INTEGER PRIMARY KEY AUTOINCREMENT, -- the id of the face's vector in the FAISS index
+    face_id TEXT NOT NULL UNIQUE,
+    image_id INTEGER NOT NULL REFERENCES images (image_id),
+    person_id TEXT,
+    bbox TEXT NOT NULL,
+    det_score REAL NOT NULL,
+    quality TEXT NOT NULL,
+    created TEXT NOT NULL,
+    embedding BLOB NOT NULL               -- float32, little-endian, dim values
+);
+CREATE INDEX faces_person ON faces (person_id);
+CREATE INDEX faces_image ON faces (image_id);
+CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL CHECK (op IN ('add', 'del')),
+                      vid INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FaceRecord:
+    """A face to store: its box, detector score, quality/pose summary and (dim,) float32 embedding."""
+
+    bbox: Sequence[float]
+    score: float
+    quality: dict[str, Any]
+    embedding: npt.NDArray[np.float32] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFace:
+    """A face as the collection holds it."""
+
+    face_id: str
+    external_image_id: str | None
+    image_sha256: str
+    person_id: str | None
+    bbox: tuple[float, ...]
+    score: float
+    quality: dict[str, Any]
+    created: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"face_id": self.face_id, "external_image_id": self.external_image_id,
+                "image_sha256": self.image_sha256, "person_id": self.person_id,
+                "bbox": [round(v, 2) for v in self.bbox], "score": round(self.score, 4),
+                "quality": self.quality, "created": self.created}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """Differences between SQLite (truth) and the vector index, and whether they were repaired."""
+
+    faces: int
+    vectors: int
+    missing_from_index: int
+    extra_in_index: int
+    repaired: bool
+
+    @property
+    def consistent(self) -> bool:
+        return self.missing_from_index == 0 and self.extra_in_index == 0
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")  # an acknowledged image survives a crash, not just a kill
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class FaceStore:
+    """A collection folder, opened. Thread-safe; several processes may open the same collection.
+
+    Writes go to SQLite first, in one transaction per image; the in-memory FAISS index follows.
+    Every search first applies changes other processes committed (the ``changes`` log), and maps index
+    hits back through SQLite, so a deleted face is never returned even by a stale index.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if int(self._meta.get("schema_version", 0)) != SCHEMA_VERSION:
+            raise CollectionError(f"{path}: unsupported collection format {self._meta.get('schema_version')!r}")
+        self.dim = int(self._meta["dim"])
+        self._index: Any = None
+        self._seq = 0
+        self._unsaved = 0
+        self._load_index()
+
+    # -- opening ----------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, *, name: str, model_name: str, model_sha256: str, dim: int,
+               calibration: str | None = None) -> FaceStore:
+        """Create a new, empty collection folder at ``path``."""
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise CollectionExistsError(f"collection {name!r} already exists") from None
+        try:
+            conn = _connect(path / DB_NAME)
+            conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+            meta = {"schema_version": str(SCHEMA_VERSION), "name": name, "model_name": model_name,
+                    "model_sha256": model_sha256, "dim": str(dim), "created": _now(),
+                    "index_factory": INDEX_FACTORY, "calibration": calibration or ""}
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            conn.execute("COMMIT")
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        return cls(path, conn)
+
+    @classmethod
+    def open(cls, path: Path, *, name: str) -> FaceStore:
+        if not (path / DB_NAME).is_file():
+            raise CollectionNotFoundError(f"no collection named {name!r}")
+        return cls(path, _connect(path / DB_NAME))
+
+    @property
+    def meta(self) -> dict[str, str]:
+        return dict(self._meta)
+
+    # -- the vector index -------------------------------------------------------------------------
+    def _index_files(self) -> list[tuple[int, Path]]:
+        files = []
+        for p in self.path.glob("vectors.*.faiss"):
+            try:
+                files.append((int(p.name.split(".")[1]), p))
+            except ValueError:
+                continue
+        return sorted(files)
+
+    def _new_index(self) -> Any:
+        import faiss
+
+        return faiss.index_factory(self.dim, INDEX_FACTORY, faiss.METRIC_INNER_PRODUCT)
+
+    def _load_index(self) -> None:
+        import faiss
+
+        files = self._index_files()
+        if files:
+            seq, path = files[-1]
+            try:
+                self._index = faiss.read_index(str(path))
+                self._seq = seq
+            except RuntimeError as exc:
+                log.warning("%s: vector index unreadable (%s); rebuilding from SQLite", path, exc)
+                self._index = None
+        if self._index is None or self._index.d != self.dim:
+            self._rebuild()
+        else:
+            self.refresh()
+
+    def _rebuild(self) -> None:
+        """Build the index from every face in SQLite (the source of truth)."""
+        with self._lock:
+            index = self._new_index()
+            seq = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
+            cur = self._conn.execute("SELECT vid, embedding FROM faces ORDER BY vid")
+            while rows := cur.fetchmany(65536):
+                ids = np.array([r[0] for r in rows], dtype=np.int64)
+                vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
+                index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32), ids)
+            self._index, self._seq = index, int(seq)
+            self._unsaved = 1
+            self.save_index()
+
+    def refresh(self) -> None:
+        """Apply the changes committed (by any process) since the index was last brought up to date."""
+        with self._lock:
+            rows = self._conn.execute("SELECT seq, op, vid FROM changes WHERE seq > ? ORDER BY seq",
+                                      (self._seq,)).fetchall()
+            if not rows:
+                return
+            final: dict[int, str] = {}
+            for _, op, vid in rows:
+                final[vid] = op
+            vids = np.array(list(final), dtype=np.int64)
+            self._index.remove_ids(vids)  # makes re-applying an add idempotent
+            adds = [v for v, op in final.items() if op == "add"]
+            for start in range(0, len(adds), 900):
+                chunk = adds[start : start + 900]
+                got = self._conn.execute(
+                    f"SELECT vid, embedding FROM faces WHERE vid IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+                if got:
+                    ids = np.array([r[0] for r in got], dtype=np.int64)
+                    vecs = np.frombuffer(b"".join(r[1] for r in got), dtype="<f4").reshape(len(got), self.dim)
+                    self._index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32), ids)
+            self._seq = int(rows[-1][0])
+            self._unsaved += len(rows)
+            # Saving writes the whole index: do it once per 10% growth (at least _SAVE_EVERY changes), so
+            # its cost stays proportional to the work done. Unsaved changes are replayed from SQLite.
+            if self._unsaved >= max(_SAVE_EVERY, self._index.ntotal // 10):
+                self.save_index()
+
+    def save_index(self) -> None:
+        """Persist the vector index as ``vectors.<seq>.faiss`` (atomic rename), removing older files."""
+        import faiss
+
+        with self._lock:
+            if self._unsaved == 0 and self._index_files():
+                return
+            final = self.path / f"vectors.{self._seq}.faiss"
+            tmp = self.path / f".vectors.{self._seq}.{os.getpid()}.tmp"
+            faiss.write_index(self._index, str(tmp))
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            for seq, old in self._index_files():
+                if seq < self._seq:
+                    old.unlink(missing_ok=True)
+            self._unsaved = 0
+
+    # -- writing ----------------------------------------------------------------------------------
+    def find_image(self, *, external_image_id: str | None, image_sha256: str) -> list[StoredFace] | None:
+        """The faces stored for this image under this external id, or None if it was never indexed."""
+        row = self._conn.execute("SELECT image_id FROM images WHERE external_image_id = ? AND image_sha256 = ?",
+                                 (external_image_id or "", image_sha256)).fetchone()
+        if row is None:
+            return None
+        return self._faces_where("f.image_id = ?", (row[0],))
+
+    def add_image(self, *, external_image_id: str | None, image_sha256: str, person_id: str | None,
+                  faces: Sequence[FaceRecord]) -> tuple[list[StoredFace], bool]:
+        """Store an image's faces in one transaction; returns (faces, newly_added).
+
+        Indexing the same image bytes under the same external id again adds nothing and returns the
+        faces stored the first time.
+        """
+        for f in faces:
+            if f.embedding.shape != (self.dim,):
+                raise InvalidArgumentError(f"embedding must have shape ({self.dim},), got {f.embedding.shape}")
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT image_id FROM images WHERE external_image_id = ? AND image_sha256 = ?",
+                                   (external_image_id or "", image_sha256)).fetchone()
+                if row is not None:
+                    conn.execute("ROLLBACK")
+                    return self._faces_where("f.image_id = ?", (row[0],)), False
+                now = _now()
+                image_id = conn.execute(
+                    "INSERT INTO images (external_image_id, image_sha256, indexed_at) VALUES (?, ?, ?)",
+                    (external_image_id or "", image_sha256, now)).lastrowid
+                for f in faces:
+                    vid = conn.execute(
+                        "INSERT INTO faces (face_id, image_id, person_id, bbox, det_score, quality, created, "
+                        "embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (str(uuid.uuid4()), image_id, person_id, json.dumps([float(v) for v in f.bbox]),
+                         float(f.score), json.dumps(f.quality), now,
+                         np.ascontiguousarray(f.embedding, dtype="<f4").tobytes())).lastrowid
+                    conn.execute("INSERT INTO changes (op, vid) VALUES ('add', ?)", (vid,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self.refresh()
+            return self._faces_where("f.image_id = ?", (image_id,)), True
+
+    def delete_faces(self, face_ids: Sequence[str]) -> list[str]:
+        """Delete these faces (unknown ids are ignored); returns the ids that were deleted."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = []
+                for fid in face_ids:
+                    row = conn.execute("SELECT vid, image_id FROM faces WHERE face_id = ?", (fid,)).fetchone()
+                    if row is None:
+                        continue
+                    conn.execute("DELETE FROM faces WHERE vid = ?", (row[0],))
+                    conn.execute("INSERT INTO changes (op, vid) VALUES ('del', ?)", (row[0],))
+                    # an image with no face left is forgotten, so it can be indexed again
+                    conn.execute("DELETE FROM images WHERE image_id = ? AND NOT EXISTS "
+                                 "(SELECT 1 FROM faces WHERE image_id = ?)", (row[1], row[1]))
+                    deleted.append(fid)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self.refresh()
+            return deleted
+
+    # -- reading ----------------------------------------------------------------------------------
+    _SELECT = ("SELECT f.face_id, NULLIF(i.external_image_id, ''), i.image_sha256, f.person_id, f.bbox, "
+               "f.det_score, f.quality, f.created, f.vid FROM faces f JOIN images i USING (image_id)")
+
+    def _faces_where(self, where: str, args: Sequence[Any]) -> list[StoredFace]:
+        rows = self._conn.execute(f"{self._SELECT} WHERE {where} ORDER BY f.vid", tuple(args)).fetchall()
+        return [self._face(r) for r in rows]
+
+    @staticmethod
+    def _face(r: Sequence[Any]) -> StoredFace:
+        return StoredFace(face_id=r[0], external_image_id=r[1], image_sha256=r[2], person_id=r[3],
+                          bbox=tuple(json.loads(r[4])), score=float(r[5]), quality=json.loads(r[6]), created=r[7])
+
+    def face_count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+
+    def person_count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(DISTINCT person_id) FROM faces").fetchone()[0])
+
+    def get_face(self, face_id: str) -> tuple[StoredFace, npt.NDArray[np.float32]]:
+        """A stored face and its embedding; raises :class:`FaceNotFoundError`."""
+        row = self._conn.execute(f"{self._SELECT} WHERE f.face_id = ?", (face_id,)).fetchone()
+        if row is None:
+            raise FaceNotFoundError(f"no face {face_id!r} in collection {self._meta['name']!r}")
+        emb = self._conn.execute("SELECT embedding FROM faces WHERE face_id = ?", (face_id,)).fetchone()[0]
+        return self._face(row), np.frombuffer(emb, dtype="<f4").astype(np.float32)
+
+    def list_faces(self, *, limit: int = 100, after: str | None = None) -> tuple[list[StoredFace], str | None]:
+        """One page of faces in the order they were indexed; pass the returned token to get the next."""
+        if limit < 1:
+            raise InvalidArgumentError(f"limit must be >= 1, got {limit}")
+        start = 0
+        if after:
+            try:
+                start = int(after)
+            except ValueError:
+                raise InvalidArgumentError(f"invalid page token {after!r}") from None
+        rows = self._conn.execute(f"{self._SELECT} WHERE f.vid > ? ORDER BY f.vid LIMIT ?",
+                                  (start, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [self._face(r) for r in rows], (str(rows[-1][8]) if more else None)
+
+    def search(self, queries: npt.NDArray[np.float32], k: int) -> list[list[tuple[StoredFace, float]]]:
+        """For each (d,) row of ``queries`` (unit length), the ``k`` most similar stored faces, best first."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if q.shape[1] != self.dim:
+            raise InvalidArgumentError(f"queries must be (n, {self.dim}), got {q.shape}")
+        with self._lock:
+            self.refresh()
+            if self._index.ntotal == 0:
+                return [[] for _ in range(len(q))]
+            scores, ids = self._index.search(q, min(k, self._index.ntotal))
+        out = []
+        for srow, irow in zip(scores, ids, strict=True):
+            vids = [int(v) for v in irow if v >= 0]
+            found = {}
+            if vids:
+                rows = self._conn.execute(f"{self._SELECT} WHERE f.vid IN ({','.join('?' * len(vids))})",
+                                          vids).fetchall()
+                found = {int(r[8]): self._face(r) for r in rows}
+            out.append([(found[int(v)], float(s)) for s, v in zip(srow, irow, strict=True) if int(v) in found])
+        return out
+
+    # -- maintenance ------------------------------------------------------------------------------
+    def check(self, *, repair: bool = False) -> CheckReport:
+        """Compare the index with SQLite; with ``repair``, rebuild the index when they differ."""
+        import faiss
+
+        with self._lock:
+            self.refresh()
+            truth = {r[0] for r in self._conn.execute("SELECT vid FROM faces")}
+            have = set(faiss.vector_to_array(self._index.id_map).tolist())
+            missing, extra = len(truth - have), len(have - truth)
+            repaired = False
+            if repair and (missing or extra):
+                self._rebuild()
+                repaired = True
+            return CheckReport(faces=len(truth), vectors=len(have), missing_from_index=missing,
+                               extra_in_index=extra, repaired=repaired)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self.save_index()
+                finally:
+                    self._conn.close()
+                    self._conn = None  # type: ignore[assignment]

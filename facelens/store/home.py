@@ -1,0 +1,48 @@
+"""Where collections live, and which names they may have."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from ..errors import InvalidArgumentError
+
+__all__ = ["collection_dir", "default_home", "list_collection_names", "validate_collection_name"]
+
+# Rekognition's CollectionId pattern is [a-zA-Z0-9_.\-]+ up to 255 characters. A name is also a folder
+# name here, so a leading dot (".", "..", hidden folders) is refused too.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+
+def validate_collection_name(name: str) -> str:
+    """Return ``name`` if it is a valid collection id, else raise :class:`InvalidArgumentError`."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidArgumentError(
+            f"invalid collection name {name!r}: use 1-128 letters, digits, '_', '.', '-', not starting "
+            f"with '.' or '-'")
+    return name
+
+
+def default_home() -> Path:
+    """``FACELENS_HOME`` if set, else the per-user data folder (XDG on Linux)."""
+    env = os.environ.get("FACELENS_HOME")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "facelens"
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "facelens"
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "facelens"
+
+
+def collection_dir(home: Path, name: str) -> Path:
+    return home / "collections" / validate_collection_name(name)
+
+
+def list_collection_names(home: Path) -> list[str]:
+    root = home / "collections"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "faces.sqlite").is_file() and _NAME.fullmatch(p.name))

@@ -1,0 +1,226 @@
+"""Collections: index, search, list, delete; durability under SIGKILL; bad ids and empty cases."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import facelens
+from facelens import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    FaceNotFoundError,
+    InvalidArgumentError,
+    ModelMismatchError,
+    NoFaceError,
+    RefusalReason,
+)
+
+from .conftest import PEOPLE, PORTRAITS, portrait
+
+
+@pytest.fixture()
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture()
+def gallery(home: Path) -> facelens.Engine:
+    """An engine whose collection 'gallery' holds the 'a' portrait of each person."""
+    eng = facelens.Engine(home=str(home), threads=2)
+    eng.create_collection("gallery")
+    for p in PEOPLE:
+        eng.index_faces("gallery", portrait(p), external_image_id=f"{p}_a", person_id=p)
+    return eng
+
+
+def test_collection_create_list_describe_delete(home: Path) -> None:
+    eng = facelens.Engine(home=str(home))
+    info = eng.create_collection("c-1.test_x")
+    assert (info.face_count, info.person_count, info.model_name) == (0, 0, "buffalo_s")
+    assert info.model_sha256 == eng.model_sha256 and info.index_factory == "IDMap2,Flat"
+    assert eng.list_collections() == ["c-1.test_x"]
+    with pytest.raises(CollectionExistsError):
+        eng.create_collection("c-1.test_x")
+    eng.delete_collection("c-1.test_x")
+    assert eng.list_collections() == []
+    with pytest.raises(CollectionNotFoundError):
+        eng.describe_collection("c-1.test_x")
+    with pytest.raises(CollectionNotFoundError):
+        eng.delete_collection("c-1.test_x")
+
+
+@pytest.mark.parametrize("name", ["", "..", "../x", "a/b", ".hidden", "-flag", "x" * 129, "a b", "ä"])
+def test_collection_names_that_could_escape_or_confuse_are_refused(home: Path, name: str) -> None:
+    eng = facelens.Engine(home=str(home))
+    with pytest.raises(InvalidArgumentError, match="invalid collection name"):
+        eng.create_collection(name)
+    assert not (home / "collections").exists() or list((home / "collections").iterdir()) == []
+
+
+def test_index_and_search_finds_the_other_photo_of_each_person(gallery: facelens.Engine) -> None:
+    info = gallery.describe_collection("gallery")
+    assert (info.face_count, info.person_count) == (len(PEOPLE), len(PEOPLE))
+    for p in PEOPLE:
+        [result] = gallery.search_faces_by_image("gallery", portrait(p, "b"))
+        assert result.collection_size == len(PEOPLE)
+        assert [m.person_id for m in result.matches] == [p]
+        m = result.matches[0]
+        assert m.external_image_id == f"{p}_a" and m.score >= result.threshold and m.fmr <= 1e-5
+
+
+def test_index_same_image_twice_adds_nothing(gallery: facelens.Engine) -> None:
+    again = gallery.index_faces("gallery", portrait(PEOPLE[0]), external_image_id=f"{PEOPLE[0]}_a")
+    assert again.already_indexed and len(again.indexed) == 1
+    assert gallery.describe_collection("gallery").face_count == len(PEOPLE)
+    other_id = gallery.index_faces("gallery", portrait(PEOPLE[0]), external_image_id="copy")
+    assert not other_id.already_indexed  # the same photo under another external id is a new entry
+
+
+def test_index_reports_refused_faces_with_reasons(gallery: facelens.Engine, tmp_path: Path) -> None:
+    tiny = tmp_path / "tiny.png"
+    Image.open(portrait("C001079")).resize((45, 55)).save(tiny)
+    r = gallery.index_faces("gallery", tiny, quality_filter="HIGH")
+    assert r.indexed == () and len(r.unindexed) == 1
+    assert RefusalReason.SMALL_BOUNDING_BOX in r.unindexed[0].refusal_reasons
+
+
+def test_index_max_faces_keeps_the_largest(gallery: facelens.Engine) -> None:
+    canvas = np.full((600, 1000, 3), 200, np.uint8)
+    for x, (p, scale) in zip((10, 480), (("C001082", 0.9), ("D000601", 0.5)), strict=True):
+        im = Image.open(portrait(p)).convert("RGB")
+        a = np.asarray(im.resize((int(im.width * scale), int(im.height * scale))))
+        canvas[10 : 10 + a.shape[0], x : x + a.shape[1]] = a
+    r = gallery.index_faces("gallery", canvas, external_image_id="pair", max_faces=1)
+    assert len(r.indexed) == 1 and len(r.unindexed) == 1
+    assert r.unindexed[0].refusal_reasons == (RefusalReason.EXCEEDS_MAX_FACES,)
+    assert r.indexed[0]["bbox"][2] - r.indexed[0]["bbox"][0] > r.unindexed[0].bbox.width
+
+
+def test_search_all_faces_of_a_group_photo(gallery: facelens.Engine) -> None:
+    canvas = np.full((600, 1000, 3), 200, np.uint8)
+    for x, p in zip((10, 480), ("C001082", "D000601"), strict=True):
+        a = np.asarray(Image.open(portrait(p, "b")).convert("RGB"))
+        canvas[10 : 10 + a.shape[0], x : x + a.shape[1]] = a
+    results = gallery.search_faces_by_image("gallery", canvas, all_faces=True)
+    assert len(results) == 2
+    assert sorted(r.matches[0].person_id or "" for r in results) == ["C001082", "D000601"]
+
+
+def test_search_by_face_id_leaves_the_face_itself_out(gallery: facelens.Engine) -> None:
+    r = gallery.index_faces("gallery", portrait("B001266", "b"), external_image_id="B001266_b", person_id="B001266")
+    face_id = r.indexed[0]["face_id"]
+    found = gallery.search_faces("gallery", face_id)
+    assert [m.external_image_id for m in found.matches] == ["B001266_a"]
+    with pytest.raises(FaceNotFoundError):
+        gallery.search_faces("gallery", "no-such-face")
+
+
+def test_search_empty_collection_and_face_less_probe(home: Path) -> None:
+    eng = facelens.Engine(home=str(home))
+    eng.create_collection("empty")
+    [r] = eng.search_faces_by_image("empty", portrait("C001085"))
+    assert r.matches == () and r.collection_size == 0
+    with pytest.raises(NoFaceError):
+        eng.search_faces_by_image("empty", np.full((200, 200, 3), 128, np.uint8))
+    with pytest.raises(CollectionNotFoundError):
+        eng.search_faces_by_image("nope", portrait("C001085"))
+
+
+def test_deleted_faces_are_never_returned(gallery: facelens.Engine, home: Path) -> None:
+    [before] = gallery.search_faces_by_image("gallery", portrait("C001085", "b"))
+    victim = before.matches[0].face_id
+    other = facelens.Engine(home=str(home))  # a second engine holding its own index of the collection
+    assert other.search_faces_by_image("gallery", portrait("C001085", "b"))[0].matches
+    assert gallery.delete_faces("gallery", [victim, "unknown"]) == [victim]
+    assert gallery.search_faces_by_image("gallery", portrait("C001085", "b"))[0].matches == ()
+    assert other.search_faces_by_image("gallery", portrait("C001085", "b"))[0].matches == ()
+    assert victim not in {f.face_id for f in gallery.list_faces("gallery", limit=1000)[0]}
+
+
+def test_list_faces_pages_through_everything(gallery: facelens.Engine) -> None:
+    seen, token = [], None
+    while True:
+        page, token = gallery.list_faces("gallery", limit=3, next_token=token)
+        seen += [f.face_id for f in page]
+        if token is None:
+            break
+    assert len(seen) == len(set(seen)) == len(PEOPLE)
+    with pytest.raises(InvalidArgumentError):
+        gallery.list_faces("gallery", next_token="garbage")
+
+
+def test_collection_refuses_another_models_engine(home: Path) -> None:
+    pytest.importorskip("dlib")
+    facelens.Engine(home=str(home), model="dlib").create_collection("dlibfaces")
+    with pytest.raises(ModelMismatchError, match="dlib"):
+        facelens.Engine(home=str(home)).index_faces("dlibfaces", portrait("C001085"))
+
+
+def test_lost_vector_index_is_rebuilt_from_the_metadata(gallery: facelens.Engine, home: Path) -> None:
+    gallery.close()
+    folder = home / "collections" / "gallery"
+    for f in folder.glob("vectors.*.faiss"):
+        f.write_bytes(b"garbage")
+    eng = facelens.Engine(home=str(home))
+    assert eng.check_collection("gallery").consistent
+    assert eng.search_faces_by_image("gallery", portrait("A000368", "b"))[0].matches[0].person_id == "A000368"
+
+
+_WRITER = textwrap.dedent("""
+    import sys, facelens
+    home, portraits = sys.argv[1], sys.argv[2:]
+    eng = facelens.Engine(home=home, threads=1)
+    if "kill" not in eng.list_collections():
+        eng.create_collection("kill")
+    i = 0
+    while True:
+        for p in portraits:
+            i += 1
+            r = eng.index_faces("kill", p, external_image_id=f"{sys.argv[0]}-{i}-{p}")
+            for f in r.indexed:
+                print("ACK", f["face_id"], flush=True)
+""")
+
+
+def test_kill_during_indexing_loses_nothing_acknowledged(home: Path, tmp_path: Path) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(_WRITER)
+    portraits = [str(p) for p in sorted(PORTRAITS.glob("*.jpg"))]
+    acked: list[str] = []
+    rng = np.random.default_rng(7)
+    for round_ in range(3):
+        proc = subprocess.Popen([sys.executable, str(script), str(home), *portraits], stdout=subprocess.PIPE,
+                                text=True, env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                     "PYTHONPATH": str(Path(facelens.__file__).resolve().parents[1])})
+        assert proc.stdout is not None
+        target = len(acked) + 4 + round_
+        deadline = time.monotonic() + 120
+        while len(acked) < target and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("ACK "):
+                acked.append(line.split()[1])
+        time.sleep(float(rng.uniform(0.0, 0.3)))  # die somewhere inside the next image
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for line in proc.stdout:  # acknowledgements printed before the kill landed
+            if line.startswith("ACK "):
+                acked.append(line.split()[1])
+        assert len(acked) >= target
+        eng = facelens.Engine(home=str(home))
+        report = eng.check_collection("kill")
+        assert report.consistent, report  # no repair needed after a kill
+        stored = {f.face_id for f in eng.list_faces("kill", limit=10_000)[0]}
+        assert set(acked) <= stored
+        for face_id in acked[-3:]:
+            assert eng.search_faces("kill", face_id, max_results=1000).collection_size == len(stored)
+        eng.close()

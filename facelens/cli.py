@@ -515,6 +515,101 @@ def faces_delete(state: _State, /, name: str, face_ids: tuple[str, ...], as_json
           f"deleted {len(deleted)} face(s)" + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
 
 
+@main.group()
+def person() -> None:
+    """Persons: group several faces of one individual; erase everything about someone."""
+
+
+@person.command("create")
+@click.argument("name")
+@click.argument("person_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_home_option
+@click.pass_obj
+def person_create(state: _State, /, name: str, person_id: str, as_json: bool, home: Path | None) -> None:
+    """Create PERSON_ID in collection NAME."""
+    _call(_collection_engine(state, home).create_person, name, person_id)
+    _emit(state, as_json, {"created": person_id}, f"created person {person_id!r}")
+
+
+@person.command("list")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_home_option
+@click.pass_obj
+def person_list(state: _State, /, name: str, as_json: bool, home: Path | None) -> None:
+    """List the persons of collection NAME with their face counts."""
+    rows = _call(_collection_engine(state, home).list_persons, name)
+    _emit(state, as_json, {"persons": [{"person_id": p, "faces": n} for p, n in rows]},
+          "\n".join(f"{p}  {n} face(s)" for p, n in rows) if rows else "no persons")
+
+
+@person.command("associate")
+@click.argument("name")
+@click.argument("person_id")
+@click.argument("face_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_home_option
+@click.pass_obj
+def person_associate(state: _State, /, name: str, person_id: str, face_ids: tuple[str, ...], as_json: bool,
+                     home: Path | None) -> None:
+    """Give FACE_IDS to PERSON_ID."""
+    done = _call(_collection_engine(state, home).associate_faces, name, person_id, list(face_ids))
+    unknown = [f for f in face_ids if f not in done]
+    note = f"; unknown: {', '.join(unknown)}" if unknown else ""
+    _emit(state, as_json, {"associated": done, "unknown": unknown},
+          f"associated {len(done)} face(s) with {person_id!r}{note}")
+
+
+@person.command("disassociate")
+@click.argument("name")
+@click.argument("person_id")
+@click.argument("face_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_home_option
+@click.pass_obj
+def person_disassociate(state: _State, /, name: str, person_id: str, face_ids: tuple[str, ...], as_json: bool,
+                        home: Path | None) -> None:
+    """Take FACE_IDS away from PERSON_ID (the faces stay in the collection)."""
+    done = _call(_collection_engine(state, home).disassociate_faces, name, person_id, list(face_ids))
+    _emit(state, as_json, {"disassociated": done}, f"disassociated {len(done)} face(s) from {person_id!r}")
+
+
+@person.command("delete")
+@click.argument("name")
+@click.argument("person_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_home_option
+@click.pass_obj
+def person_delete(state: _State, /, name: str, person_id: str, as_json: bool, home: Path | None) -> None:
+    """Erase PERSON_ID: the person and every face and vector of theirs."""
+    deleted = _call(_collection_engine(state, home).delete_person, name, person_id)
+    _emit(state, as_json, {"deleted_person": person_id, "deleted_faces": deleted},
+          f"erased person {person_id!r} and {len(deleted)} face(s)")
+
+
+@person.command("search")
+@click.argument("name")
+@click.argument("image")
+@click.option("--max-results", type=click.IntRange(min=1), default=10, help="At most this many persons.")
+@click.option("--max-fmr", type=float, default=None, help="Match at this false-match rate (default 1e-5).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (as `search`, one match per person).")
+@_home_option
+@click.pass_obj
+def person_search(state: _State, /, name: str, image: str, max_results: int, max_fmr: float | None,
+                  as_json: bool, home: Path | None) -> None:
+    """Search collection NAME for the persons whose best face matches the largest face in IMAGE."""
+    r = _call(_collection_engine(state, home).search_persons_by_image, name, image, max_results=max_results,
+              max_fmr=max_fmr)
+    doc = r.to_dict()
+    doc.update(collection=name)
+    lines = [f"searched {r.collection_size:,} faces at max false-match rate {r.max_fmr:g}: "
+             f"{len(r.matches)} person(s)"]
+    lines += [f"  {m.person_id}  score {m.score:.3f}  false-match rate "
+              f"{'<' if m.fmr_is_upper_bound else ''}{m.fmr:.1e}  (face {m.face_id})" for m in r.matches]
+    _emit(state, as_json, doc, "\n".join(lines))
+
+
 def run() -> None:
     """Console-script entry point: usage errors exit 2, library errors get one line, no traceback."""
     try:

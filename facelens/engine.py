@@ -48,6 +48,12 @@ _EXTERNAL_ID = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 _PERSON_ID = re.compile(r"[A-Za-z0-9_.\-:]{1,128}")
 
 
+def _check_person_id(person_id: str) -> str:
+    if not isinstance(person_id, str) or not _PERSON_ID.fullmatch(person_id):
+        raise InvalidArgumentError(f"invalid person id {person_id!r}: use 1-128 letters, digits, '_', '.', '-', ':'")
+    return person_id
+
+
 def image_sha256(image: ImageInput) -> str:
     """sha256 of an image's encoded bytes (a file's content) or of an array's shape and pixels."""
     h = hashlib.sha256()
@@ -261,9 +267,8 @@ class Engine:
         """
         if external_image_id is not None and not _EXTERNAL_ID.fullmatch(external_image_id):
             raise InvalidArgumentError("external_image_id must be 1-255 printable characters")
-        if person_id is not None and not _PERSON_ID.fullmatch(person_id):
-            raise InvalidArgumentError(
-                f"invalid person id {person_id!r}: use 1-128 letters, digits, '_', '.', '-', ':'")
+        if person_id is not None:
+            _check_person_id(person_id)
         if max_faces is not None and max_faces < 1:
             raise InvalidArgumentError(f"max_faces must be >= 1, got {max_faces}")
         store = self._store(collection)
@@ -344,6 +349,50 @@ class Engine:
                               exclude=face_id)
         return SearchResult(matches=found[0], threshold=threshold, max_fmr=max_fmr,
                             collection_size=store.face_count(), face_id=face_id)
+
+    # -- persons ----------------------------------------------------------------------------------
+    def create_person(self, collection: str, person_id: str) -> None:
+        """Create a person (Rekognition's "user"): an id that groups several faces of one individual.
+
+        ``index_faces(..., person_id=...)`` creates the person when needed.
+        """
+        self._store(collection).create_person(_check_person_id(person_id))
+
+    def list_persons(self, collection: str) -> list[tuple[str, int]]:
+        """(person id, number of faces) for each person of the collection."""
+        return self._store(collection).list_persons()
+
+    def associate_faces(self, collection: str, person_id: str, face_ids: list[str]) -> list[str]:
+        """Give stored faces to a person; returns the face ids that exist (others are ignored)."""
+        return self._store(collection).associate(_check_person_id(person_id), face_ids)
+
+    def disassociate_faces(self, collection: str, person_id: str, face_ids: list[str]) -> list[str]:
+        """Take faces away from a person (they stay in the collection); returns the ids changed."""
+        return self._store(collection).disassociate(_check_person_id(person_id), face_ids)
+
+    def delete_person(self, collection: str, person_id: str) -> list[str]:
+        """Erase a person: the person and all their faces and vectors; no search returns them afterwards.
+
+        Returns the deleted face ids. Raises FaceNotFoundError for an unknown person.
+        """
+        return self._store(collection).delete_person(_check_person_id(person_id))
+
+    def search_persons_by_image(self, collection: str, image: ImageInput, *, max_results: int = 10,
+                                max_fmr: float | None = None) -> SearchResult:
+        """Like :meth:`search_faces_by_image` for the largest face, but one match per person: the best
+        scoring face of each person (faces with no person are left out)."""
+        max_fmr = check_fmr(self.config.max_fmr if max_fmr is None else max_fmr)
+        threshold = self.calibration.threshold(max_fmr)
+        store = self._store(collection)
+        face = self._largest_face(image)
+        assert face.embedding is not None
+        k = min(max(100, 10 * max_results), max(store.face_count(), 1))
+        best: dict[str, Match] = {}
+        for m in self._matches(store, face.embedding[None, :], max_results=k, threshold=threshold)[0]:
+            if m.person_id is not None and m.person_id not in best:
+                best[m.person_id] = m
+        return SearchResult(matches=tuple(list(best.values())[:max_results]), threshold=threshold,
+                            max_fmr=max_fmr, collection_size=store.face_count(), face=face)
 
     def close(self) -> None:
         """Release the model sessions (also done when the engine is garbage-collected).

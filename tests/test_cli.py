@@ -110,7 +110,9 @@ def test_cli_usage_error_exit_2_without_traceback() -> None:
 
 @pytest.mark.parametrize("command", ["detect", "compare", "demo", "models", "collection create", "collection list",
                                      "collection describe", "collection delete", "collection check", "index",
-                                     "search", "faces list", "faces delete"])
+                                     "search", "faces list", "faces delete", "person create", "person list",
+                                     "person associate", "person disassociate", "person delete",
+                                     "person search"])
 def test_cli_every_command_is_documented(command: str) -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
     assert f"## facelens {command}" in doc
@@ -158,3 +160,22 @@ def test_cli_collection_errors_are_one_line(tmp_path: Path) -> None:
     assert code == 2 and "exactly one image" in err
     code, _, err = _run("search", "c", "--home", home)
     assert code == 2 and "IMAGE or --face-id" in err
+
+
+def test_cli_person_commands(tmp_path: Path) -> None:
+    home = str(tmp_path / "h")
+    _run("collection", "create", "p", "--home", home)
+    _run("index", "p", str(portrait("C001082")), "--person", "canseco", "--home", home)
+    code, out, _ = _run("index", "p", str(portrait("C001082", "b")), "--home", home, "--json")
+    face_id = json.loads(out)["images"][0]["indexed"][0]["face_id"]
+    assert _run("person", "associate", "p", "canseco", face_id, "--home", home)[0] == 0
+    code, out, _ = _run("person", "list", "p", "--home", home, "--json")
+    assert json.loads(out) == {"persons": [{"person_id": "canseco", "faces": 2}]}
+    code, out, _ = _run("person", "search", "p", str(portrait("C001082", "b")), "--home", home, "--json")
+    assert [m["person_id"] for m in json.loads(out)["matches"]] == ["canseco"]
+    assert _run("person", "disassociate", "p", "canseco", face_id, "--home", home)[0] == 0
+    assert _run("person", "create", "p", "other", "--home", home)[0] == 0
+    code, out, _ = _run("person", "delete", "p", "canseco", "--home", home, "--json")
+    assert code == 0 and len(json.loads(out)["deleted_faces"]) == 1
+    code, _, err = _run("person", "delete", "p", "canseco", "--home", home)
+    assert code == 3 and "no person 'canseco'" in err

@@ -224,3 +224,43 @@ def test_kill_during_indexing_loses_nothing_acknowledged(home: Path, tmp_path: P
         for face_id in acked[-3:]:
             assert eng.search_faces("kill", face_id, max_results=1000).collection_size == len(stored)
         eng.close()
+
+
+def test_persons_group_faces_and_search_returns_one_match_per_person(gallery: facelens.Engine) -> None:
+    extra = gallery.index_faces("gallery", portrait("C001079", "b"), external_image_id="C001079_b")
+    face_id = extra.indexed[0]["face_id"]
+    assert extra.indexed[0]["person_id"] is None
+    assert gallery.associate_faces("gallery", "C001079", [face_id, "ghost"]) == [face_id]
+    assert dict(gallery.list_persons("gallery"))["C001079"] == 2
+    faces = gallery.search_faces_by_image("gallery", portrait("C001079", "b"))[0]
+    assert [m.person_id for m in faces.matches] == ["C001079", "C001079"]
+    persons = gallery.search_persons_by_image("gallery", portrait("C001079", "b"))
+    assert [m.person_id for m in persons.matches] == ["C001079"]
+    assert persons.matches[0].face_id == face_id  # the best face of that person (the same photo)
+    assert gallery.disassociate_faces("gallery", "C001079", [face_id]) == [face_id]
+    assert dict(gallery.list_persons("gallery"))["C001079"] == 1
+    gallery.create_person("gallery", "nobody")
+    with pytest.raises(InvalidArgumentError, match="already exists"):
+        gallery.create_person("gallery", "nobody")
+    with pytest.raises(FaceNotFoundError, match="no person"):
+        gallery.associate_faces("gallery", "ghost", [face_id])
+    with pytest.raises(InvalidArgumentError, match="invalid person id"):
+        gallery.create_person("gallery", "has space")
+
+
+def test_erasing_a_person_removes_them_from_every_search(gallery: facelens.Engine, home: Path) -> None:
+    gallery.index_faces("gallery", portrait("D000601", "b"), external_image_id="D000601_b", person_id="D000601")
+    reader = facelens.Engine(home=str(home))
+    assert reader.search_faces_by_image("gallery", portrait("D000601"))[0].matches
+    deleted = gallery.delete_person("gallery", "D000601")
+    assert len(deleted) == 2
+    for eng in (gallery, reader):
+        for which in "ab":
+            for r in eng.search_faces_by_image("gallery", portrait("D000601", which), max_fmr=0.5,
+                                               max_results=100):
+                assert all(m.person_id != "D000601" and m.face_id not in deleted for m in r.matches)
+        assert "D000601" not in dict(eng.list_persons("gallery"))
+    with pytest.raises(FaceNotFoundError):
+        gallery.delete_person("gallery", "D000601")
+    # the same photos may be indexed again afterwards
+    assert not gallery.index_faces("gallery", portrait("D000601"), external_image_id="D000601_a").already_indexed

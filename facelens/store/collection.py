@@ -55,6 +55,7 @@ CREATE TABLE faces (
     embedding BLOB NOT NULL               -- float32, little-endian, dim values
 );
 CREATE INDEX faces_person ON faces (person_id);
+CREATE TABLE persons (person_id TEXT PRIMARY KEY, created TEXT NOT NULL);
 CREATE INDEX faces_image ON faces (image_id);
 CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL CHECK (op IN ('add', 'del')),
                       vid INTEGER NOT NULL);
@@ -296,6 +297,8 @@ class FaceStore:
                     conn.execute("ROLLBACK")
                     return self._faces_where("f.image_id = ?", (row[0],)), False
                 now = _now()
+                if person_id is not None:
+                    conn.execute("INSERT OR IGNORE INTO persons VALUES (?, ?)", (person_id, now))
                 image_id = conn.execute(
                     "INSERT INTO images (external_image_id, image_sha256, indexed_at) VALUES (?, ?, ?)",
                     (external_image_id or "", image_sha256, now)).lastrowid
@@ -314,29 +317,24 @@ class FaceStore:
             self.refresh()
             return self._faces_where("f.image_id = ?", (image_id,)), True
 
+    @staticmethod
+    def _delete_in(conn: sqlite3.Connection, face_ids: Sequence[str]) -> list[str]:
+        deleted = []
+        for fid in face_ids:
+            row = conn.execute("SELECT vid, image_id FROM faces WHERE face_id = ?", (fid,)).fetchone()
+            if row is None:
+                continue
+            conn.execute("DELETE FROM faces WHERE vid = ?", (row[0],))
+            conn.execute("INSERT INTO changes (op, vid) VALUES ('del', ?)", (row[0],))
+            # an image with no face left is forgotten, so it can be indexed again
+            conn.execute("DELETE FROM images WHERE image_id = ? AND NOT EXISTS "
+                         "(SELECT 1 FROM faces WHERE image_id = ?)", (row[1], row[1]))
+            deleted.append(fid)
+        return deleted
+
     def delete_faces(self, face_ids: Sequence[str]) -> list[str]:
         """Delete these faces (unknown ids are ignored); returns the ids that were deleted."""
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                deleted = []
-                for fid in face_ids:
-                    row = conn.execute("SELECT vid, image_id FROM faces WHERE face_id = ?", (fid,)).fetchone()
-                    if row is None:
-                        continue
-                    conn.execute("DELETE FROM faces WHERE vid = ?", (row[0],))
-                    conn.execute("INSERT INTO changes (op, vid) VALUES ('del', ?)", (row[0],))
-                    # an image with no face left is forgotten, so it can be indexed again
-                    conn.execute("DELETE FROM images WHERE image_id = ? AND NOT EXISTS "
-                                 "(SELECT 1 FROM faces WHERE image_id = ?)", (row[1], row[1]))
-                    deleted.append(fid)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            self.refresh()
-            return deleted
+        return list(self._write(lambda conn: self._delete_in(conn, face_ids)))
 
     # -- reading ----------------------------------------------------------------------------------
     _SELECT = ("SELECT f.face_id, NULLIF(i.external_image_id, ''), i.image_sha256, f.person_id, f.bbox, "
@@ -355,7 +353,73 @@ class FaceStore:
         return int(self._conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
 
     def person_count(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(DISTINCT person_id) FROM faces").fetchone()[0])
+        return int(self._conn.execute("SELECT COUNT(*) FROM persons").fetchone()[0])
+
+    # -- persons ----------------------------------------------------------------------------------
+    def _write(self, fn: Any) -> Any:
+        """Run ``fn(conn)`` in one write transaction, then bring the index up to date."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(self._conn)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self.refresh()
+            return result
+
+    def create_person(self, person_id: str, *, exist_ok: bool = False) -> bool:
+        """Create a person; returns False if it existed (an error unless ``exist_ok``)."""
+        def fn(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("INSERT OR IGNORE INTO persons VALUES (?, ?)", (person_id, _now()))
+            if cur.rowcount == 0 and not exist_ok:
+                raise InvalidArgumentError(f"person {person_id!r} already exists")
+            return bool(cur.rowcount)
+        return bool(self._write(fn))
+
+    def list_persons(self) -> list[tuple[str, int]]:
+        """(person id, number of faces) for every person, sorted by id."""
+        return [(r[0], int(r[1])) for r in self._conn.execute(
+            "SELECT p.person_id, COUNT(f.vid) FROM persons p LEFT JOIN faces f USING (person_id) "
+            "GROUP BY p.person_id ORDER BY p.person_id")]
+
+    def _require_person(self, conn: sqlite3.Connection, person_id: str) -> None:
+        if conn.execute("SELECT 1 FROM persons WHERE person_id = ?", (person_id,)).fetchone() is None:
+            raise FaceNotFoundError(f"no person {person_id!r} in collection {self._meta['name']!r}")
+
+    def associate(self, person_id: str, face_ids: Sequence[str]) -> list[str]:
+        """Give these faces to the person (taking them from any other); returns the ids that exist."""
+        def fn(conn: sqlite3.Connection) -> list[str]:
+            self._require_person(conn, person_id)
+            done = []
+            for fid in face_ids:
+                if conn.execute("UPDATE faces SET person_id = ? WHERE face_id = ?", (person_id, fid)).rowcount:
+                    done.append(fid)
+            return done
+        return list(self._write(fn))
+
+    def disassociate(self, person_id: str, face_ids: Sequence[str]) -> list[str]:
+        """Take these faces away from the person (they stay in the collection); returns those changed."""
+        def fn(conn: sqlite3.Connection) -> list[str]:
+            self._require_person(conn, person_id)
+            done = []
+            for fid in face_ids:
+                if conn.execute("UPDATE faces SET person_id = NULL WHERE face_id = ? AND person_id = ?",
+                                (fid, person_id)).rowcount:
+                    done.append(fid)
+            return done
+        return list(self._write(fn))
+
+    def delete_person(self, person_id: str) -> list[str]:
+        """Erase a person: delete the person and every face (and vector) of theirs; returns the face ids."""
+        def fn(conn: sqlite3.Connection) -> list[str]:
+            self._require_person(conn, person_id)
+            ids = [r[0] for r in conn.execute("SELECT face_id FROM faces WHERE person_id = ?", (person_id,))]
+            self._delete_in(conn, ids)
+            conn.execute("DELETE FROM persons WHERE person_id = ?", (person_id,))
+            return ids
+        return list(self._write(fn))
 
     def get_face(self, face_id: str) -> tuple[StoredFace, npt.NDArray[np.float32]]:
         """A stored face and its embedding; raises :class:`FaceNotFoundError`."""

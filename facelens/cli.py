@@ -214,10 +214,12 @@ def _print_comparison(state: _State, r: Comparison) -> None:
 @_engine_options
 @click.pass_obj
 def demo(state: _State, /, folder: Path | None, max_fmr: float | None, as_json: bool, **engine_kw: Any) -> None:
-    """Compare every pair of portraits in FOLDER (default: examples/portraits).
+    """Compare and search the portraits in FOLDER (default: examples/portraits).
 
-    Files named ID_x.jpg belong to person ID; each same-person pair should match and each pair of
-    different people should not. Prints every decision with its false-match rate and a tally.
+    Files named ID_x.jpg belong to person ID. First every pair is compared (same-person pairs should
+    match, others not); then each person's first photo is indexed into a collection (in a temporary
+    folder) and the collection is searched with every other photo. Prints each decision with its
+    false-match rate and a tally.
     """
     from .demo import run_demo
 
@@ -225,11 +227,16 @@ def demo(state: _State, /, folder: Path | None, max_fmr: float | None, as_json: 
     if not folder.is_dir():
         click.echo(f"facelens: error: {folder}: no such folder (give the portraits folder as an argument)", err=True)
         sys.exit(EXIT_USAGE)
-    engine = state.engine(**_collect(**engine_kw))
-    try:
-        report = run_demo(engine, folder, max_fmr=max_fmr, say=None if as_json else state.say)
-    except FacelensError as exc:
-        _fail(exc)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="facelens-demo-") as home:
+        engine = state.engine(**_collect(home=home, **engine_kw))
+        try:
+            report = run_demo(engine, folder, max_fmr=max_fmr, say=None if as_json else state.say)
+        except FacelensError as exc:
+            _fail(exc)
+        finally:
+            engine.close()
     if as_json:
         click.echo(json.dumps(report, indent=2))
     sys.exit(EXIT_OK)

@@ -57,5 +57,44 @@ def run_demo(engine: Engine, folder: Path, *, max_fmr: float | None = None,
     if top is not None:
         out(f"closest two different people: {top['a']} ~ {top['b']}, score {top['score']:.3f}, "
             f"false-match rate {top['fmr']:.1e}")
+    search = _search_demo(engine, files, max_fmr=max_fmr, say=out)
     return {"model": engine.model_name, "calibration": engine.calibration.name, "threshold": threshold,
-            "max_fmr": max_fmr or engine.config.max_fmr, "counts": tally, "pairs": pairs}
+            "max_fmr": max_fmr or engine.config.max_fmr, "counts": tally, "pairs": pairs, "search": search}
+
+
+def _search_demo(engine: Engine, files: list[Path], *, max_fmr: float | None,
+                 say: Callable[[str], None]) -> dict[str, Any]:
+    """Index each person's first photo into a collection, then search it with every other photo."""
+    people: dict[str, list[Path]] = {}
+    for p in files:
+        people.setdefault(p.stem.rsplit("_", 1)[0], []).append(p)
+    gallery = {person: photos[0] for person, photos in people.items()}
+    probes = [(person, p) for person, photos in people.items() for p in photos[1:]]
+    name = "facelens-demo"
+    if name in engine.list_collections():
+        engine.delete_collection(name)
+    engine.create_collection(name)
+    try:
+        for person, photo in gallery.items():
+            engine.index_faces(name, str(photo), external_image_id=photo.name, person_id=person)
+        say(f"\ncollection {name!r}: {len(gallery)} faces, one photo per person; searching it with the "
+            f"{len(probes)} other photos")
+        rows: list[dict[str, Any]] = []
+        for person, photo in probes:
+            [result] = engine.search_faces_by_image(name, str(photo), max_fmr=max_fmr)
+            top = result.matches[0] if result.matches else None
+            correct = top is not None and top.person_id == person
+            rows.append({"probe": photo.name, "person": person, "found": top.person_id if top else None,
+                         "score": round(top.score, 6) if top else None, "fmr": top.fmr if top else None,
+                         "candidates": len(result.matches), "correct": correct})
+            if top is None:
+                say(f"  {photo.name}: no match (wrong: {person} is in the collection)")
+            else:
+                rate = f"{'<' if top.fmr_is_upper_bound else ''}{top.fmr:.1e}"
+                say(f"  {photo.name}: {top.external_image_id} (person {top.person_id}), score {top.score:.3f}, "
+                    f"false-match rate {rate}, {len(result.matches)} candidate(s){'' if correct else '  <-- wrong'}")
+        found = sum(bool(r["correct"]) for r in rows)
+        say(f"searches that found the right person first: {found} of {len(rows)}")
+        return {"collection_size": len(gallery), "searches": rows, "correct": found}
+    finally:
+        engine.delete_collection(name)

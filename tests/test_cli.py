@@ -91,8 +91,10 @@ def test_cli_quiet_prints_nothing_but_keeps_the_exit_code() -> None:
 def test_cli_demo_matches_every_same_person_pair() -> None:
     code, out, _ = _run("demo", "--json", str(PORTRAITS))
     assert code == 0
-    counts = json.loads(out)["counts"]
+    doc = json.loads(out)
+    counts = doc["counts"]
     assert counts["true_match"] == 8 and counts["false_non_match"] == 0 and counts["false_match"] == 0
+    assert doc["search"]["correct"] == 8 and doc["search"]["collection_size"] == 8
 
 
 def test_cli_models_lists_files_with_their_checksums() -> None:

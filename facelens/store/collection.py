@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 DB_NAME = "faces.sqlite"
 INDEX_FACTORY = "IDMap2,Flat"  # exact inner-product search; ids are the faces' row ids
-_SAVE_EVERY = 2000  # persist the vector index after this many changes (and on close)
+_SAVE_EVERY = 10_000  # persist the vector index after this many changes (and on close)
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -245,9 +245,10 @@ class FaceStore:
                     self._index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32), ids)
             self._seq = int(rows[-1][0])
             self._unsaved += len(rows)
-            # Saving writes the whole index: do it once per 10% growth (at least _SAVE_EVERY changes), so
-            # its cost stays proportional to the work done. Unsaved changes are replayed from SQLite.
-            if self._unsaved >= max(_SAVE_EVERY, self._index.ntotal // 10):
+            # Saving writes the whole index: do it once per 50% growth (at least _SAVE_EVERY changes), so
+            # its total cost stays within a few times the final size. Unsaved changes are replayed from
+            # SQLite's change log when the collection is next opened.
+            if self._unsaved >= max(_SAVE_EVERY, self._index.ntotal // 2):
                 self.save_index()
 
     def save_index(self) -> None:
@@ -284,19 +285,27 @@ class FaceStore:
         Indexing the same image bytes under the same external id again adds nothing and returns the
         faces stored the first time.
         """
-        for f in faces:
-            if f.embedding.shape != (self.dim,):
-                raise InvalidArgumentError(f"embedding must have shape ({self.dim},), got {f.embedding.shape}")
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+        return self.add_images([(external_image_id, image_sha256, person_id, faces)])[0]
+
+    def add_images(
+        self, images: Sequence[tuple[str | None, str, str | None, Sequence[FaceRecord]]]
+    ) -> list[tuple[list[StoredFace], bool]]:
+        """Store several images, each ``(external_image_id, image_sha256, person_id, faces)``, in one
+        transaction (all or none); returns ``add_image``'s result for each."""
+        for *_, faces in images:
+            for f in faces:
+                if f.embedding.shape != (self.dim,):
+                    raise InvalidArgumentError(f"embedding must have shape ({self.dim},), got {f.embedding.shape}")
+
+        def fn(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
+            out = []
+            now = _now()
+            for external_image_id, image_sha256, person_id, faces in images:
                 row = conn.execute("SELECT image_id FROM images WHERE external_image_id = ? AND image_sha256 = ?",
                                    (external_image_id or "", image_sha256)).fetchone()
                 if row is not None:
-                    conn.execute("ROLLBACK")
-                    return self._faces_where("f.image_id = ?", (row[0],)), False
-                now = _now()
+                    out.append((int(row[0]), False))
+                    continue
                 if person_id is not None:
                     conn.execute("INSERT OR IGNORE INTO persons VALUES (?, ?)", (person_id, now))
                 image_id = conn.execute(
@@ -310,12 +319,11 @@ class FaceStore:
                          float(f.score), json.dumps(f.quality), now,
                          np.ascontiguousarray(f.embedding, dtype="<f4").tobytes())).lastrowid
                     conn.execute("INSERT INTO changes (op, vid) VALUES ('add', ?)", (vid,))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            self.refresh()
-            return self._faces_where("f.image_id = ?", (image_id,)), True
+                out.append((int(image_id), True))  # type: ignore[arg-type]
+            return out
+
+        written = self._write(fn)
+        return [(self._faces_where("f.image_id = ?", (image_id,)), added) for image_id, added in written]
 
     @staticmethod
     def _delete_in(conn: sqlite3.Connection, face_ids: Sequence[str]) -> list[str]:

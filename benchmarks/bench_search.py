@@ -8,10 +8,10 @@ with the real embeddings' mean and covariance, then L2-normalised. For each LFW 
 more photos the first photo is in the gallery and the second is a probe, so every probe has a true
 mate (rank-1 counts a top hit of the probe's identity, whichever of their photos it is).
 
-Each size runs in its own process (clean peak-RSS figure): build the collection through FaceStore (SQLite + FAISS, as `facelens index` would), close, reopen (timed), then single-query
-searches through FaceStore.search (FAISS + the SQLite lookup of the hits) with FAISS using 1 and 2
-threads, and the same searches as a numpy distance scan over all vectors. Results:
-benchmarks/results/search.json.
+Each size runs in its own process (clean peak-RSS figure): build the collection through FaceStore
+(SQLite + FAISS, as `facelens index` would), close, reopen (timed), then single-query searches through
+FaceStore.search (FAISS + the SQLite lookup of the hits) with FAISS using 1 and 2 threads, and the same
+searches as a numpy distance scan over all vectors. Results: benchmarks/results/search.json.
 """
 
 from __future__ import annotations

@@ -405,7 +405,11 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
     if external_id is not None and len(images) != 1:
         click.echo("facelens: error: --external-id needs exactly one image", err=True)
         sys.exit(EXIT_USAGE)
-    engine = _collection_engine(state, home)
+    # Parallelism comes from the workers; one onnxruntime thread each avoids oversubscribing the cores.
+    import os
+
+    threads = None if os.environ.get("FACELENS_THREADS") else (1 if workers > 1 else 0)
+    engine = _collection_engine(state, home, threads=threads)
     _call(engine.describe_collection, name)  # fail early on an unknown collection
 
     def one(item: tuple[str, str]) -> dict[str, Any]:

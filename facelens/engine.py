@@ -232,7 +232,7 @@ class Engine:
         m = store.meta
         return CollectionInfo(name=name, face_count=store.face_count(), person_count=store.person_count(),
                               model_name=m["model_name"], model_sha256=m["model_sha256"],
-                              index_factory=m["index_factory"], created=m["created"])
+                              index_factory=store.index_factory, created=m["created"])
 
     def delete_collection(self, name: str) -> None:
         """Delete a collection and everything in it; raises CollectionNotFoundError."""

@@ -264,3 +264,34 @@ def test_erasing_a_person_removes_them_from_every_search(gallery: facelens.Engin
         gallery.delete_person("gallery", "D000601")
     # the same photos may be indexed again afterwards
     assert not gallery.index_faces("gallery", portrait("D000601"), external_image_id="D000601_a").already_indexed
+
+
+def test_large_collections_switch_to_an_approximate_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above EXACT_LIMIT faces the store trains an IVF index; search, deletion, reopening and checks
+    keep working. (The limit is lowered here so that the test stays small.)"""
+    from facelens.store import FaceRecord, FaceStore
+    from facelens.store import collection as coll
+
+    monkeypatch.setattr(coll, "EXACT_LIMIT", 4000)
+    monkeypatch.setattr(coll, "_TRAIN_PER_LIST", 4)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12_000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    store = FaceStore.create(tmp_path / "big", name="big", model_name="m", model_sha256="-", dim=32)
+    for start in range(0, len(x), 3000):
+        store.add_images([(str(i), str(i), None, [FaceRecord((0, 0, 1, 1), 1.0, {}, x[i])])
+                          for i in range(start, start + 3000)])
+    assert store.index_factory == "IVF1024,SQfp16"
+    queries = x[:100] + 0.05 * rng.normal(size=(100, 32)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    hits = store.search(queries, 1)
+    assert np.mean([h[0][0].external_image_id == str(i) for i, h in enumerate(hits)]) >= 0.95
+    victim = hits[0][0][0].face_id
+    store.delete_faces([victim])
+    assert all(f.face_id != victim for f, _ in store.search(queries[:1], 10)[0])
+    assert store.check().consistent
+    store.close()
+    reopened = FaceStore.open(tmp_path / "big", name="big")
+    assert reopened.index_factory == "IVF1024,SQfp16" and reopened.meta["index_factory"] == "IVF1024,SQfp16"
+    assert reopened.check().consistent and reopened.face_count() == len(x) - 1
+    reopened.close()

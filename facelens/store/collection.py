@@ -32,6 +32,24 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 DB_NAME = "faces.sqlite"
 INDEX_FACTORY = "IDMap2,Flat"  # exact inner-product search; ids are the faces' row ids
+# Above this many faces the index becomes approximate: an inverted file (IVF) whose lists hold float16
+# copies of the vectors (SQfp16: 2 bytes a dimension, so 10M 512-d faces take 10 GB), searched in the
+# NPROBE lists nearest the query. Below it, exact search is fast enough.
+EXACT_LIMIT = 100_000
+NPROBE = 32
+_RETRAIN_GROWTH = 8  # retrain the inverted file when the collection has grown 8x since training
+_TRAIN_PER_LIST = 40  # k-means training points per list (faiss warns below 39)
+
+
+def choose_factory(n_faces: int) -> str:
+    """The FAISS factory string for a collection of ``n_faces``: exact below EXACT_LIMIT, else IVF-SQfp16
+    with about sqrt(n) lists (1,024 to 4,096, so that training stays within minutes on two cores)."""
+    if n_faces < EXACT_LIMIT:
+        return INDEX_FACTORY
+    nlist = 1024
+    while nlist < 4096 and nlist * nlist < n_faces:
+        nlist *= 2
+    return f"IVF{nlist},SQfp16"
 _SAVE_EVERY = 10_000  # persist the vector index after this many changes (and on close)
 
 _SCHEMA = """
@@ -138,6 +156,7 @@ class FaceStore:
         self._index: Any = None
         self._seq = 0
         self._unsaved = 0
+        self._trained_on = int(self._meta.get("trained_on", "0") or 0)
         self._load_index()
 
     # -- opening ----------------------------------------------------------------------------------
@@ -185,10 +204,10 @@ class FaceStore:
                 continue
         return sorted(files)
 
-    def _new_index(self) -> Any:
-        import faiss
-
-        return faiss.index_factory(self.dim, INDEX_FACTORY, faiss.METRIC_INNER_PRODUCT)
+    @property
+    def index_factory(self) -> str:
+        """The factory string of the vector index this process is searching."""
+        return "IVF" if self._index is None else _factory_of(self._index)
 
     def _load_index(self) -> None:
         import faiss
@@ -197,29 +216,78 @@ class FaceStore:
         if files:
             seq, path = files[-1]
             try:
-                self._index = faiss.read_index(str(path))
+                self._index = _tune(faiss.read_index(str(path)))
                 self._seq = seq
             except RuntimeError as exc:
                 log.warning("%s: vector index unreadable (%s); rebuilding from SQLite", path, exc)
                 self._index = None
         if self._index is None or self._index.d != self.dim:
-            self._rebuild()
+            self._rebuild(choose_factory(self.face_count()))
         else:
             self.refresh()
+            self._maybe_rebuild()
 
-    def _rebuild(self) -> None:
-        """Build the index from every face in SQLite (the source of truth)."""
-        with self._lock:
-            index = self._new_index()
-            seq = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
-            cur = self._conn.execute("SELECT vid, embedding FROM faces ORDER BY vid")
-            while rows := cur.fetchmany(65536):
+    def _build(self, factory: str) -> tuple[Any, int, int]:
+        """Build an index of ``factory`` from a consistent snapshot of SQLite, on its own connection so
+        that this thread's searches and writes are not held up. Returns (index, snapshot seq, n)."""
+        import faiss
+
+        conn = sqlite3.connect(f"file:{self.path / DB_NAME}?mode=ro", uri=True, timeout=30.0)
+        try:
+            conn.execute("BEGIN")  # one read transaction: a snapshot, whatever other writers do
+            seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
+            n = int(conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+            index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
+
+            def vectors(rows: list[Any]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
                 ids = np.array([r[0] for r in rows], dtype=np.int64)
                 vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
-                index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32), ids)
-            self._index, self._seq = index, int(seq)
+                return ids, np.ascontiguousarray(vecs, dtype=np.float32)
+
+            if not index.is_trained:
+                nlist = faiss.extract_index_ivf(index).nlist
+                step = max(1, n // (nlist * _TRAIN_PER_LIST))
+                sample = conn.execute("SELECT vid, embedding FROM faces WHERE vid % ? = 0", (step,)).fetchall()
+                log.info("training %s on %d of %d vectors", factory, len(sample), n)
+                index.train(vectors(sample)[1])
+            cur = conn.execute("SELECT vid, embedding FROM faces ORDER BY vid")
+            while rows := cur.fetchmany(65536):
+                ids, vecs = vectors(rows)
+                index.add_with_ids(vecs, ids)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return _tune(index), seq, n
+
+    def _rebuild(self, factory: str) -> None:
+        """Rebuild the index from SQLite (the truth), then catch up with changes made meanwhile."""
+        index, seq, n = self._build(factory)
+        with self._lock:
+            self._index, self._seq, self._trained_on = index, seq, n
+            self.refresh()
             self._unsaved = 1
             self.save_index()
+            self._set_meta(index_factory=factory, trained_on=str(n))
+
+    def _set_meta(self, **values: str) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+            self._conn.execute("COMMIT")
+            self._meta.update(values)
+
+    def _maybe_rebuild(self) -> None:
+        """Switch to the index type the collection's size calls for (called outside the lock)."""
+        n = self._index.ntotal
+        wanted = choose_factory(n)
+        current = _factory_of(self._index)
+        grown = current.startswith("IVF") and n >= _RETRAIN_GROWTH * max(self._trained_on, 1)
+        if wanted == current and not grown:
+            return
+        if current.startswith("IVF") and wanted == INDEX_FACTORY and n > EXACT_LIMIT // 2:
+            return  # hysteresis: stay approximate until the collection has shrunk well below the limit
+        log.info("collection %s: %d faces, rebuilding the vector index as %s", self._meta["name"], n, wanted)
+        self._rebuild(wanted)
 
     def refresh(self) -> None:
         """Apply the changes committed (by any process) since the index was last brought up to date."""
@@ -231,8 +299,11 @@ class FaceStore:
             final: dict[int, str] = {}
             for _, op, vid in rows:
                 final[vid] = op
-            vids = np.array(list(final), dtype=np.int64)
-            self._index.remove_ids(vids)  # makes re-applying an add idempotent
+            # An add is never applied twice (self._seq moves with what the index holds), so only deleted
+            # faces need removing; remove_ids costs a pass over the index.
+            dels = np.array([v for v, op in final.items() if op == "del"], dtype=np.int64)
+            if dels.size:
+                self._index.remove_ids(dels)
             adds = [v for v, op in final.items() if op == "add"]
             for start in range(0, len(adds), 900):
                 chunk = adds[start : start + 900]
@@ -375,7 +446,8 @@ class FaceStore:
                 self._conn.execute("ROLLBACK")
                 raise
             self.refresh()
-            return result
+        self._maybe_rebuild()
+        return result
 
     def create_person(self, person_id: str, *, exist_ok: bool = False) -> bool:
         """Create a person; returns False if it existed (an error unless ``exist_ok``)."""
@@ -477,17 +549,16 @@ class FaceStore:
     # -- maintenance ------------------------------------------------------------------------------
     def check(self, *, repair: bool = False) -> CheckReport:
         """Compare the index with SQLite; with ``repair``, rebuild the index when they differ."""
-        import faiss
-
         with self._lock:
             self.refresh()
             truth = {r[0] for r in self._conn.execute("SELECT vid FROM faces")}
-            have = set(faiss.vector_to_array(self._index.id_map).tolist())
+            have = _ids_of(self._index)
             missing, extra = len(truth - have), len(have - truth)
-            repaired = False
-            if repair and (missing or extra):
-                self._rebuild()
-                repaired = True
+        repaired = False
+        if repair and (missing or extra):
+            self._rebuild(choose_factory(len(truth)))
+            repaired = True
+        with self._lock:
             return CheckReport(faces=len(truth), vectors=len(have), missing_from_index=missing,
                                extra_in_index=extra, repaired=repaired)
 
@@ -499,3 +570,38 @@ class FaceStore:
                 finally:
                     self._conn.close()
                     self._conn = None  # type: ignore[assignment]
+
+
+def _factory_of(index: Any) -> str:
+    import faiss
+
+    if isinstance(index, faiss.IndexIDMap2):
+        return INDEX_FACTORY
+    ivf = faiss.extract_index_ivf(index)
+    return f"IVF{ivf.nlist},SQfp16"
+
+
+def _tune(index: Any) -> Any:
+    import faiss
+
+    if not isinstance(index, faiss.IndexIDMap2):
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = min(NPROBE, ivf.nlist)
+        # deletions look ids up in a hash table instead of scanning every list
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+    return index
+
+
+def _ids_of(index: Any) -> set[int]:
+    import faiss
+
+    if isinstance(index, faiss.IndexIDMap2):
+        return set(faiss.vector_to_array(index.id_map).tolist())
+    ivf = faiss.extract_index_ivf(index)
+    lists: Any = ivf.invlists
+    ids: set[int] = set()
+    for list_no in range(ivf.nlist):
+        size = lists.list_size(list_no)
+        if size:
+            ids.update(faiss.rev_swig_ptr(lists.get_ids(list_no), size).tolist())
+    return ids

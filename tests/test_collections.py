@@ -295,3 +295,34 @@ def test_large_collections_switch_to_an_approximate_index(tmp_path: Path, monkey
     assert reopened.index_factory == "IVF1024,SQfp16" and reopened.meta["index_factory"] == "IVF1024,SQfp16"
     assert reopened.check().consistent and reopened.face_count() == len(x) - 1
     reopened.close()
+
+
+def test_searches_run_while_another_thread_and_process_index(gallery: facelens.Engine, home: Path) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    seen_sizes: list[int] = []
+    stop = threading.Event()
+    reader = facelens.Engine(home=str(home))  # its own store: sees the writer's commits through SQLite
+
+    def search_loop() -> None:
+        try:
+            while not stop.is_set():
+                [r] = reader.search_faces_by_image("gallery", portrait("C001085", "b"))
+                assert r.matches and r.matches[0].person_id == "C001085"
+                seen_sizes.append(r.collection_size)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=search_loop)
+    t.start()
+    try:
+        for i, path in enumerate(sorted(PORTRAITS.glob("*_b.jpg"))):
+            gallery.index_faces("gallery", path, external_image_id=f"extra-{i}",
+                                person_id=path.stem.rsplit("_", 1)[0])
+    finally:
+        stop.set()
+        t.join(timeout=60)
+    assert not errors, errors
+    assert seen_sizes and seen_sizes == sorted(seen_sizes)  # the reader only ever sees the collection grow
+    assert reader.describe_collection("gallery").face_count == 2 * len(PEOPLE)

@@ -1,0 +1,90 @@
+"""Recall and latency of FAISS index types on the search-benchmark gallery (no SQLite), to choose
+FaceStore's defaults.
+
+    python benchmarks/sweep_ivf.py --size 1000000 [--queries 300]
+
+Same gallery and probes as bench_search.py. For each index: train on the same sample FaceStore
+would use (40 points per list), add everything, then single-query searches: recall@1 / recall@10
+against exact search and p50 latency on one thread, for several nprobe values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.bench_search import gallery_and_probes  # noqa: E402
+from benchmarks.common import ROOT  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--factories", nargs="+", default=["IVF1024,SQfp16", "IVF4096,SQfp16"])
+    ap.add_argument("--nprobes", type=int, nargs="+", default=[32, 64, 128, 256])
+    args = ap.parse_args()
+    faiss.omp_set_num_threads(1)
+    gallery, probes, (gallery_ids, probe_ids), _ = gallery_and_probes(args.size)
+    probes, probe_ids = probes[: args.queries], probe_ids[: args.queries]
+    flat = faiss.IndexFlatIP(gallery.shape[1])
+    flat.add(gallery)
+    lat = []
+    exact = np.zeros((len(probes), 10), np.int64)
+    for i, q in enumerate(probes):
+        t = time.perf_counter()
+        _, ids = flat.search(q[None], 10)
+        lat.append(time.perf_counter() - t)
+        exact[i] = ids[0]
+    rows = [{"index": "Flat (exact)", "nprobe": None, "p50_ms": statistics.median(lat) * 1000,
+             "recall_at_1": 1.0, "recall_at_10": 1.0,
+             "rank1_true_mate": float(np.mean(gallery_ids[exact[:, 0]] == probe_ids))}]
+    print(rows[-1], file=sys.stderr)
+    del flat
+    for factory in args.factories:
+        index = faiss.index_factory(gallery.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.extract_index_ivf(index)
+        step = max(1, len(gallery) // (ivf.nlist * 40))
+        t0 = time.perf_counter()
+        faiss.omp_set_num_threads(2)
+        index.train(gallery[::step])
+        index.add(gallery)
+        faiss.omp_set_num_threads(1)
+        build_s = time.perf_counter() - t0
+        for nprobe in args.nprobes:
+            ivf.nprobe = nprobe
+            lat, found = [], []
+            for q in probes:
+                t = time.perf_counter()
+                _, ids = index.search(q[None], 10)
+                lat.append(time.perf_counter() - t)
+                found.append(ids[0])
+            f = np.array(found)
+            rows.append({"index": factory, "nprobe": nprobe, "build_s": round(build_s, 1),
+                         "p50_ms": statistics.median(lat) * 1000,
+                         "p99_ms": float(np.percentile(lat, 99)) * 1000,
+                         "recall_at_1": float(np.mean(f[:, 0] == exact[:, 0])),
+                         "recall_at_10": float(np.mean([len(set(a) & set(b)) / 10 for a, b in
+                                                        zip(f, exact, strict=True)])),
+                         "rank1_true_mate": float(np.mean(gallery_ids[f[:, 0]] == probe_ids))})
+            print(rows[-1], file=sys.stderr)
+    out = ROOT / "benchmarks" / "results" / f"sweep_ivf_{args.size}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2))
+    print("| index | nprobe | p50 ms (1 thread) | recall@1 | recall@10 | rank-1 true mate |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['index']} | {r['nprobe'] or '-'} | {r['p50_ms']:.1f} | {r['recall_at_1']:.3f} | "
+              f"{r['recall_at_10']:.3f} | {r['rank1_true_mate']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

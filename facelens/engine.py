@@ -192,13 +192,19 @@ class Engine:
                           calibration=self.calibration.name)
 
     # -- collections ------------------------------------------------------------------------------
-    def _store(self, name: str) -> FaceStore:
+    def _open_store(self, name: str) -> FaceStore:
+        """The collection's store, opened once per engine."""
         path = collection_dir(self.home, name)
         with self._stores_lock:
             store = self._stores.get(name)
             if store is None:
                 store = FaceStore.open(path, name=name)
                 self._stores[name] = store
+        return store
+
+    def _store(self, name: str) -> FaceStore:
+        """The collection's store, refusing one bound to another model."""
+        store = self._open_store(name)
         meta = store.meta
         if meta["model_sha256"] != self.model_sha256:
             raise ModelMismatchError(
@@ -223,12 +229,7 @@ class Engine:
 
     def describe_collection(self, name: str) -> CollectionInfo:
         """Face and person counts, the model the collection is bound to, its index type, when created."""
-        path = collection_dir(self.home, name)
-        with self._stores_lock:
-            store = self._stores.get(name)
-            if store is None:
-                store = FaceStore.open(path, name=name)
-                self._stores[name] = store
+        store = self._open_store(name)
         m = store.meta
         return CollectionInfo(name=name, face_count=store.face_count(), person_count=store.person_count(),
                               model_name=m["model_name"], model_sha256=m["model_sha256"],

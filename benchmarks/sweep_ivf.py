@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--factories", nargs="+", default=["IVF1024,SQfp16", "IVF4096,SQfp16"])
     ap.add_argument("--nprobes", type=int, nargs="+", default=[32, 64, 128, 256])
+    ap.add_argument("--k-factor", type=int, default=16, help="candidates re-ranked per result (Refine indexes)")
+    ap.add_argument("--tag", default="", help="suffix of the results file")
     args = ap.parse_args()
     faiss.omp_set_num_threads(1)
     gallery, probes, (gallery_ids, probe_ids), _ = gallery_and_probes(args.size)
@@ -52,6 +54,8 @@ def main() -> None:
     for factory in args.factories:
         index = faiss.index_factory(gallery.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
         ivf = faiss.extract_index_ivf(index)
+        if isinstance(index, faiss.IndexRefine):
+            index.k_factor = args.k_factor
         step = max(1, len(gallery) // (ivf.nlist * 40))
         t0 = time.perf_counter()
         faiss.omp_set_num_threads(2)
@@ -76,7 +80,7 @@ def main() -> None:
                                                         zip(f, exact, strict=True)])),
                          "rank1_true_mate": float(np.mean(gallery_ids[f[:, 0]] == probe_ids))})
             print(rows[-1], file=sys.stderr)
-    out = ROOT / "benchmarks" / "results" / f"sweep_ivf_{args.size}.json"
+    out = ROOT / "benchmarks" / "results" / f"sweep_ivf_{args.size}{args.tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=2))
     print("| index | nprobe | p50 ms (1 thread) | recall@1 | recall@10 | rank-1 true mate |")

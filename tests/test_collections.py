@@ -281,7 +281,7 @@ def test_large_collections_switch_to_an_approximate_index(tmp_path: Path, monkey
     for start in range(0, len(x), 3000):
         store.add_images([(str(i), str(i), None, [FaceRecord((0, 0, 1, 1), 1.0, {}, x[i])])
                           for i in range(start, start + 3000)])
-    assert store.index_factory == "IVF1024,SQfp16"
+    assert store.index_factory == "IVF1024,PQ4x4fs"
     queries = x[:100] + 0.05 * rng.normal(size=(100, 32)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     hits = store.search(queries, 1)
@@ -292,7 +292,7 @@ def test_large_collections_switch_to_an_approximate_index(tmp_path: Path, monkey
     assert store.check().consistent
     store.close()
     reopened = FaceStore.open(tmp_path / "big", name="big")
-    assert reopened.index_factory == "IVF1024,SQfp16" and reopened.meta["index_factory"] == "IVF1024,SQfp16"
+    assert reopened.index_factory == "IVF1024,PQ4x4fs" and reopened.meta["index_factory"] == "IVF1024,PQ4x4fs"
     assert reopened.check().consistent and reopened.face_count() == len(x) - 1
     reopened.close()
 

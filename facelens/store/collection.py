@@ -32,27 +32,31 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 DB_NAME = "faces.sqlite"
 INDEX_FACTORY = "IDMap2,Flat"  # exact inner-product search; ids are the faces' row ids
-# Above this many faces the index becomes approximate: an inverted file (IVF) whose lists hold float16
-# copies of the vectors (SQfp16: 2 bytes a dimension, so 10M 512-d faces take 10 GB), searched in the
-# lists nearest the query. Below it, exact search is fast enough.
+# Above this many faces the index becomes approximate: an inverted file (IVF) whose lists hold 4-bit
+# product-quantisation codes scanned with SIMD "fast-scan" (d/8 bytes a face: 64 bytes for 512-d, so
+# 10M faces take 640 MB), searched in the lists nearest the query; the RERANK x k best candidates are
+# then scored exactly with their float32 embeddings from SQLite. Below the limit, exact search is fast
+# enough.
 EXACT_LIMIT = 100_000
 # Lists probed per query, as a share of all lists. Face embeddings of different people are spread
 # almost uniformly, so an inverted file must look at many lists: on a 1M gallery (benchmarks/
-# sweep_ivf.py) probing 1/32 of 1,024 lists found the exact top hit for 74% of queries, 1/4 for 98%.
-NPROBE_SHARE = 4
+# sweep_ivf.py) probing 1/32 of 1,024 lists found the exact top hit for 74% of queries, 1/2 for 98%.
+NPROBE_SHARE = 2
+RERANK = 16
 _RETRAIN_GROWTH = 8  # retrain the inverted file when the collection has grown 8x since training
 _TRAIN_PER_LIST = 40  # k-means training points per list (faiss warns below 39)
 
 
-def choose_factory(n_faces: int) -> str:
-    """The FAISS factory string for a collection of ``n_faces``: exact below EXACT_LIMIT, else IVF-SQfp16
-    with about sqrt(n) lists (1,024 to 4,096, so that training stays within minutes on two cores)."""
+def choose_factory(n_faces: int, dim: int = 512) -> str:
+    """The FAISS factory string for a collection of ``n_faces``: exact below EXACT_LIMIT, else an IVF
+    with about sqrt(n) lists (1,024 to 4,096, so that training stays within minutes on two cores) of
+    4-bit PQ fast-scan codes (float16 vectors when the dimension is not a multiple of 8)."""
     if n_faces < EXACT_LIMIT:
         return INDEX_FACTORY
     nlist = 1024
     while nlist < 4096 and nlist * nlist < n_faces:
         nlist *= 2
-    return f"IVF{nlist},SQfp16"
+    return f"IVF{nlist},PQ{dim // 8}x4fs" if dim % 8 == 0 else f"IVF{nlist},SQfp16"
 _SAVE_EVERY = 10_000  # persist the vector index after this many changes (and on close)
 
 _SCHEMA = """
@@ -225,7 +229,7 @@ class FaceStore:
                 log.warning("%s: vector index unreadable (%s); rebuilding from SQLite", path, exc)
                 self._index = None
         if self._index is None or self._index.d != self.dim:
-            self._rebuild(choose_factory(self.face_count()))
+            self._rebuild(choose_factory(self.face_count(), self.dim))
         else:
             self.refresh()
             self._maybe_rebuild()
@@ -282,7 +286,7 @@ class FaceStore:
     def _maybe_rebuild(self) -> None:
         """Switch to the index type the collection's size calls for (called outside the lock)."""
         n = self._index.ntotal
-        wanted = choose_factory(n)
+        wanted = choose_factory(n, self.dim)
         current = _factory_of(self._index)
         grown = current.startswith("IVF") and n >= _RETRAIN_GROWTH * max(self._trained_on, 1)
         if wanted == current and not grown:
@@ -537,17 +541,42 @@ class FaceStore:
             self.refresh()
             if self._index.ntotal == 0:
                 return [[] for _ in range(len(q))]
-            scores, ids = self._index.search(q, min(k, self._index.ntotal))
-        out = []
-        for srow, irow in zip(scores, ids, strict=True):
-            vids = [int(v) for v in irow if v >= 0]
-            found = {}
-            if vids:
-                rows = self._conn.execute(f"{self._SELECT} WHERE f.vid IN ({','.join('?' * len(vids))})",
-                                          vids).fetchall()
-                found = {int(r[8]): self._face(r) for r in rows}
-            out.append([(found[int(v)], float(s)) for s, v in zip(srow, irow, strict=True) if int(v) in found])
-        return out
+            exact = _factory_of(self._index) == INDEX_FACTORY
+            scores, ids = self._index.search(q, min(k if exact else RERANK * k, self._index.ntotal))
+            if not exact:
+                scores, ids = self._rerank(q, ids, k)
+            out = []
+            for srow, irow in zip(scores, ids, strict=True):
+                vids = [int(v) for v in irow if v >= 0]
+                found = {}
+                if vids:
+                    rows = self._conn.execute(f"{self._SELECT} WHERE f.vid IN ({','.join('?' * len(vids))})",
+                                              vids).fetchall()
+                    found = {int(r[8]): self._face(r) for r in rows}
+                out.append([(found[int(v)], float(s)) for s, v in zip(srow, irow, strict=True)
+                            if int(v) in found])
+            return out
+
+    def _rerank(self, q: npt.NDArray[np.float32], ids: npt.NDArray[np.int64],
+                k: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Score approximate candidates exactly with their stored embeddings; keep the best ``k``."""
+        out_s = np.full((len(q), k), -np.inf, dtype=np.float32)
+        out_i = np.full((len(q), k), -1, dtype=np.int64)
+        for row, (query, cand) in enumerate(zip(q, ids, strict=True)):
+            vids = [int(v) for v in cand if v >= 0]
+            if not vids:
+                continue
+            got = self._conn.execute(
+                f"SELECT vid, embedding FROM faces WHERE vid IN ({','.join('?' * len(vids))})", vids).fetchall()
+            if not got:
+                continue
+            found = np.array([r[0] for r in got], dtype=np.int64)
+            vecs = np.frombuffer(b"".join(r[1] for r in got), dtype="<f4").reshape(len(got), self.dim)
+            exact = vecs @ query
+            best = np.argsort(-exact)[:k]
+            out_s[row, : len(best)] = exact[best]
+            out_i[row, : len(best)] = found[best]
+        return out_s, out_i
 
     # -- maintenance ------------------------------------------------------------------------------
     def check(self, *, repair: bool = False) -> CheckReport:
@@ -559,7 +588,7 @@ class FaceStore:
             missing, extra = len(truth - have), len(have - truth)
         repaired = False
         if repair and (missing or extra):
-            self._rebuild(choose_factory(len(truth)))
+            self._rebuild(choose_factory(len(truth), self.dim))
             repaired = True
         with self._lock:
             return CheckReport(faces=len(truth), vectors=len(have), missing_from_index=missing,
@@ -581,6 +610,8 @@ def _factory_of(index: Any) -> str:
     if isinstance(index, faiss.IndexIDMap2):
         return INDEX_FACTORY
     ivf = faiss.extract_index_ivf(index)
+    if isinstance(index, faiss.IndexIVFPQFastScan):  # (extract_index_ivf returns the base class)
+        return f"IVF{ivf.nlist},PQ{index.M}x4fs"
     return f"IVF{ivf.nlist},SQfp16"
 
 
@@ -590,8 +621,9 @@ def _tune(index: Any) -> Any:
     if not isinstance(index, faiss.IndexIDMap2):
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = max(1, ivf.nlist // NPROBE_SHARE)
-        # deletions look ids up in a hash table instead of scanning every list
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+        if not isinstance(index, faiss.IndexIVFPQFastScan):  # fast-scan lists cannot use a hash table
+            # deletions look ids up in a hash table instead of scanning every list
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
     return index
 
 

@@ -303,6 +303,7 @@ def test_searches_run_while_another_thread_and_process_index(gallery: facelens.E
     errors: list[BaseException] = []
     seen_sizes: list[int] = []
     stop = threading.Event()
+    started = threading.Event()
     reader = facelens.Engine(home=str(home))  # its own store: sees the writer's commits through SQLite
 
     def search_loop() -> None:
@@ -311,11 +312,14 @@ def test_searches_run_while_another_thread_and_process_index(gallery: facelens.E
                 [r] = reader.search_faces_by_image("gallery", portrait("C001085", "b"))
                 assert r.matches and r.matches[0].person_id == "C001085"
                 seen_sizes.append(r.collection_size)
+                started.set()
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
+            started.set()
 
     t = threading.Thread(target=search_loop)
     t.start()
+    assert started.wait(timeout=60)
     try:
         for i, path in enumerate(sorted(PORTRAITS.glob("*_b.jpg"))):
             gallery.index_faces("gallery", path, external_image_id=f"extra-{i}",

@@ -55,16 +55,14 @@ def _fail(exc: FacelensError) -> NoReturn:
 
 
 class _State:
-    def __init__(self, verbose: int, quiet: bool, engine_options: dict[str, Any]) -> None:
-        self.verbose = verbose
+    def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.engine_options = engine_options
 
     def engine(self, **extra: Any) -> Engine:
         from .engine import Engine
 
         try:
-            return Engine(**{**self.engine_options, **extra})
+            return Engine(**extra)
         except FacelensError as exc:
             _fail(exc)
 
@@ -112,7 +110,7 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     if quiet:
         level = logging.ERROR
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    ctx.obj = _State(verbose, quiet, {})
+    ctx.obj = _State(quiet)
 
 
 def _progress(items: list[str], label: str, state: _State) -> Any:
@@ -276,6 +274,11 @@ def _home_option(f: Any) -> Any:
                         help="Folder holding the collections (default: $FACELENS_HOME, else the user data folder).")(f)
 
 
+def _json_and_home(f: Any) -> Any:
+    """The --json and --home options every collection command takes."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(_home_option(f))
+
+
 def _collection_engine(state: _State, home: Path | None, **extra: Any) -> Engine:
     return state.engine(**_collect(home=str(home) if home else None, **extra))
 
@@ -326,8 +329,7 @@ def collection_list(state: _State, /, as_json: bool, home: Path | None) -> None:
 
 @collection.command("describe")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_home_option
+@_json_and_home
 @click.pass_obj
 def collection_describe(state: _State, /, name: str, as_json: bool, home: Path | None) -> None:
     """Face count, person count, model and index of collection NAME."""
@@ -338,8 +340,7 @@ def collection_describe(state: _State, /, name: str, as_json: bool, home: Path |
 
 @collection.command("delete")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_home_option
+@_json_and_home
 @click.pass_obj
 def collection_delete(state: _State, /, name: str, as_json: bool, home: Path | None) -> None:
     """Delete collection NAME and every face in it."""
@@ -350,8 +351,7 @@ def collection_delete(state: _State, /, name: str, as_json: bool, home: Path | N
 @collection.command("check")
 @click.argument("name")
 @click.option("--repair", is_flag=True, help="Rebuild the vector index from the metadata if they differ.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_home_option
+@_json_and_home
 @click.pass_obj
 def collection_check(state: _State, /, name: str, repair: bool, as_json: bool, home: Path | None) -> None:
     """Check that the vector index holds exactly the faces in the metadata (exit 1 if not, unrepaired)."""
@@ -498,8 +498,7 @@ def faces() -> None:
 @click.argument("name")
 @click.option("--limit", type=click.IntRange(min=1), default=100, help="Faces per page.")
 @click.option("--next-token", default=None, help="Token printed by the previous page.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_home_option
+@_json_and_home
 @click.pass_obj
 def faces_list(state: _State, /, name: str, limit: int, next_token: str | None, as_json: bool,
                home: Path | None) -> None:
@@ -515,8 +514,7 @@ def faces_list(state: _State, /, name: str, limit: int, next_token: str | None, 
 @faces.command("delete")
 @click.argument("name")
 @click.argument("face_ids", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_home_option
+@_json_and_home
 @click.pass_obj
 def faces_delete(state: _State, /, name: str, face_ids: tuple[str, ...], as_json: bool, home: Path | None) -> None:
     """Delete faces from collection NAME by id (unknown ids are reported)."""
@@ -534,8 +532,7 @@ def person() -> None:
 @person.command("create")
 @click.argument("name")
 @click.argument("person_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_home_option
+@_json_and_home
 @click.pass_obj
 def person_create(state: _State, /, name: str, person_id: str, as_json: bool, home: Path | None) -> None:
     """Create PERSON_ID in collection NAME."""
@@ -545,8 +542,7 @@ def person_create(state: _State, /, name: str, person_id: str, as_json: bool, ho
 
 @person.command("list")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_home_option
+@_json_and_home
 @click.pass_obj
 def person_list(state: _State, /, name: str, as_json: bool, home: Path | None) -> None:
     """List the persons of collection NAME with their face counts."""
@@ -559,8 +555,7 @@ def person_list(state: _State, /, name: str, as_json: bool, home: Path | None) -
 @click.argument("name")
 @click.argument("person_id")
 @click.argument("face_ids", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_home_option
+@_json_and_home
 @click.pass_obj
 def person_associate(state: _State, /, name: str, person_id: str, face_ids: tuple[str, ...], as_json: bool,
                      home: Path | None) -> None:
@@ -576,8 +571,7 @@ def person_associate(state: _State, /, name: str, person_id: str, face_ids: tupl
 @click.argument("name")
 @click.argument("person_id")
 @click.argument("face_ids", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_home_option
+@_json_and_home
 @click.pass_obj
 def person_disassociate(state: _State, /, name: str, person_id: str, face_ids: tuple[str, ...], as_json: bool,
                         home: Path | None) -> None:
@@ -589,8 +583,7 @@ def person_disassociate(state: _State, /, name: str, person_id: str, face_ids: t
 @person.command("delete")
 @click.argument("name")
 @click.argument("person_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_home_option
+@_json_and_home
 @click.pass_obj
 def person_delete(state: _State, /, name: str, person_id: str, as_json: bool, home: Path | None) -> None:
     """Erase PERSON_ID: the person and every face and vector of theirs."""

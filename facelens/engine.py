@@ -333,7 +333,7 @@ class Engine:
                             quality_filter=QualityFilter.NONE)
         if not faces:
             raise NoFaceError("no face found in the image to search with", source=describe_source(image))
-        size = store.face_count()
+        size = store.searchable_count()
         queries = np.stack([f.embedding for f in faces])  # type: ignore[misc]
         found = self._matches(store, queries, max_results=max_results, threshold=threshold)
         return [SearchResult(matches=m, threshold=threshold, max_fmr=max_fmr, collection_size=size, face=f)
@@ -349,7 +349,7 @@ class Engine:
         found = self._matches(store, embedding[None, :], max_results=max_results, threshold=threshold,
                               exclude=face_id)
         return SearchResult(matches=found[0], threshold=threshold, max_fmr=max_fmr,
-                            collection_size=store.face_count(), face_id=face_id)
+                            collection_size=store.searchable_count(), face_id=face_id)
 
     # -- persons ----------------------------------------------------------------------------------
     def create_person(self, collection: str, person_id: str) -> None:
@@ -387,13 +387,14 @@ class Engine:
         store = self._store(collection)
         face = self._largest_face(image)
         assert face.embedding is not None
-        k = min(max(100, 10 * max_results), max(store.face_count(), 1))
+        size = store.searchable_count()
+        k = min(max(100, 10 * max_results), max(size, 1))
         best: dict[str, Match] = {}
         for m in self._matches(store, face.embedding[None, :], max_results=k, threshold=threshold)[0]:
             if m.person_id is not None and m.person_id not in best:
                 best[m.person_id] = m
         return SearchResult(matches=tuple(list(best.values())[:max_results]), threshold=threshold,
-                            max_fmr=max_fmr, collection_size=store.face_count(), face=face)
+                            max_fmr=max_fmr, collection_size=size, face=face)
 
     def close(self) -> None:
         """Release the model sessions (also done when the engine is garbage-collected).

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 DB_NAME = "faces.sqlite"
+_SAVE_EVERY = 10_000  # persist the vector index after this many changes (and on close)
 INDEX_FACTORY = "IDMap2,Flat"  # exact inner-product search; ids are the faces' row ids
 # Above this many faces the index becomes approximate: an inverted file (IVF) whose lists hold 4-bit
 # product-quantisation codes scanned with SIMD "fast-scan" (d/8 bytes a face: 64 bytes for 512-d, so
@@ -57,7 +58,6 @@ def choose_factory(n_faces: int, dim: int = 512) -> str:
     while nlist < 4096 and nlist * nlist < n_faces:
         nlist *= 2
     return f"IVF{nlist},PQ{dim // 8}x4fs" if dim % 8 == 0 else f"IVF{nlist},SQfp16"
-_SAVE_EVERY = 10_000  # persist the vector index after this many changes (and on close)
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -437,6 +437,12 @@ class FaceStore:
 
     def face_count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+
+    def searchable_count(self) -> int:
+        """Faces a search looks through now: the up-to-date index's size (cheaper than COUNT(*))."""
+        with self._lock:
+            self.refresh()
+            return int(self._index.ntotal)
 
     def person_count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM persons").fetchone()[0])

@@ -357,9 +357,11 @@ def collection_check(state: _State, /, name: str, repair: bool, as_json: bool, h
     """Check that the vector index holds exactly the faces in the metadata (exit 1 if not, unrepaired)."""
     r = _call(_collection_engine(state, home).check_collection, name, repair=repair)
     d = {"faces": r.faces, "vectors": r.vectors, "missing_from_index": r.missing_from_index,
-         "extra_in_index": r.extra_in_index, "consistent": r.consistent, "repaired": r.repaired}
+         "extra_in_index": r.extra_in_index, "rerank_rows_wrong": r.rerank_rows_wrong, "consistent": r.consistent,
+         "repaired": r.repaired}
     text = (f"{name}: {r.faces} faces, {r.vectors} vectors; " + ("consistent" if r.consistent else
-            f"{r.missing_from_index} missing from the index, {r.extra_in_index} extra"
+            f"{r.missing_from_index} missing from the index, {r.extra_in_index} extra, "
+            f"{r.rerank_rows_wrong} wrong float16 re-rank rows"
             + (" (repaired)" if r.repaired else " (run with --repair)")))
     _emit(state, as_json, d, text)
     sys.exit(EXIT_OK if r.consistent or r.repaired else EXIT_NO_MATCH)

@@ -297,6 +297,45 @@ def test_large_collections_switch_to_an_approximate_index(tmp_path: Path, monkey
     reopened.close()
 
 
+def test_rerank_file_follows_deletions_and_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float16 copies used to re-rank approximate candidates: a deleted face's row is zeroed (erasure
+    leaves no vector behind), damage is found and repaired by check, and a lost file only costs speed:
+    candidates are then read from SQLite and the scores reported stay exact."""
+    from facelens.store import FaceRecord, FaceStore
+    from facelens.store import collection as coll
+
+    monkeypatch.setattr(coll, "EXACT_LIMIT", 4000)
+    monkeypatch.setattr(coll, "_TRAIN_PER_LIST", 4)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    store = FaceStore.create(tmp_path / "big", name="big", model_name="m", model_sha256="-", dim=32)
+    store.add_images([(str(i), str(i), None, [FaceRecord((0, 0, 1, 1), 1.0, {}, x[i])]) for i in range(len(x))])
+    rows = np.memmap(tmp_path / "big" / coll.RERANK_FILE, dtype="<f2", mode="r").reshape(-1, 32)
+    (first, score), *_ = store.search(x[7], 3)[0]
+    assert first.external_image_id == "7" and score == pytest.approx(float(x[7] @ x[7]), abs=1e-6)
+    vid = 8  # vids count from 1 in indexing order
+    np.testing.assert_array_equal(rows[vid], x[7].astype(np.float16))
+    store.delete_faces([first.face_id])
+    assert not rows[vid].any()
+    with open(tmp_path / "big" / coll.RERANK_FILE, "r+b") as f:  # damage two live rows
+        f.seek(20 * 64)
+        f.write(b"\x01" * 128)
+    report = store.check()
+    assert report.rerank_rows_wrong == 2 and not report.consistent
+    assert store.check(repair=True).repaired and store.check().consistent
+    with open(tmp_path / "big" / coll.RERANK_FILE, "r+b") as f:  # a row never written (say, a crash)
+        f.seek(101 * 64)
+        f.write(b"\x00" * 64)
+    (hit, score), *_ = store.search(x[100], 1)[0]
+    assert hit.external_image_id == "100" and score == pytest.approx(1.0, abs=1e-6)
+    store.close()
+    (tmp_path / "big" / coll.RERANK_FILE).unlink()
+    reopened = FaceStore.open(tmp_path / "big", name="big")  # a lost file is rewritten from SQLite
+    assert reopened.check().consistent
+    reopened.close()
+
+
 def test_searches_run_while_another_thread_and_process_index(gallery: facelens.Engine, home: Path) -> None:
     import threading
 

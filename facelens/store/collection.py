@@ -36,14 +36,19 @@ INDEX_FACTORY = "IDMap2,Flat"  # exact inner-product search; ids are the faces' 
 # Above this many faces the index becomes approximate: an inverted file (IVF) whose lists hold 4-bit
 # product-quantisation codes scanned with SIMD "fast-scan" (d/8 bytes a face: 64 bytes for 512-d, so
 # 10M faces take 640 MB), searched in the lists nearest the query; the RERANK x k best candidates are
-# then scored exactly with their float32 embeddings from SQLite. Below the limit, exact search is fast
-# enough.
+# re-ranked with float16 copies of the embeddings (RERANK_FILE, memory-mapped: 1 KB a face, read from
+# the OS page cache, not held by the process), and the k best scored exactly with their float32
+# embeddings from SQLite. Below the limit, exact search is fast enough.
 EXACT_LIMIT = 100_000
+RERANK_FILE = "rerank.f16"  # row v = face vid v's embedding as little-endian float16; zeros = none
 # Lists probed per query, as a share of all lists. Face embeddings of different people are spread
 # almost uniformly, so an inverted file must look at many lists: on a 1M gallery (benchmarks/
 # sweep_ivf.py) probing 1/32 of 1,024 lists found the exact top hit for 74% of queries, 1/2 for 98%.
 NPROBE_SHARE = 2
-RERANK = 16
+# Candidates re-ranked per result: on the 1M gallery, 16 found the exact top hit for 98.3% of queries,
+# 64 for 99.0% (benchmarks/sweep_ivf.py, k-factor); the PQ codes, not the lists probed, lose the rest.
+RERANK = 64
+_MIN_CANDIDATES = 256
 _RETRAIN_GROWTH = 8  # retrain the inverted file when the collection has grown 8x since training
 _TRAIN_PER_LIST = 40  # k-means training points per list (faiss warns below 39)
 
@@ -126,10 +131,11 @@ class CheckReport:
     missing_from_index: int
     extra_in_index: int
     repaired: bool
+    rerank_rows_wrong: int = 0  # float16 rows missing, stale, or left behind by a deleted face
 
     @property
     def consistent(self) -> bool:
-        return self.missing_from_index == 0 and self.extra_in_index == 0
+        return self.missing_from_index == 0 and self.extra_in_index == 0 and self.rerank_rows_wrong == 0
 
 
 def _now() -> str:
@@ -141,6 +147,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")  # an acknowledged image survives a crash, not just a kill
     conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA secure_delete=ON")  # an erased face's embedding is overwritten, not just unlinked
     return conn
 
 
@@ -164,6 +171,8 @@ class FaceStore:
         self._seq = 0
         self._unsaved = 0
         self._trained_on = int(self._meta.get("trained_on", "0") or 0)
+        self._rerank_fd = os.open(self.path / RERANK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        self._rerank_map: npt.NDArray[np.float16] | None = None
         self._load_index()
 
     # -- opening ----------------------------------------------------------------------------------
@@ -231,8 +240,21 @@ class FaceStore:
         if self._index is None or self._index.d != self.dim:
             self._rebuild(choose_factory(self.face_count(), self.dim))
         else:
+            self._restore_rerank_file()
             self.refresh()
             self._maybe_rebuild()
+
+    def _restore_rerank_file(self) -> None:
+        """Rewrite the float16 file from SQLite when it is shorter than the faces need (lost or new)."""
+        top = self._conn.execute("SELECT MAX(vid) FROM faces").fetchone()[0]
+        if top is None or os.fstat(self._rerank_fd).st_size >= (int(top) + 1) * 2 * self.dim:
+            return
+        log.info("%s: rewriting the float16 re-rank file from SQLite", self.path)
+        cur = self._conn.execute("SELECT vid, embedding FROM faces ORDER BY vid")
+        while rows := cur.fetchmany(65536):
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            self._write_rerank(ids, np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows),
+                                                                                                    self.dim))
 
     def _build(self, factory: str) -> tuple[Any, int, int]:
         """Build an index of ``factory`` from a consistent snapshot of SQLite, on its own connection so
@@ -261,6 +283,7 @@ class FaceStore:
             while rows := cur.fetchmany(65536):
                 ids, vecs = vectors(rows)
                 index.add_with_ids(vecs, ids)
+                self._write_rerank(ids, vecs)
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -311,6 +334,7 @@ class FaceStore:
             dels = np.array([v for v, op in final.items() if op == "del"], dtype=np.int64)
             if dels.size:
                 self._index.remove_ids(dels)
+                self._write_rerank(dels, None)
             adds = [v for v, op in final.items() if op == "add"]
             for start in range(0, len(adds), 900):
                 chunk = adds[start : start + 900]
@@ -321,6 +345,7 @@ class FaceStore:
                     ids = np.array([r[0] for r in got], dtype=np.int64)
                     vecs = np.frombuffer(b"".join(r[1] for r in got), dtype="<f4").reshape(len(got), self.dim)
                     self._index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32), ids)
+                    self._write_rerank(ids, vecs)
             self._seq = int(rows[-1][0])
             self._unsaved += len(rows)
             # Saving writes the whole index: do it once per 50% growth (at least _SAVE_EVERY changes), so
@@ -341,11 +366,44 @@ class FaceStore:
             faiss.write_index(self._index, str(tmp))
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+            os.fsync(self._rerank_fd)
             os.replace(tmp, final)
             for seq, old in self._index_files():
                 if seq < self._seq:
                     old.unlink(missing_ok=True)
             self._unsaved = 0
+
+    # -- the float16 re-rank file ------------------------------------------------------------------
+    def _write_rerank(self, vids: npt.NDArray[np.int64], vecs: npt.NDArray[np.float32] | None) -> None:
+        """Write these faces' float16 rows (zeros when ``vecs`` is None: deleted faces). Every process
+        writes the same bytes for the same vid, so concurrent writers agree. The file is derived data,
+        like the FAISS index: a missing row is read from SQLite instead, and ``check`` repairs it."""
+        if len(vids) == 0:
+            return
+        row_bytes = 2 * self.dim
+        data = (np.zeros((len(vids), self.dim), "<f2") if vecs is None
+                else np.ascontiguousarray(vecs, dtype="<f2"))
+        order = np.argsort(vids)
+        vids, data = np.asarray(vids)[order], data[order]
+        # one pwrite per run of consecutive vids (indexing appends runs)
+        breaks = np.nonzero(np.diff(vids) != 1)[0] + 1
+        for run_ids, run in zip(np.split(vids, breaks), np.split(data, breaks), strict=True):
+            os.pwrite(self._rerank_fd, run.tobytes(), int(run_ids[0]) * row_bytes)
+
+    def _rerank_rows(self, vids: npt.NDArray[np.int64]) -> npt.NDArray[np.float16]:
+        """The float16 rows of these vids (zeros for rows not written)."""
+        need = (int(vids.max()) + 1) if len(vids) else 0
+        m = self._rerank_map
+        if m is None or m.shape[0] < need:
+            size = os.fstat(self._rerank_fd).st_size // (2 * self.dim)
+            if size == 0:
+                return np.zeros((len(vids), self.dim), np.float16)
+            m = np.memmap(self.path / RERANK_FILE, dtype="<f2", mode="r", shape=(size, self.dim))
+            self._rerank_map = m
+        out = np.zeros((len(vids), self.dim), np.float16)
+        inside = vids < m.shape[0]
+        out[inside] = m[vids[inside]]
+        return out
 
     # -- writing ----------------------------------------------------------------------------------
     def find_image(self, *, external_image_id: str | None, image_sha256: str) -> list[StoredFace] | None:
@@ -425,6 +483,7 @@ class FaceStore:
     # -- reading ----------------------------------------------------------------------------------
     _SELECT = ("SELECT f.face_id, NULLIF(i.external_image_id, ''), i.image_sha256, f.person_id, f.bbox, "
                "f.det_score, f.quality, f.created, f.vid FROM faces f JOIN images i USING (image_id)")
+    _SELECT_EMBEDDING = _SELECT.replace("f.vid FROM", "f.vid, f.embedding FROM")
 
     def _faces_where(self, where: str, args: Sequence[Any]) -> list[StoredFace]:
         rows = self._conn.execute(f"{self._SELECT} WHERE {where} ORDER BY f.vid", tuple(args)).fetchall()
@@ -548,41 +607,43 @@ class FaceStore:
             if self._index.ntotal == 0:
                 return [[] for _ in range(len(q))]
             exact = _factory_of(self._index) == INDEX_FACTORY
-            scores, ids = self._index.search(q, min(k if exact else RERANK * k, self._index.ntotal))
+            n_candidates = k if exact else max(RERANK * k, _MIN_CANDIDATES)
+            _, ids = self._index.search(q, min(n_candidates, self._index.ntotal))
             if not exact:
-                scores, ids = self._rerank(q, ids, k)
+                ids = self._rerank(q, ids, k)
             out = []
-            for srow, irow in zip(scores, ids, strict=True):
+            for query, irow in zip(q, ids, strict=True):
                 vids = [int(v) for v in irow if v >= 0]
-                found = {}
+                hits: list[tuple[StoredFace, float]] = []
                 if vids:
-                    rows = self._conn.execute(f"{self._SELECT} WHERE f.vid IN ({','.join('?' * len(vids))})",
+                    # the hits' records and float32 embeddings: scores reported are exact
+                    rows = self._conn.execute(f"{self._SELECT_EMBEDDING} WHERE f.vid IN ({','.join('?' * len(vids))})",
                                               vids).fetchall()
-                    found = {int(r[8]): self._face(r) for r in rows}
-                out.append([(found[int(v)], float(s)) for s, v in zip(srow, irow, strict=True)
-                            if int(v) in found])
+                    hits = [(self._face(r), float(np.frombuffer(r[9], dtype="<f4") @ query)) for r in rows]
+                    hits.sort(key=lambda h: -h[1])
+                out.append(hits)
             return out
 
-    def _rerank(self, q: npt.NDArray[np.float32], ids: npt.NDArray[np.int64],
-                k: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        """Score approximate candidates exactly with their stored embeddings; keep the best ``k``."""
-        out_s = np.full((len(q), k), -np.inf, dtype=np.float32)
-        out_i = np.full((len(q), k), -1, dtype=np.int64)
+    def _rerank(self, q: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.int64]:
+        """Re-rank approximate candidates with their float16 embeddings; keep the best ``k`` ids (-1 pads).
+        Rows missing from the float16 file (written after a crash, say) are read from SQLite."""
+        out = np.full((len(q), k), -1, dtype=np.int64)
         for row, (query, cand) in enumerate(zip(q, ids, strict=True)):
-            vids = [int(v) for v in cand if v >= 0]
-            if not vids:
+            vids = cand[cand >= 0]
+            if not len(vids):
                 continue
-            got = self._conn.execute(
-                f"SELECT vid, embedding FROM faces WHERE vid IN ({','.join('?' * len(vids))})", vids).fetchall()
-            if not got:
-                continue
-            found = np.array([r[0] for r in got], dtype=np.int64)
-            vecs = np.frombuffer(b"".join(r[1] for r in got), dtype="<f4").reshape(len(got), self.dim)
-            exact = vecs @ query
-            best = np.argsort(-exact)[:k]
-            out_s[row, : len(best)] = exact[best]
-            out_i[row, : len(best)] = found[best]
-        return out_s, out_i
+            vecs = self._rerank_rows(vids).astype(np.float32)
+            missing = ~vecs.any(axis=1)
+            if missing.any():
+                lost = [int(v) for v in vids[missing]]
+                got = dict(self._conn.execute(
+                    f"SELECT vid, embedding FROM faces WHERE vid IN ({','.join('?' * len(lost))})", lost).fetchall())
+                for i in np.nonzero(missing)[0]:
+                    blob = got.get(int(vids[i]))
+                    vecs[i] = np.frombuffer(blob, dtype="<f4") if blob is not None else -2.0  # deleted: last
+            best = np.argsort(-(vecs @ query), kind="stable")[:k]
+            out[row, : len(best)] = vids[best]
+        return out
 
     # -- maintenance ------------------------------------------------------------------------------
     def check(self, *, repair: bool = False) -> CheckReport:
@@ -592,13 +653,38 @@ class FaceStore:
             truth = {r[0] for r in self._conn.execute("SELECT vid FROM faces")}
             have = _ids_of(self._index)
             missing, extra = len(truth - have), len(have - truth)
+            wrong = self._check_rerank(repair=repair)
         repaired = False
         if repair and (missing or extra):
             self._rebuild(choose_factory(len(truth), self.dim))
             repaired = True
         with self._lock:
             return CheckReport(faces=len(truth), vectors=len(have), missing_from_index=missing,
-                               extra_in_index=extra, repaired=repaired)
+                               extra_in_index=extra, repaired=repaired or (repair and wrong > 0),
+                               rerank_rows_wrong=wrong)
+
+    def _check_rerank(self, *, repair: bool) -> int:
+        """Rows of the float16 file that differ from SQLite (live faces) or are not zero (deleted ones)."""
+        wrong = 0
+        live: set[int] = set()
+        cur = self._conn.execute("SELECT vid, embedding FROM faces ORDER BY vid")
+        while rows := cur.fetchmany(65536):
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            live.update(ids.tolist())
+            want = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
+            bad = np.any(self._rerank_rows(ids) != want.astype(np.float16), axis=1)
+            wrong += int(bad.sum())
+            if repair and bad.any():
+                self._write_rerank(ids[bad], want[bad])
+        n_rows = os.fstat(self._rerank_fd).st_size // (2 * self.dim)
+        for start in range(0, n_rows, 65536):
+            ids = np.arange(start, min(start + 65536, n_rows), dtype=np.int64)
+            stray = ids[self._rerank_rows(ids).any(axis=1)]
+            stray = np.array([v for v in stray.tolist() if v not in live], dtype=np.int64)
+            wrong += len(stray)
+            if repair and len(stray):
+                self._write_rerank(stray, None)
+        return wrong
 
     def close(self) -> None:
         with self._lock:
@@ -608,6 +694,8 @@ class FaceStore:
                 finally:
                     self._conn.close()
                     self._conn = None  # type: ignore[assignment]
+                    self._rerank_map = None
+                    os.close(self._rerank_fd)
 
 
 def _factory_of(index: Any) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import DEFAULT_MAX_FMR, EngineConfig
+from .config import DEFAULT_MAX_FMR, DEFAULT_MAX_FPIR, EngineConfig
 from .errors import (
     CalibrationError,
     CollectionError,
@@ -36,6 +36,7 @@ from .types import (
     IndexResult,
     Landmarks,
     Match,
+    OperatingPoint,
     Pose,
     Quality,
     QualityFilter,
@@ -66,6 +67,7 @@ __all__ = [
     "CollectionNotFoundError",
     "Comparison",
     "DEFAULT_MAX_FMR",
+    "DEFAULT_MAX_FPIR",
     "Engine",
     "EngineConfig",
     "Face",
@@ -77,6 +79,7 @@ __all__ = [
     "InvalidArgumentError",
     "Landmarks",
     "Match",
+    "OperatingPoint",
     "ModelError",
     "ModelFileError",
     "ModelMismatchError",

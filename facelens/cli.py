@@ -32,7 +32,7 @@ from .types import QualityFilter
 
 if TYPE_CHECKING:
     from .engine import Engine
-    from .types import Comparison, Face
+    from .types import Comparison, Face, OperatingPoint
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3, 4
 
@@ -196,13 +196,24 @@ def compare(state: _State, /, image_a: str, image_b: str, max_fmr: float | None,
     sys.exit(EXIT_OK if result.match else EXIT_NO_MATCH)
 
 
+def _rate(fmr: float, extrapolated: bool) -> str:
+    return f"{fmr:.1e}{' (extrapolated)' if extrapolated else ''}"
+
+
+def _operating_point_words(op: OperatingPoint) -> str:
+    """"max false-match rate 1e-05 (...; score >= 0.3580, worst group: overall)" and the like."""
+    rate = (f"max FPIR {op.max_fpir:g} over {op.collection_size:,} faces = max false-match rate {op.max_fmr:.2g} "
+            f"per comparison" if op.max_fpir is not None else f"max false-match rate {op.max_fmr:.2g}")
+    return (f"{rate} (score >= {op.threshold:.4f}{', extrapolated' if op.extrapolated else ''}; "
+            f"{op.policy} policy, set by {op.limited_by})")
+
+
 def _print_comparison(state: _State, r: Comparison) -> None:
-    bound = "fewer than " if r.fmr_is_upper_bound else ""
-    state.say(f"score {r.score:.4f}: {bound}{_rate_words(r.fmr)} pairs of different people score this high "
-              f"(false-match rate {'< ' if r.fmr_is_upper_bound else ''}{r.fmr:.2g}, calibration {r.calibration})")
+    about = "about " if r.fmr_extrapolated else ""
+    state.say(f"score {r.score:.4f}: {about}{_rate_words(r.fmr)} pairs of different people score this high "
+              f"(false-match rate {_rate(r.fmr, r.fmr_extrapolated)}, calibration {r.calibration})")
     verdict = "MATCH" if r.match else "NO MATCH"
-    state.say(f"{verdict} at max false-match rate {r.max_fmr:g} ({_rate_words(r.max_fmr)}; score threshold "
-              f"{r.threshold:.4f})")
+    state.say(f"{verdict} at {_operating_point_words(r.operating_point)}")
 
 
 @main.command()
@@ -274,6 +285,17 @@ def _home_option(f: Any) -> Any:
                         help="Folder holding the collections (default: $FACELENS_HOME, else the user data folder).")(f)
 
 
+def _threshold_options(f: Any) -> Any:
+    """--max-fpir / --max-fmr / --min-score: how a search decides what is a match (at most one)."""
+    f = click.option("--min-score", type=float, default=None, help="Match at this raw cosine score instead; the "
+                     "false-match rate it stands for is reported.")(f)
+    f = click.option("--max-fmr", type=float, default=None, help="Match when the per-comparison false-match rate "
+                     "is at most this (e.g. 1e-6).")(f)
+    return click.option("--max-fpir", type=float, default=None, help="Match so that a search for someone NOT in "
+                         "the collection returns anyone at most this often (default 0.003), whatever its "
+                         "size.")(f)
+
+
 def _json_and_home(f: Any) -> Any:
     """The --json and --home options every collection command takes."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(_home_option(f))
@@ -307,11 +329,15 @@ def collection() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the new collection's description as JSON.")
 @_home_option
 @click.option("--model", default=None, help="Model the collection is bound to (default buffalo_s).")
+@click.option("--calibration", "calibration", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Calibration profile for this collection's searches (from `facelens calibrate`; default: the "
+              "model's shipped profile).")
 @click.pass_obj
-def collection_create(state: _State, /, name: str, as_json: bool, home: Path | None, model: str | None) -> None:
+def collection_create(state: _State, /, name: str, as_json: bool, home: Path | None, model: str | None,
+                      calibration: str | None) -> None:
     """Create an empty collection NAME bound to the engine's model."""
     engine = _collection_engine(state, home, model=model)
-    info = _call(engine.create_collection, name)
+    info = _call(engine.create_collection, name, calibration=calibration)
     _emit(state, as_json, info.to_dict(), f"created collection {name!r} (model {info.model_name}) in {engine.home}")
 
 
@@ -459,36 +485,36 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
 @click.argument("image", required=False)
 @click.option("--face-id", default=None, help="Search with a face already in the collection instead of an image.")
 @click.option("--max-results", type=click.IntRange(min=1), default=10, help="At most this many matches.")
-@click.option("--max-fmr", type=float, default=None, help="Match when the false-match rate is at most this "
-              "(default 1e-5).")
+@_threshold_options
 @click.option("--all-faces", is_flag=True, help="Search with every face of the image, not just the largest.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (keys in docs/cli.md).")
 @_home_option
 @click.pass_obj
 def search(state: _State, /, name: str, image: str | None, face_id: str | None, max_results: int,
-           max_fmr: float | None, all_faces: bool, as_json: bool, home: Path | None) -> None:
+           max_fmr: float | None, max_fpir: float | None, min_score: float | None, all_faces: bool, as_json: bool,
+           home: Path | None) -> None:
     """Search collection NAME for the face in IMAGE (or --face-id); matches best first."""
     if (image is None) == (face_id is None):
         click.echo("facelens: error: give either IMAGE or --face-id", err=True)
         sys.exit(EXIT_USAGE)
     engine = _collection_engine(state, home)
     if face_id is not None:
-        results = [_call(engine.search_faces, name, face_id, max_results=max_results, max_fmr=max_fmr)]
+        results = [_call(engine.search_faces, name, face_id, max_results=max_results, max_fmr=max_fmr,
+                         max_fpir=max_fpir, min_score=min_score)]
     else:
         results = _call(engine.search_faces_by_image, name, image, max_results=max_results, max_fmr=max_fmr,
-                        all_faces=all_faces)
+                        max_fpir=max_fpir, min_score=min_score, all_faces=all_faces)
     if as_json:
         doc = results[0].to_dict() if not all_faces else {"results": [r.to_dict() for r in results]}
         doc.update(collection=name)
         click.echo(json.dumps(doc, indent=2))
         return
     for r in results:
-        state.say(f"searched {r.collection_size:,} faces at max false-match rate {r.max_fmr:g} (score >= "
-                  f"{r.threshold:.4f}): {len(r.matches)} match{'es' if len(r.matches) != 1 else ''}")
+        state.say(f"searched {r.collection_size:,} faces at {_operating_point_words(r.operating_point)}: "
+                  f"{len(r.matches)} match{'es' if len(r.matches) != 1 else ''}")
         for m in r.matches:
-            rate = f"{'<' if m.fmr_is_upper_bound else ''}{m.fmr:.1e}"
             state.say(f"  {m.face_id}  {m.external_image_id or '-'}  person {m.person_id or '-'}  "
-                      f"score {m.score:.3f}  false-match rate {rate}")
+                      f"score {m.score:.3f}  false-match rate {_rate(m.fmr, m.fmr_extrapolated)}")
 
 
 @main.group()
@@ -598,21 +624,21 @@ def person_delete(state: _State, /, name: str, person_id: str, as_json: bool, ho
 @click.argument("name")
 @click.argument("image")
 @click.option("--max-results", type=click.IntRange(min=1), default=10, help="At most this many persons.")
-@click.option("--max-fmr", type=float, default=None, help="Match at this false-match rate (default 1e-5).")
+@_threshold_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (as `search`, one match per person).")
 @_home_option
 @click.pass_obj
 def person_search(state: _State, /, name: str, image: str, max_results: int, max_fmr: float | None,
-                  as_json: bool, home: Path | None) -> None:
+                  max_fpir: float | None, min_score: float | None, as_json: bool, home: Path | None) -> None:
     """Search collection NAME for the persons whose best face matches the largest face in IMAGE."""
     r = _call(_collection_engine(state, home).search_persons_by_image, name, image, max_results=max_results,
-              max_fmr=max_fmr)
+              max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score)
     doc = r.to_dict()
     doc.update(collection=name)
-    lines = [f"searched {r.collection_size:,} faces at max false-match rate {r.max_fmr:g}: "
+    lines = [f"searched {r.collection_size:,} faces at {_operating_point_words(r.operating_point)}: "
              f"{len(r.matches)} person(s)"]
-    lines += [f"  {m.person_id}  score {m.score:.3f}  false-match rate "
-              f"{'<' if m.fmr_is_upper_bound else ''}{m.fmr:.1e}  (face {m.face_id})" for m in r.matches]
+    lines += [f"  {m.person_id}  score {m.score:.3f}  false-match rate {_rate(m.fmr, m.fmr_extrapolated)}  "
+              f"(face {m.face_id})" for m in r.matches]
     _emit(state, as_json, doc, "\n".join(lines))
 
 

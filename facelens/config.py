@@ -11,9 +11,12 @@ from typing import Any
 from .errors import InvalidArgumentError
 from .types import QualityFilter
 
-__all__ = ["EngineConfig", "DEFAULT_MAX_FMR"]
+__all__ = ["DEFAULT_MAX_FMR", "DEFAULT_MAX_FPIR", "EngineConfig"]
 
 DEFAULT_MAX_FMR = 1e-5
+# A search for someone who is not in the collection returns any candidate at most 3 times in 1,000:
+# NIST's FRTE 1:N reports miss rates (FNIR) at this FPIR; see docs/error-rates.md for the choice.
+DEFAULT_MAX_FPIR = 0.003
 """Default decision point of ``compare``: at most one false match in 100,000 comparisons of strangers."""
 
 
@@ -34,7 +37,13 @@ class EngineConfig:
     threads: onnxruntime intra-op threads per model; 0 lets onnxruntime use one per core.
     max_pixels: images declaring more pixels are refused before decoding (decompression bombs).
     quality_filter: level used to fill ``Face.refusal_reasons``.
-    max_fmr: default false-match rate at which ``compare`` and searches declare a match.
+    max_fmr: default false-match rate at which ``compare`` declares a match (1e-5: one in 100,000
+        comparisons of two different people).
+    max_fpir: default false-positive identification rate of searches: the chance that a search for
+        someone who is not in the collection returns any candidate (0.003); converted to a
+        per-comparison false-match rate with the collection's size at search time.
+    policy: how a target rate becomes a threshold: ``worst-group`` (every audited group of the
+        calibration meets the target) or ``overall``.
     home: folder holding the collections; empty means ``FACELENS_HOME`` or the per-user data folder.
     """
 
@@ -48,6 +57,8 @@ class EngineConfig:
     max_pixels: int = 40_000_000
     quality_filter: QualityFilter = QualityFilter.AUTO
     max_fmr: float = DEFAULT_MAX_FMR
+    max_fpir: float = DEFAULT_MAX_FPIR
+    policy: str = "worst-group"
     home: str = ""
 
     def __post_init__(self) -> None:
@@ -65,6 +76,10 @@ class EngineConfig:
         if self.max_pixels <= 0:
             raise InvalidArgumentError(f"max_pixels must be > 0, got {self.max_pixels}")
         check_fmr(self.max_fmr)
+        if not 0.0 < self.max_fpir < 1.0:
+            raise InvalidArgumentError(f"max_fpir must be a rate in (0, 1), e.g. 0.003; got {self.max_fpir}")
+        if self.policy not in ("worst-group", "overall"):
+            raise InvalidArgumentError(f"policy must be 'worst-group' or 'overall', got {self.policy!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> EngineConfig:

@@ -43,9 +43,9 @@ def run_demo(engine: Engine, folder: Path, *, max_fmr: float | None = None,
             "false_match" if r.match else "true_non_match")
         tally[key] += 1
         pairs.append({"a": a.name, "b": b.name, "same_person": same, "score": round(r.score, 6),
-                      "fmr": r.fmr, "fmr_is_upper_bound": r.fmr_is_upper_bound, "match": r.match})
+                      "fmr": r.fmr, "fmr_extrapolated": r.fmr_extrapolated, "match": r.match})
         if same or r.match:
-            rate = f"{'<' if r.fmr_is_upper_bound else ''}{r.fmr:.1e}"
+            rate = f"{r.fmr:.1e}{' (extrapolated)' if r.fmr_extrapolated else ''}"
             verdict = "MATCH   " if r.match else "no match"
             note = "" if same == r.match else "   <-- wrong"
             out(f"  {verdict} {a.name} ~ {b.name}: score {r.score:.3f}, false-match rate {rate}"
@@ -79,6 +79,11 @@ def _search_demo(engine: Engine, files: list[Path], *, max_fmr: float | None,
             engine.index_faces(name, str(photo), external_image_id=photo.name, person_id=person)
         say(f"\ncollection {name!r}: {len(gallery)} faces, one photo per person; searching it with the "
             f"{len(probes)} other photos")
+        op = engine.operating_point(max_fmr=max_fmr, collection_size=len(gallery))
+        if op.max_fpir is not None:
+            say(f"decision point: a search for someone not in the collection returns anyone at most "
+                f"{op.max_fpir:g} of the time; with {len(gallery)} faces that is a false-match rate <= "
+                f"{op.max_fmr:.1e} per comparison (score >= {op.threshold:.4f})")
         rows: list[dict[str, Any]] = []
         for person, photo in probes:
             [result] = engine.search_faces_by_image(name, str(photo), max_fmr=max_fmr)
@@ -90,7 +95,7 @@ def _search_demo(engine: Engine, files: list[Path], *, max_fmr: float | None,
             if top is None:
                 say(f"  {photo.name}: no match (wrong: {person} is in the collection)")
             else:
-                rate = f"{'<' if top.fmr_is_upper_bound else ''}{top.fmr:.1e}"
+                rate = f"{top.fmr:.1e}{' (extrapolated)' if top.fmr_extrapolated else ''}"
                 say(f"  {photo.name}: {top.external_image_id} (person {top.person_id}), score {top.score:.3f}, "
                     f"false-match rate {rate}, {len(result.matches)} candidate(s){'' if correct else '  <-- wrong'}")
         found = sum(bool(r["correct"]) for r in rows)

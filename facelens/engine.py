@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .calibration import ScoreCalibration, load_calibration
+from .calibration.table import Policy, fpir_to_fmr
 from .config import EngineConfig, check_fmr
 from .errors import (
     CalibrationError,
@@ -35,6 +36,7 @@ from .types import (
     Face,
     IndexResult,
     Match,
+    OperatingPoint,
     QualityFilter,
     RefusalReason,
     SearchResult,
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 _EXTERNAL_ID = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 _PERSON_ID = re.compile(r"[A-Za-z0-9_.\-:]{1,128}")
+COLLECTION_CALIBRATION = "calibration.npz"  # a collection's own calibration profile, when it has one
 
 
 def _check_person_id(person_id: str) -> str:
@@ -103,6 +106,7 @@ class Engine:
         self._calibration: ScoreCalibration | None = None
         self.home = Path(config.home).expanduser() if config.home else default_home()
         self._stores: dict[str, FaceStore] = {}
+        self._collection_calibrations: dict[str, ScoreCalibration] = {}
         self._stores_lock = threading.Lock()
         log.info("engine opened: model %s (sha256 %s)", self.model_name, self.model_sha256[:12])
 
@@ -156,13 +160,51 @@ class Engine:
         return faces[0]
 
     # -- comparison -------------------------------------------------------------------------------
+    @property
+    def policy(self) -> Policy:
+        return self.config.policy  # type: ignore[return-value]
+
+    def operating_point(self, *, max_fmr: float | None = None, max_fpir: float | None = None,
+                        collection_size: int | None = None, min_score: float | None = None,
+                        calibration: ScoreCalibration | None = None) -> OperatingPoint:
+        """The threshold for a target rate, and what it stands for.
+
+        Give at most one of: ``max_fmr`` (per-comparison false-match rate), ``max_fpir`` (the chance that a
+        search of ``collection_size`` faces for someone absent returns any candidate; converted to a
+        per-comparison rate as ``1 - (1 - max_fpir)^(1/N)``), or ``min_score`` (a raw cosine threshold,
+        reported with the false-match rate it stands for). With none, ``config.max_fmr`` (or
+        ``config.max_fpir`` when ``collection_size`` is given: a search).
+        """
+        cal = calibration or self.calibration
+        given = [v is not None for v in (max_fmr, max_fpir, min_score)]
+        if sum(given) > 1:
+            raise InvalidArgumentError("give at most one of max_fmr, max_fpir and min_score")
+        if min_score is not None:
+            if not -1.0 <= float(min_score) <= 1.0:
+                raise InvalidArgumentError(f"min_score must be a cosine score in [-1, 1], got {min_score}")
+            rate, extrapolated, curve = cal.fmr_detail(float(min_score), self.policy)
+            return OperatingPoint(threshold=float(min_score), max_fmr=rate, policy=self.policy,
+                                  extrapolated=extrapolated, limited_by=curve, calibration=cal.name,
+                                  collection_size=collection_size)
+        if max_fmr is None and collection_size is not None:
+            max_fpir = self.config.max_fpir if max_fpir is None else max_fpir
+        if max_fpir is not None:
+            if collection_size is None:
+                raise InvalidArgumentError("max_fpir applies to searches: it needs the collection's size")
+            max_fmr = fpir_to_fmr(float(max_fpir), collection_size)
+        max_fmr = check_fmr(self.config.max_fmr if max_fmr is None else max_fmr)
+        threshold, extrapolated, curve = cal.threshold_detail(max_fmr, self.policy)
+        return OperatingPoint(threshold=threshold, max_fmr=max_fmr, policy=self.policy, extrapolated=extrapolated,
+                              limited_by=curve, calibration=cal.name,
+                              max_fpir=None if max_fpir is None else float(max_fpir), collection_size=collection_size)
+
     def threshold(self, max_fmr: float | None = None) -> float:
         """The score above which two faces match at false-match rate ``max_fmr`` (default: config)."""
-        return self.calibration.threshold(check_fmr(self.config.max_fmr if max_fmr is None else max_fmr))
+        return self.operating_point(max_fmr=max_fmr).threshold
 
     def fmr(self, score: float) -> tuple[float, bool]:
-        """False-match rate at ``score`` and whether it is only an upper bound (see ScoreCalibration)."""
-        return self.calibration.fmr(score)
+        """False-match rate at ``score`` under the engine's policy, and whether it is extrapolated."""
+        return self.calibration.fmr(score, self.policy)
 
     def compare(self, image_a: ImageInput, image_b: ImageInput, *, max_fmr: float | None = None) -> Comparison:
         """Compare the largest face of each image.
@@ -172,8 +214,7 @@ class Engine:
         ``config.max_fmr`` = 1e-5, one in 100,000). Raises :class:`NoFaceError` naming the image without
         a face.
         """
-        max_fmr = check_fmr(self.config.max_fmr if max_fmr is None else max_fmr)
-        self.calibration.threshold(max_fmr)  # refuse an unmeasurable max_fmr before running models
+        self.operating_point(max_fmr=max_fmr)  # refuse a bad max_fmr before running models
         return self.compare_faces(self._largest_face(image_a), self._largest_face(image_b), max_fmr=max_fmr)
 
     def compare_faces(self, face_a: Face, face_b: Face, *, max_fmr: float | None = None) -> Comparison:
@@ -183,13 +224,11 @@ class Engine:
         if face_a.embedding.shape != (self.embedding_size,) or face_b.embedding.shape != (self.embedding_size,):
             raise InvalidArgumentError(
                 f"embeddings must be {self.embedding_size}-d vectors of model {self.model_name!r}")
-        max_fmr = check_fmr(self.config.max_fmr if max_fmr is None else max_fmr)
-        threshold = self.calibration.threshold(max_fmr)
+        op = self.operating_point(max_fmr=max_fmr)
         score = float(np.dot(face_a.embedding, face_b.embedding))
-        fmr, bound = self.calibration.fmr(score)
-        return Comparison(score=score, fmr=fmr, fmr_is_upper_bound=bound, match=score >= threshold,
-                          max_fmr=max_fmr, threshold=threshold, face_a=face_a, face_b=face_b,
-                          calibration=self.calibration.name)
+        fmr, extrapolated = self.calibration.fmr(score, self.policy)
+        return Comparison(score=score, fmr=fmr, fmr_extrapolated=extrapolated, match=score >= op.threshold,
+                          operating_point=op, face_a=face_a, face_b=face_b)
 
     # -- collections ------------------------------------------------------------------------------
     def _open_store(self, name: str) -> FaceStore:
@@ -213,15 +252,37 @@ class Engine:
                 f"{self.model_sha256[:12]}...). Open the engine with model={meta['model_name']!r}.")
         return store
 
-    def create_collection(self, name: str) -> CollectionInfo:
-        """Create an empty collection bound to this engine's model; raises CollectionExistsError."""
+    def create_collection(self, name: str, *, calibration: str | Path | None = None) -> CollectionInfo:
+        """Create an empty collection bound to this engine's model; raises CollectionExistsError.
+
+        ``calibration``: a calibration profile (``facelens calibrate``) for this collection's searches,
+        copied into the collection; by default the model's shipped profile is used.
+        """
+        profile = None
+        if calibration is not None:
+            profile = load_calibration(calibration, model_sha256=self.model_sha256)
         path = collection_dir(self.home, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         store = FaceStore.create(path, name=name, model_name=self.model_name, model_sha256=self.model_sha256,
-                                 dim=self.embedding_size)
+                                 dim=self.embedding_size, calibration=profile.name if profile else None)
+        if profile is not None:
+            profile.save(path / COLLECTION_CALIBRATION)
         with self._stores_lock:
             self._stores[name] = store
         return self.describe_collection(name)
+
+    def collection_calibration(self, name: str) -> ScoreCalibration:
+        """The calibration profile a collection's searches use (its own, else the model's)."""
+        store = self._store(name)
+        path = store.path / COLLECTION_CALIBRATION
+        if not path.is_file():
+            return self.calibration
+        with self._stores_lock:
+            cal = self._collection_calibrations.get(name)
+            if cal is None:
+                cal = load_calibration(path, model_sha256=self.model_sha256)
+                self._collection_calibrations[name] = cal
+        return cal
 
     def list_collections(self) -> list[str]:
         """Names of the collections in this engine's home folder, sorted."""
@@ -231,15 +292,18 @@ class Engine:
         """Face and person counts, the model the collection is bound to, its index type, when created."""
         store = self._open_store(name)
         m = store.meta
+        own = m.get("calibration") or ""
         return CollectionInfo(name=name, face_count=store.face_count(), person_count=store.person_count(),
                               model_name=m["model_name"], model_sha256=m["model_sha256"],
-                              index_factory=store.index_factory, created=m["created"])
+                              index_factory=store.index_factory, created=m["created"],
+                              calibration=own or (self.calibration.name if self._calibration_path else ""))
 
     def delete_collection(self, name: str) -> None:
         """Delete a collection and everything in it; raises CollectionNotFoundError."""
         path = collection_dir(self.home, name)
         with self._stores_lock:
             store = self._stores.pop(name, None)
+            self._collection_calibrations.pop(name, None)
             if store is not None:
                 store.close()
             if not (path / "faces.sqlite").is_file():
@@ -302,7 +366,8 @@ class Engine:
         return self._store(collection).delete_faces(face_ids)
 
     def _matches(self, store: FaceStore, queries: npt.NDArray[np.float32], *, max_results: int,
-                 threshold: float, exclude: str | None = None) -> list[tuple[Match, ...]]:
+                 op: OperatingPoint, calibration: ScoreCalibration,
+                 exclude: str | None = None) -> list[tuple[Match, ...]]:
         if max_results < 1:
             raise InvalidArgumentError(f"max_results must be >= 1, got {max_results}")
         k = max_results + (1 if exclude else 0)
@@ -310,46 +375,52 @@ class Engine:
         for hits in store.search(queries, k):
             matches = []
             for stored, score in hits:
-                if score < threshold or stored.face_id == exclude:
+                if score < op.threshold or stored.face_id == exclude:
                     continue
-                fmr, bound = self.calibration.fmr(score)
+                fmr, extrapolated = calibration.fmr(score, self.policy)
                 matches.append(Match(face_id=stored.face_id, external_image_id=stored.external_image_id,
-                                     person_id=stored.person_id, score=score, fmr=fmr, fmr_is_upper_bound=bound,
+                                     person_id=stored.person_id, score=score, fmr=fmr, fmr_extrapolated=extrapolated,
                                      bbox=stored.bbox))
             out.append(tuple(matches[:max_results]))
         return out
 
+    def _search_setup(self, collection: str, max_fmr: float | None, max_fpir: float | None,
+                      min_score: float | None) -> tuple[FaceStore, ScoreCalibration, OperatingPoint]:
+        store = self._store(collection)
+        cal = self.collection_calibration(collection)
+        op = self.operating_point(max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                                  collection_size=store.searchable_count(), calibration=cal)
+        return store, cal, op
+
     def search_faces_by_image(self, collection: str, image: ImageInput, *, max_results: int = 10,
-                              max_fmr: float | None = None, all_faces: bool = False) -> list[SearchResult]:
+                              max_fmr: float | None = None, max_fpir: float | None = None,
+                              min_score: float | None = None, all_faces: bool = False) -> list[SearchResult]:
         """Search the collection for the largest face of ``image`` (every face with ``all_faces``).
 
-        A stored face is a match when its score's false-match rate is at most ``max_fmr`` (default
-        ``config.max_fmr``). Returns one result per searched face; raises NoFaceError if there is none.
+        The match threshold: ``max_fpir`` (default ``config.max_fpir`` = 0.003: a search for someone who
+        is not in the collection returns anyone at most 3 times in 1,000, whatever the collection's
+        size), or ``max_fmr`` (per comparison), or a raw ``min_score``; see :meth:`operating_point`.
+        Returns one result per searched face; raises NoFaceError if there is none.
         """
-        max_fmr = check_fmr(self.config.max_fmr if max_fmr is None else max_fmr)
-        threshold = self.calibration.threshold(max_fmr)
-        store = self._store(collection)
+        store, cal, op = self._search_setup(collection, max_fmr, max_fpir, min_score)
         faces = self._faces(image, embed=True, max_faces=None if all_faces else 1,
                             quality_filter=QualityFilter.NONE)
         if not faces:
             raise NoFaceError("no face found in the image to search with", source=describe_source(image))
-        size = store.searchable_count()
         queries = np.stack([f.embedding for f in faces])  # type: ignore[misc]
-        found = self._matches(store, queries, max_results=max_results, threshold=threshold)
-        return [SearchResult(matches=m, threshold=threshold, max_fmr=max_fmr, collection_size=size, face=f)
+        found = self._matches(store, queries, max_results=max_results, op=op, calibration=cal)
+        return [SearchResult(matches=m, operating_point=op, collection_size=op.collection_size or 0, face=f)
                 for f, m in zip(faces, found, strict=True)]
 
-    def search_faces(self, collection: str, face_id: str, *, max_results: int = 10,
-                     max_fmr: float | None = None) -> SearchResult:
+    def search_faces(self, collection: str, face_id: str, *, max_results: int = 10, max_fmr: float | None = None,
+                     max_fpir: float | None = None, min_score: float | None = None) -> SearchResult:
         """Search the collection with one of its own stored faces (it is left out of the matches)."""
-        max_fmr = check_fmr(self.config.max_fmr if max_fmr is None else max_fmr)
-        threshold = self.calibration.threshold(max_fmr)
-        store = self._store(collection)
+        store, cal, op = self._search_setup(collection, max_fmr, max_fpir, min_score)
         _, embedding = store.get_face(face_id)
-        found = self._matches(store, embedding[None, :], max_results=max_results, threshold=threshold,
+        found = self._matches(store, embedding[None, :], max_results=max_results, op=op, calibration=cal,
                               exclude=face_id)
-        return SearchResult(matches=found[0], threshold=threshold, max_fmr=max_fmr,
-                            collection_size=store.searchable_count(), face_id=face_id)
+        return SearchResult(matches=found[0], operating_point=op, collection_size=op.collection_size or 0,
+                            face_id=face_id)
 
     # -- persons ----------------------------------------------------------------------------------
     def create_person(self, collection: str, person_id: str) -> None:
@@ -379,22 +450,21 @@ class Engine:
         return self._store(collection).delete_person(_check_person_id(person_id))
 
     def search_persons_by_image(self, collection: str, image: ImageInput, *, max_results: int = 10,
-                                max_fmr: float | None = None) -> SearchResult:
+                                max_fmr: float | None = None, max_fpir: float | None = None,
+                                min_score: float | None = None) -> SearchResult:
         """Like :meth:`search_faces_by_image` for the largest face, but one match per person: the best
         scoring face of each person (faces with no person are left out)."""
-        max_fmr = check_fmr(self.config.max_fmr if max_fmr is None else max_fmr)
-        threshold = self.calibration.threshold(max_fmr)
-        store = self._store(collection)
+        store, cal, op = self._search_setup(collection, max_fmr, max_fpir, min_score)
         face = self._largest_face(image)
         assert face.embedding is not None
-        size = store.searchable_count()
+        size = op.collection_size or 0
         k = min(max(100, 10 * max_results), max(size, 1))
         best: dict[str, Match] = {}
-        for m in self._matches(store, face.embedding[None, :], max_results=k, threshold=threshold)[0]:
+        for m in self._matches(store, face.embedding[None, :], max_results=k, op=op, calibration=cal)[0]:
             if m.person_id is not None and m.person_id not in best:
                 best[m.person_id] = m
-        return SearchResult(matches=tuple(list(best.values())[:max_results]), threshold=threshold,
-                            max_fmr=max_fmr, collection_size=size, face=face)
+        return SearchResult(matches=tuple(list(best.values())[:max_results]), operating_point=op,
+                            collection_size=size, face=face)
 
     def close(self) -> None:
         """Release the model sessions (also done when the engine is garbage-collected).

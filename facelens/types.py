@@ -27,6 +27,7 @@ __all__ = [
     "IndexResult",
     "Landmarks",
     "Match",
+    "OperatingPoint",
     "Pose",
     "Quality",
     "QualityFilter",
@@ -175,39 +176,76 @@ class Face:
         return d
 
 
+@dataclass(frozen=True, slots=True)
+class OperatingPoint:
+    """The decision rule a comparison or search used, and what it stands for.
+
+    ``threshold``: the lowest cosine score declared a match. ``max_fmr``: the false-match rate it stands
+    for, per comparison of two different people (read off the calibration named ``calibration`` under
+    ``policy``: ``worst-group`` takes the strictest threshold any audited group needs, and ``limited_by``
+    names the curve that set it). For searches limited by a false-positive identification rate,
+    ``max_fpir`` is the chance asked for that a search for someone who is NOT in the collection returns
+    any candidate, and ``max_fmr`` the per-comparison rate that gives it with ``collection_size`` faces.
+    ``extrapolated``: the threshold lies beyond what the calibration data measure (fewer than 10
+    impostor pairs above it) and comes from the fitted tail.
+    """
+
+    threshold: float
+    max_fmr: float
+    policy: str
+    extrapolated: bool
+    limited_by: str
+    calibration: str
+    max_fpir: float | None = None
+    collection_size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold": round(self.threshold, 6), "max_fmr": self.max_fmr, "max_fpir": self.max_fpir,
+                "collection_size": self.collection_size, "extrapolated": self.extrapolated,
+                "policy": self.policy, "limited_by": self.limited_by, "calibration": self.calibration}
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Comparison:
     """The result of comparing two faces.
 
-    ``score`` is the cosine similarity of the two embeddings. ``fmr`` is the measured false-match rate
-    at that score: the share of pairs of *different* people (in the calibration data named by
-    ``calibration``) that score at least this high. A small ``fmr`` means two strangers rarely look this
-    alike. ``fmr_is_upper_bound`` is True when no calibration pair scored this high, so the true rate is
-    below what the data can measure and ``fmr`` is that resolution limit (1 / number of pairs).
+    ``score`` is the cosine similarity of the two embeddings. ``fmr`` is the false-match rate at that
+    score: the share of pairs of *different* people in the calibration data that score at least this
+    high (under the worst-group policy, the highest such share of any audited group). A small ``fmr``
+    means two strangers rarely look this alike. ``fmr_extrapolated`` is True when fewer than 10
+    calibration pairs scored this high, so the rate comes from the fitted tail, not a count.
 
-    ``match`` is ``fmr <= max_fmr``, equivalently ``score >= threshold``: the decision is made at a
-    false-match rate, never at a raw similarity.
+    ``match`` is ``score >= operating_point.threshold``, the score whose false-match rate is
+    ``operating_point.max_fmr``: the decision is made at a false-match rate, never at a raw similarity.
     """
 
     score: float
     fmr: float
-    fmr_is_upper_bound: bool
+    fmr_extrapolated: bool
     match: bool
-    max_fmr: float
-    threshold: float
+    operating_point: OperatingPoint
     face_a: Face
     face_b: Face
-    calibration: str
+
+    @property
+    def threshold(self) -> float:
+        return self.operating_point.threshold
+
+    @property
+    def max_fmr(self) -> float:
+        return self.operating_point.max_fmr
+
+    @property
+    def calibration(self) -> str:
+        return self.operating_point.calibration
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "score": round(self.score, 6),
             "fmr": self.fmr,
-            "fmr_is_upper_bound": self.fmr_is_upper_bound,
+            "fmr_extrapolated": self.fmr_extrapolated,
             "match": self.match,
-            "max_fmr": self.max_fmr,
-            "threshold": round(self.threshold, 6),
-            "calibration": self.calibration,
+            **self.operating_point.to_dict(),
             "face_a": self.face_a.to_dict(),
             "face_b": self.face_b.to_dict(),
         }
@@ -218,7 +256,7 @@ class Match:
     """One stored face found by a search.
 
     ``score`` is the cosine similarity to the searched face; ``fmr`` the false-match rate at that score
-    (how often two different people score this high), ``fmr_is_upper_bound`` as in :class:`Comparison`.
+    (how often two different people score this high), ``fmr_extrapolated`` as in :class:`Comparison`.
     """
 
     face_id: str
@@ -226,35 +264,43 @@ class Match:
     person_id: str | None
     score: float
     fmr: float
-    fmr_is_upper_bound: bool
+    fmr_extrapolated: bool
     bbox: tuple[float, ...]
 
     def to_dict(self) -> dict[str, Any]:
         return {"face_id": self.face_id, "external_image_id": self.external_image_id,
                 "person_id": self.person_id, "score": round(self.score, 6), "fmr": self.fmr,
-                "fmr_is_upper_bound": self.fmr_is_upper_bound, "bbox": [round(v, 2) for v in self.bbox]}
+                "fmr_extrapolated": self.fmr_extrapolated, "bbox": [round(v, 2) for v in self.bbox]}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class SearchResult:
     """The matches of one searched face, best first.
 
-    Only stored faces whose score reaches ``threshold`` (the score of false-match rate ``max_fmr``) are
-    returned, at most ``max_results``. ``collection_size`` is the number of faces searched: with N faces,
-    a search for someone absent returns a false candidate with probability up to about N x max_fmr.
-    ``face`` is the searched face (``None`` when searching by a stored face id).
+    Only stored faces whose score reaches ``operating_point.threshold`` are returned, at most
+    ``max_results``. ``collection_size`` is the number of faces searched: with N faces, a search for
+    someone absent returns a false candidate with probability about N x max_fmr (the ``max_fpir`` of
+    the operating point when the search was limited that way). ``face`` is the searched face (``None``
+    when searching by a stored face id).
     """
 
     matches: tuple[Match, ...]
-    threshold: float
-    max_fmr: float
+    operating_point: OperatingPoint
     collection_size: int
     face: Face | None = None
     face_id: str | None = None
 
+    @property
+    def threshold(self) -> float:
+        return self.operating_point.threshold
+
+    @property
+    def max_fmr(self) -> float:
+        return self.operating_point.max_fmr
+
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"matches": [m.to_dict() for m in self.matches], "threshold": round(self.threshold, 6),
-                             "max_fmr": self.max_fmr, "collection_size": self.collection_size}
+        d: dict[str, Any] = {"matches": [m.to_dict() for m in self.matches], **self.operating_point.to_dict(),
+                             "collection_size": self.collection_size}
         if self.face is not None:
             d["searched_face"] = self.face.to_dict()
         if self.face_id is not None:
@@ -291,8 +337,9 @@ class CollectionInfo:
     model_sha256: str
     index_factory: str
     created: str
+    calibration: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "face_count": self.face_count, "person_count": self.person_count,
                 "model_name": self.model_name, "model_sha256": self.model_sha256,
-                "index_factory": self.index_factory, "created": self.created}
+                "index_factory": self.index_factory, "created": self.created, "calibration": self.calibration}

@@ -9,46 +9,90 @@ import pytest
 
 from facelens import CalibrationError, InvalidArgumentError
 from facelens.calibration import ScoreCalibration, build_calibration, impostor_histogram, load_calibration
-from facelens.calibration.table import BIN_WIDTH, N_BINS, SCORE_LO, score_bins
+from facelens.calibration.table import BIN_WIDTH, N_BINS, SCORE_LO, ImpostorCurve, fpir_to_fmr, score_bins
 
 
-def _table(scores: list[float], sha: str = "ab" * 32) -> ScoreCalibration:
+def _counts(scores: list[float] | np.ndarray) -> np.ndarray:
     counts = np.zeros(N_BINS, np.int64)
     np.add.at(counts, score_bins(scores), 1)
-    return ScoreCalibration(name="hand", model_sha256=sha, counts=counts)
+    return counts
 
 
-def test_fmr_is_the_share_of_impostor_pairs_at_or_above_the_score() -> None:
-    t = _table([0.1, 0.2, 0.2, 0.3, 0.5])  # 5 pairs
-    assert t.n_pairs == 5
-    assert t.fmr(-0.5) == (1.0, False)
-    assert t.fmr(0.2) == (0.8, False)  # 0.2, 0.2, 0.3, 0.5: ties count as "at least"
-    assert t.fmr(0.25) == (0.4, False)
-    assert t.fmr(0.5) == (0.2, False)
+# 20 pairs: ten at 0.0, five at 0.1, three at 0.2, one at 0.3, one at 0.5
+_HAND = [0.0] * 10 + [0.1] * 5 + [0.2] * 3 + [0.3, 0.5]
 
 
-def test_fmr_above_every_pair_is_an_upper_bound_at_the_resolution() -> None:
-    t = _table([0.1, 0.2, 0.2, 0.3, 0.5])
-    assert t.fmr(0.9) == (pytest.approx(0.2), True)
-    assert t.resolution == pytest.approx(0.2)
+def test_fmr_is_the_share_of_pairs_at_or_above_the_score_while_10_pairs_remain() -> None:
+    c = ImpostorCurve("hand", _counts(_HAND), fallback_slope=10.0)
+    assert c.n_pairs == 20 and c.measured_floor == pytest.approx(0.5)
+    assert c.fmr(-0.5) == (1.0, False)
+    assert c.fmr(0.0) == (1.0, False)  # ties count as "at least"
+    assert c.fmr(0.05) == (0.5, False)
+    assert c.fmr(0.1) == (0.5, False)  # still 10 pairs at or above: measured
 
 
-def test_threshold_is_the_lowest_score_meeting_the_rate() -> None:
-    t = _table([0.1, 0.2, 0.2, 0.3, 0.5])
-    assert t.threshold(0.4) == pytest.approx(0.2 + BIN_WIDTH)  # above the two 0.2s: 0.3 and 0.5 remain
-    assert t.threshold(0.2) == pytest.approx(0.3 + BIN_WIDTH)
-    assert t.fmr(t.threshold(0.4)) == (0.4, False)
-    assert t.threshold(1.0) == pytest.approx(SCORE_LO)
-    for rate in (0.2, 0.4, 0.6, 1.0):  # match at threshold <=> fmr <= rate
-        thr = t.threshold(rate)
-        assert t.fmr(thr)[0] <= rate
-        assert t.fmr(thr - BIN_WIDTH)[0] > rate or thr == pytest.approx(SCORE_LO)
+def test_fmr_beyond_the_last_10_pairs_comes_from_the_tail_and_is_flagged() -> None:
+    c = ImpostorCurve("hand", _counts(_HAND), fallback_slope=10.0)
+    assert not c.tail_fitted and c.tail_slope == 10.0  # 20 pairs are too few to fit: the fallback
+    rate, extrapolated = c.fmr(0.15)  # 5 pairs above: anchored at (0.1, 0.5), 10 decades per unit score
+    assert extrapolated and rate == pytest.approx(0.5 * 10 ** -0.5, rel=1e-3)
+    assert c.fmr(0.9) == (pytest.approx(0.5 * 10 ** -8, rel=1e-3), True)  # far beyond every pair
 
 
-def test_threshold_refuses_rates_below_what_the_data_measures() -> None:
-    t = _table([0.1, 0.2, 0.2, 0.3, 0.5])
-    with pytest.raises(InvalidArgumentError, match="below what calibration"):
-        t.threshold(0.1)
+def test_threshold_is_measured_down_to_the_floor_then_extrapolated() -> None:
+    c = ImpostorCurve("hand", _counts(_HAND), fallback_slope=10.0)
+    assert c.threshold(1.0) == (pytest.approx(SCORE_LO), False)
+    thr, extrapolated = c.threshold(0.5)
+    assert thr == pytest.approx(0.0 + BIN_WIDTH) and not extrapolated  # above the ten 0.0s
+    thr, extrapolated = c.threshold(0.05)  # one decade below the anchor: 0.1 + 1/10
+    assert extrapolated and thr == pytest.approx(0.2, abs=BIN_WIDTH)
+    assert c.fmr(thr)[0] <= 0.05 * (1 + 1e-9)
+
+
+def test_threshold_and_fmr_agree_across_measured_and_extrapolated_rates() -> None:
+    rng = np.random.default_rng(0)
+    c = ImpostorCurve("normal", _counts(rng.normal(0.0, 0.07, 400_000)))
+    assert c.tail_fitted and c.tail_slope > 0
+    previous = -1.0
+    for rate in (1e-1, 1e-2, 1e-3, 1e-4, 2.5e-5, 1e-5, 1e-6, 1e-7, 1e-9, 1e-12):
+        thr, extrapolated = c.threshold(rate)
+        assert extrapolated == (rate < c.measured_floor)
+        assert thr >= previous  # stricter rates never get a lower threshold
+        previous = thr
+        assert c.fmr(thr)[0] <= rate * (1 + 1e-9)
+        assert c.fmr(thr - BIN_WIDTH)[0] > rate or thr == pytest.approx(SCORE_LO)
+
+
+def test_worst_group_policy_takes_the_strictest_large_enough_group() -> None:
+    rng = np.random.default_rng(1)
+    overall = rng.normal(0.0, 0.07, 300_000)
+    group_a = rng.normal(0.05, 0.07, 50_000)  # looks more alike: needs a higher threshold
+    group_b = rng.normal(0.0, 0.05, 50_000)
+    tiny = rng.normal(0.3, 0.07, 500)  # fewer than MIN_GROUP_PAIRS: kept, not used by the policy
+    cal = ScoreCalibration(name="t", model_sha256="ab" * 32, counts=_counts(overall),
+                           groups={"a": _counts(group_a), "b": _counts(group_b), "tiny": _counts(tiny)})
+    thr, _, limited_by = cal.threshold_detail(1e-3)
+    assert limited_by == "a" and thr == pytest.approx(cal.curves["a"].threshold(1e-3)[0])
+    assert thr > cal.threshold(1e-3, "overall") == pytest.approx(cal.overall.threshold(1e-3)[0])
+    assert [c.name for c in cal.policy_curves()] == ["overall", "a", "b"]
+    rate, _, curve = cal.fmr_detail(thr)
+    assert curve == "a" and rate <= 1e-3
+    assert cal.fmr(thr, "overall")[0] < rate
+    with pytest.raises(InvalidArgumentError, match="policy"):
+        cal.threshold(1e-3, "best-group")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="between"):
+        cal.threshold(1e-13)
+
+
+def test_fpir_becomes_a_per_comparison_rate_by_collection_size() -> None:
+    assert fpir_to_fmr(0.003, 1) == pytest.approx(0.003)
+    fmr = fpir_to_fmr(0.003, 1_000_000)
+    assert fmr == pytest.approx(3.0045e-9, rel=1e-4)
+    assert 1 - (1 - fmr) ** 1_000_000 == pytest.approx(0.003, rel=1e-6)
+    assert fpir_to_fmr(0.003, 0) == pytest.approx(0.003)  # an empty collection: as one comparison
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(InvalidArgumentError, match="max_fpir"):
+            fpir_to_fmr(bad, 10)
 
 
 def test_impostor_histogram_counts_every_pair_once() -> None:
@@ -67,18 +111,37 @@ def test_impostor_histogram_counts_every_pair_once() -> None:
     assert np.abs(imp - expected).sum() <= 2  # float32 vs float64 rounding at bin edges
 
 
-def test_calibration_round_trips_and_is_bound_to_its_model(tmp_path: Path) -> None:
+def test_calibration_round_trips_with_its_groups_and_is_bound_to_its_model(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
-    emb = rng.normal(size=(20, 4)).astype(np.float32)
+    emb = rng.normal(size=(300, 4)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    cal = build_calibration(emb, np.arange(20) // 2, name="tiny", model_sha256="cd" * 32, meta={"dataset": "x"})
+    labels = np.arange(300) // 2
+    groups = {"sex=F": np.arange(300) < 200, "sex=M": np.arange(300) >= 200, "few": np.arange(300) < 10}
+    cal = build_calibration(emb, labels, name="tiny", model_sha256="cd" * 32, meta={"dataset": "x"}, groups=groups,
+                            min_group_pairs=100)
+    assert sorted(cal.curves) == ["sex=F", "sex=M"]  # "few" has 40 pairs: left out, and said so
+    assert cal.meta["groups_left_out"]["pairs"] == {"few": 40}
+    assert cal.curves["sex=F"].n_pairs == 200 * 199 // 2 - 100
     path = tmp_path / "tiny.npz"
     cal.save(path)
     back = load_calibration(path, model_sha256="cd" * 32)
-    assert back.name == "tiny" and back.n_pairs == 190 - 10 and back.meta["dataset"] == "x"
+    assert back.name == "tiny" and back.n_pairs == 300 * 299 // 2 - 150 and back.meta["dataset"] == "x"
     np.testing.assert_array_equal(back.counts, cal.counts)
+    for g in cal.curves:
+        np.testing.assert_array_equal(back.curves[g].counts, cal.curves[g].counts)
+    assert back.threshold(1e-2) == cal.threshold(1e-2)
     with pytest.raises(CalibrationError, match="not comparable"):
         load_calibration(path, model_sha256="ef" * 32)
+
+
+def test_version_1_files_still_load(tmp_path: Path) -> None:
+    import json
+
+    counts = _counts(np.random.default_rng(3).normal(0.0, 0.07, 100_000))
+    meta = {"name": "old", "model_sha256": "ab" * 32, "format_version": 1}
+    np.savez_compressed(tmp_path / "old.npz", counts_overall=counts, meta=np.array(json.dumps(meta)))
+    old = load_calibration(tmp_path / "old.npz")
+    assert old.name == "old" and not old.curves and old.n_pairs == 100_000
 
 
 def test_load_calibration_rejects_missing_and_foreign_files(tmp_path: Path) -> None:
@@ -95,6 +158,10 @@ def test_shipped_calibration_matches_the_default_model() -> None:
     from facelens.models.files import KNOWN_FILES
 
     cal = load_calibration(_CALIBRATION_DIR / "buffalo_s.npz", model_sha256=KNOWN_FILES["w600k_mbf"].sha256)
-    assert cal.n_pairs > 80_000_000  # every impostor pair of LFW
+    assert cal.n_pairs > 80_000_000  # every impostor pair of LFW, but the reviewed label errors
+    assert {"lfw:sex=F", "lfw:sex=M", "lfw:race=african", "lfw:race=caucasian"} <= set(cal.curves)
     assert 0.0 < cal.threshold(1e-5) < 1.0
     assert cal.threshold(1e-6) > cal.threshold(1e-5) > cal.threshold(1e-3)
+    assert cal.threshold(1e-5) >= cal.threshold(1e-5, "overall")
+    assert cal.overall.tail_fitted and not cal.threshold_detail(1e-5, "overall")[1]
+    assert cal.threshold_detail(1e-9)[1]  # beyond 87M pairs: extrapolated

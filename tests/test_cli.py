@@ -54,7 +54,7 @@ def test_cli_compare_same_person_matches_with_exit_0() -> None:
     code, out, _ = _run("compare", "--json", str(portrait("C001079")), str(portrait("C001079", "b")))
     assert code == 0
     doc = json.loads(out)
-    assert {"score", "fmr", "match", "max_fmr", "threshold", "fmr_is_upper_bound", "face_a", "face_b",
+    assert {"score", "fmr", "match", "max_fmr", "threshold", "fmr_extrapolated", "extrapolated", "face_a", "face_b",
             "calibration", "image_a", "image_b", "model"} <= set(doc)
     assert doc["match"] is True and doc["max_fmr"] == 1e-5 and doc["fmr"] <= 1e-5
     assert doc["score"] >= doc["threshold"]
@@ -134,7 +134,8 @@ def test_cli_collection_workflow(tmp_path: Path) -> None:
     code, out, _ = _run("search", "people", str(portrait("C001079", "b")), "--home", home, "--json")
     assert code == 0
     doc = json.loads(out)
-    assert {"matches", "threshold", "max_fmr", "collection_size", "searched_face", "collection"} <= set(doc)
+    assert {"matches", "threshold", "max_fmr", "max_fpir", "extrapolated", "collection_size", "searched_face",
+            "collection"} <= set(doc)
     assert [m["external_image_id"] for m in doc["matches"]] == ["C001079_b.jpg", "C001079_a.jpg"]
     assert {"face_id", "external_image_id", "person_id", "score", "fmr"} <= set(doc["matches"][0])
     code, out, _ = _run("faces", "list", "people", "--limit", "5", "--home", home, "--json")

@@ -369,3 +369,31 @@ def test_searches_run_while_another_thread_and_process_index(gallery: facelens.E
     assert not errors, errors
     assert seen_sizes and seen_sizes == sorted(seen_sizes)  # the reader only ever sees the collection grow
     assert reader.describe_collection("gallery").face_count == 2 * len(PEOPLE)
+
+
+def test_a_collection_can_carry_its_own_calibration(home: Path, tmp_path: Path) -> None:
+    from facelens.calibration import ScoreCalibration
+
+    eng = facelens.Engine(home=str(home))
+    shipped = eng.calibration
+    strict = ScoreCalibration(name="stricter", model_sha256=eng.model_sha256,
+                              counts=np.roll(shipped.counts, 1000))  # every impostor 0.1 more alike
+    strict.save(tmp_path / "strict.npz")
+    eng.create_collection("own", calibration=tmp_path / "strict.npz")
+    eng.create_collection("default")
+    assert eng.describe_collection("own").calibration == "stricter"
+    assert eng.describe_collection("default").calibration == shipped.name
+    for name in ("own", "default"):
+        eng.index_faces(name, portrait("C001085"), external_image_id="a")
+    own = eng.search_faces_by_image("own", portrait("C001085", "b"), max_fmr=1e-4)[0]
+    default = eng.search_faces_by_image("default", portrait("C001085", "b"), max_fmr=1e-4)[0]
+    assert own.operating_point.calibration == "stricter"
+    assert own.threshold == pytest.approx(shipped.threshold(1e-4, "overall") + 0.1, abs=2e-4)
+    assert default.threshold == shipped.threshold(1e-4)  # worst group of the shipped profile
+    assert own.matches[0].score == pytest.approx(default.matches[0].score, abs=1e-6)
+    assert own.matches[0].fmr > shipped.fmr(own.matches[0].score, "overall")[0]
+    other = ScoreCalibration(name="x", model_sha256="00" * 32, counts=shipped.counts)
+    other.save(tmp_path / "other.npz")
+    with pytest.raises(facelens.CalibrationError, match="not comparable"):
+        eng.create_collection("foreign", calibration=tmp_path / "other.npz")
+    assert "foreign" not in eng.list_collections()

@@ -650,5 +650,11 @@ def run() -> None:
         _fail(exc)
 
 
+from .audit.commands import audit as _audit  # noqa: E402  (calibrate and audit: facelens/audit/commands.py)
+from .audit.commands import calibrate as _calibrate  # noqa: E402
+
+main.add_command(_calibrate)
+main.add_command(_audit)
+
 if __name__ == "__main__":
     run()

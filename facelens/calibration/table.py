@@ -199,6 +199,8 @@ class ScoreCalibration:
     """A calibration profile: the overall impostor curve and one per audited group.
 
     ``groups`` maps a group name such as ``"lfw:sex=F"`` or ``"utkface:race=Black"`` to its histogram.
+    ``fallback_slope``: the tail slope used when the data are too few to fit one (a small calibration set
+    borrows it from the model's shipped profile; kept in the file, reported as not fitted).
     The ``worst-group`` policy takes, for a target false-match rate, the highest threshold of the overall
     curve and of every group measured on at least :data:`MIN_GROUP_PAIRS` pairs, so that every audited
     group meets the target; ``overall`` uses the overall curve alone.
@@ -209,11 +211,12 @@ class ScoreCalibration:
     counts: npt.NDArray[np.int64]
     meta: dict[str, Any] = field(default_factory=dict)
     groups: Mapping[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+    fallback_slope: float | None = None
     overall: ImpostorCurve = field(init=False, repr=False)
     curves: dict[str, ImpostorCurve] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        overall = ImpostorCurve("overall", np.asarray(self.counts, dtype=np.int64))
+        overall = ImpostorCurve("overall", np.asarray(self.counts, dtype=np.int64), fallback_slope=self.fallback_slope)
         object.__setattr__(self, "overall", overall)
         curves = {g: ImpostorCurve(g, np.asarray(c, dtype=np.int64), fallback_slope=overall.tail_slope)
                   for g, c in sorted(self.groups.items())}
@@ -278,7 +281,8 @@ class ScoreCalibration:
         """Write the ``.npz`` file (atomically)."""
         path = Path(path)
         meta = dict(self.meta, name=self.name, model_sha256=self.model_sha256, format_version=FORMAT_VERSION,
-                    score_lo=SCORE_LO, bin_width=BIN_WIDTH, n_pairs=self.n_pairs, groups=sorted(self.curves))
+                    score_lo=SCORE_LO, bin_width=BIN_WIDTH, n_pairs=self.n_pairs, groups=sorted(self.curves),
+                    fallback_slope=self.fallback_slope)
         arrays = {"counts_overall": self.overall.counts}
         for i, g in enumerate(sorted(self.curves)):
             arrays[f"counts_group_{i}"] = self.curves[g].counts
@@ -307,8 +311,9 @@ def load_calibration(path: str | Path, *, model_sha256: str | None = None) -> Sc
             f"{path}: made for model sha256 {meta.get('model_sha256')}, not {model_sha256}; scores of "
             f"different models are not comparable")
     meta.pop("groups", None)
+    fallback = meta.pop("fallback_slope", None)
     return ScoreCalibration(name=str(meta["name"]), model_sha256=str(meta["model_sha256"]), counts=counts,
-                            meta=meta, groups=groups)
+                            meta=meta, groups=groups, fallback_slope=None if fallback is None else float(fallback))
 
 
 def impostor_histogram(

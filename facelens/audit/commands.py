@@ -127,7 +127,7 @@ def calibrate(state: Any, /, dataset: str, out: Path, kind: str | None, name: st
     out.parent.mkdir(parents=True, exist_ok=True)
     profile.save(out)
     summary = profile.summary()
-    thresholds = {}
+    thresholds: dict[str, dict[str, Any]] = {}
     for rate in (1e-3, 1e-4, 1e-5, 1e-6):
         thr, extrapolated, curve = profile.threshold_detail(rate)
         thresholds[f"{rate:g}"] = {"threshold": round(thr, 4), "extrapolated": extrapolated, "limited_by": curve}
@@ -136,8 +136,8 @@ def calibrate(state: Any, /, dataset: str, out: Path, kind: str | None, name: st
         return
     state.say(f"{out}: profile {profile.name!r}, {profile.n_pairs:,} impostor pairs, {len(profile.curves)} group "
               f"curve(s); {summary['meta']['set_aside']['impostor_pairs']} near-duplicate pair(s) set aside")
-    for rate, t in thresholds.items():
-        state.say(f"  max FMR {rate}: threshold {t['threshold']:.4f} (worst group: {t['limited_by']}"
+    for target, t in thresholds.items():
+        state.say(f"  max FMR {target}: threshold {t['threshold']:.4f} (worst group: {t['limited_by']}"
                   f"{', extrapolated' if t['extrapolated'] else ''})")
 
 

@@ -656,5 +656,10 @@ from .audit.commands import calibrate as _calibrate  # noqa: E402
 main.add_command(_calibrate)
 main.add_command(_audit)
 
+from .server import cli as _service  # noqa: E402  (the service's commands: serve, keys, log)
+
+for _command in (_service.serve, _service.keys, _service.log):
+    main.add_command(_command)
+
 if __name__ == "__main__":
     run()

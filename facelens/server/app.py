@@ -1,0 +1,183 @@
+"""``create_app(settings)``: the FastAPI app of the facelens service (OpenAPI at /docs)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..errors import FacelensError
+from .deps import EngineCalls, Services
+from .errors import InsecureSettingsError, error_status
+from .keys import KeyStore
+from .ratelimit import RateLimiter
+from .routes import collections, faces, images, log, persons, search, system
+from .schemas import ErrorOut
+from .searchlog import SearchLog
+from .settings import ServerSettings, is_loopback
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+_HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 406: "not_acceptable", 408: "request_timeout", 413: "request_too_large",
+               415: "unsupported_media_type", 422: "invalid_request", 429: "rate_limited"}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one error shape: ``{"error": {"code": ..., "message": ...}}``."""
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+class RequestTooLarge(StarletteHTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is over the limit of {limit:,} bytes")
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes``: at once when Content-Length says so, else as soon as
+    the bytes read pass the limit (chunked uploads included), never after buffering them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > self.max_bytes
+            except ValueError:
+                await error_response(400, "invalid_request", "Content-Length is not a number")(scope, receive, send)
+                return
+            if too_large:
+                exc = RequestTooLarge(self.max_bytes)
+                await error_response(413, "request_too_large", exc.detail)(scope, receive, send)
+                return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise RequestTooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except RequestTooLarge as exc:  # raised where no handler caught it
+            if started:
+                raise
+            await error_response(413, "request_too_large", exc.detail)(scope, receive, send)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FacelensError)
+    async def facelens_error(request: Request, exc: FacelensError) -> JSONResponse:
+        status, code = error_status(exc)
+        if status >= 500:
+            logger.error("%s %s: %s", request.method, request.url.path, exc, exc_info=exc)
+        headers = getattr(exc, "headers", None)
+        return error_response(status, code, getattr(exc, "message", str(exc)), headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in list(exc.errors())[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ())) or "request"
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal_error", "internal error (the service log has the details)")
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": text} for status, text in {
+        400: "Invalid image or request", 401: "No valid API key", 403: "The key lacks the scope",
+        404: "Unknown (or invisible) collection, face or person", 413: "Request or image too large",
+        422: "Invalid options, no face, purpose missing", 429: "Rate limited (see Retry-After)",
+        503: "Timeout or search log unavailable"}.items()}
+
+
+def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> FastAPI:
+    """The service app: one engine (opened here unless given) shared by all requests.
+
+    Raises :class:`~facelens.server.errors.InsecureSettingsError` when no API key exists (create one with
+    ``facelens keys create``), unless ``settings.insecure_no_auth`` (loopback only).
+    """
+    keys = KeyStore.open(settings.home)
+    if not settings.insecure_no_auth and keys.active_count() == 0:
+        keys.close()
+        where = "a loopback address" if is_loopback(settings.host) else f"{settings.host!r}"
+        raise InsecureSettingsError(
+            f"no API key exists in {keys.path}, so nobody could use the service on {where}: create one with "
+            f"`facelens keys create --admin --name NAME --home {settings.home}`"
+            + (" (or, for local tests only, pass --insecure-no-auth)" if is_loopback(settings.host) else ""))
+    search_log = SearchLog.open(settings.home)
+    if engine is None:
+        from ..engine import Engine
+
+        overrides: dict[str, Any] = {"home": str(settings.home), "threads": settings.engine_threads}
+        if settings.model:
+            overrides["model"] = settings.model
+        engine = Engine(**overrides)
+    services = Services(settings=settings, engine=engine, keys=keys, log=search_log,
+                        limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
+                        calls=EngineCalls(workers=settings.workers, timeout_s=settings.request_timeout_s))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # uvicorn has stopped taking requests and waited for those in flight; engine calls abandoned
+        # after a timeout may still run: let them finish before the stores close.
+        if not services.calls.wait_idle(settings.graceful_shutdown_s):
+            logger.warning("shutting down with %d engine call(s) still running", services.calls.running)
+        services.engine.close()
+        services.log.close()
+        services.keys.close()
+
+    app = FastAPI(
+        title="facelens", version=__version__, lifespan=lifespan,
+        description=("Self-hosted face recognition with measured error rates. Every search and compare is "
+                     "recorded in a hash-chained search log. Send an API key as `Authorization: Bearer <key>`. "
+                     "Errors: `{\"error\": {\"code\", \"message\"}}`. See docs/service.md."),
+    )
+    app.state.services = services
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    _install_error_handlers(app)
+    app.include_router(system.router)
+    for module in (images, collections, faces, persons, search, log):
+        app.include_router(module.router, responses=_ERRORS)
+    return app

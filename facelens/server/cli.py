@@ -1,0 +1,265 @@
+"""The service's commands: ``facelens serve``, ``facelens keys create|list|revoke``, ``facelens log verify|export``.
+
+Registered on the main ``facelens`` group by facelens/cli.py. Imports stay light: FastAPI and uvicorn
+load only when ``serve`` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from ..errors import CalibrationError, FacelensError, InvalidArgumentError, ModelError
+from .errors import InsecureSettingsError, SearchLogError
+
+__all__ = ["keys", "log", "serve"]
+
+_SCOPES = ["admin", "index", "search", "read"]
+
+
+def _home_option(f: Any) -> Any:
+    return click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Folder holding the collections, keys and search log (default: $FACELENS_HOME, "
+                             "else the user data folder).")(f)
+
+
+def _home(home: Path | None) -> Path:
+    from ..store import default_home
+
+    return home if home is not None else default_home()
+
+
+def _fail(exc: FacelensError) -> NoReturn:
+    """One line on stderr and the exit codes of every facelens command (docs/cli.md): settings, key and
+    argument errors 2, model and calibration errors 4, the rest (unknown key, collection...) 3."""
+    click.echo(f"facelens: error: {exc}", err=True)
+    if isinstance(exc, (InsecureSettingsError, InvalidArgumentError, SearchLogError)):
+        sys.exit(2)
+    sys.exit(4 if isinstance(exc, (ModelError, CalibrationError)) else 3)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs API keys (`facelens keys create`).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@_home_option
+@click.option("--model", default=None, help="buffalo_s (default), dlib, or a model folder.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Engine calls (detect, embed, search) run at once; default one per core.")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="onnxruntime threads per engine call (0: one per core).")
+@click.option("--max-request-mb", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Refuse request bodies larger than this (413), while reading them.")
+@click.option("--rate-limit", type=click.FloatRange(min=0), default=20.0, show_default=True,
+              help="Requests per second per key, sustained (0: unlimited).")
+@click.option("--rate-burst", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Requests a key may make at once before --rate-limit applies.")
+@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds allowed for reading a request body, and for its engine work.")
+@click.option("--purpose-default", type=click.Choice(["required", "optional"]), default="required",
+              show_default=True, help="Whether searches and compares must give a purpose (case reference).")
+@click.option("--purpose-optional", multiple=True, metavar="COLLECTION",
+              help="Make the purpose optional for this collection (repeatable).")
+@click.option("--purpose-required", multiple=True, metavar="COLLECTION",
+              help="Make the purpose required for this collection (repeatable).")
+@click.option("--insecure-no-auth", is_flag=True,
+              help="Serve without API keys, every caller an admin. Loopback addresses only; for local tests.")
+@click.option("--graceful-shutdown", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds requests in flight may take to finish after SIGTERM/Ctrl-C.")
+@click.option("--access-log/--no-access-log", default=True, help="Log each request (method, path, status).")
+def serve(host: str, port: int, home: Path | None, model: str | None, workers: int | None, threads: int,
+          max_request_mb: float, rate_limit: float, rate_burst: int, request_timeout: float, purpose_default: str,
+          purpose_optional: tuple[str, ...], purpose_required: tuple[str, ...], insecure_no_auth: bool,
+          graceful_shutdown: float, access_log: bool) -> None:
+    """Run the HTTP service (OpenAPI documentation at /docs). Stop it with Ctrl-C or SIGTERM: requests
+    in flight finish, then the collections are saved and closed."""
+    from .settings import ServerSettings
+
+    overrides: dict[str, Any] = {c: "optional" for c in purpose_optional}
+    overrides.update({c: "required" for c in purpose_required})
+    try:
+        settings = ServerSettings(
+            home=_home(home), host=host, port=port, model=model, engine_threads=threads,
+            max_request_bytes=int(max_request_mb * 1024 * 1024), rate_limit=rate_limit, rate_burst=rate_burst,
+            request_timeout_s=request_timeout, purpose_default=purpose_default,  # type: ignore[arg-type]
+            purpose_overrides=overrides, insecure_no_auth=insecure_no_auth, graceful_shutdown_s=graceful_shutdown,
+            **({"workers": workers} if workers else {}))
+        from .app import create_app
+
+        app = create_app(settings)
+    except FacelensError as exc:
+        _fail(exc)
+    import uvicorn
+
+    if insecure_no_auth:
+        click.echo("facelens: warning: --insecure-no-auth: every local caller is an admin", err=True)
+    config = uvicorn.Config(app, host=host, port=port, access_log=access_log, proxy_headers=False,
+                            server_header=False, timeout_graceful_shutdown=math.ceil(graceful_shutdown) or None,
+                            log_level="info")
+    uvicorn.Server(config).run()
+
+
+# -- keys ------------------------------------------------------------------------------------------
+
+@click.group()
+def keys() -> None:
+    """Create, list and revoke the API keys of the service."""
+
+
+@keys.command("create")
+@click.option("--collection", "collections", multiple=True, metavar="NAME",
+              help="Collection the key may use (repeatable); each gets every --scope.")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(_SCOPES),
+              help="admin, index, search or read (repeatable).")
+@click.option("--admin", is_flag=True, help="Global admin: every scope on every collection, and the search log.")
+@click.option("--name", default=None, help="What the key is for (shown by `keys list`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the key (with its token) as JSON.")
+@_home_option
+def keys_create(collections: tuple[str, ...], scopes: tuple[str, ...], admin: bool, name: str | None,
+                as_json: bool, home: Path | None) -> None:
+    """Create a key and print its token, once: only its sha256 is stored.
+
+    Without --json the token alone goes to stdout (TOKEN=$(facelens keys create ...)), the rest to stderr.
+    """
+    from .keys import KeyStore
+
+    if collections and not scopes:
+        click.echo("facelens: error: give at least one --scope for the --collection(s)", err=True)
+        sys.exit(2)
+    if scopes and not collections:
+        click.echo("facelens: error: --scope needs --collection (or use --admin)", err=True)
+        sys.exit(2)
+    store = KeyStore.open(_home(home))
+    try:
+        new = store.create(name=name or "unnamed", admin=admin, grants={c: scopes for c in collections})
+    except FacelensError as exc:
+        _fail(exc)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({**new.key.to_dict(), "token": new.token}, indent=2))
+        return
+    rights = "global admin" if new.key.admin else "; ".join(
+        f"{', '.join(sorted(s))} on {c!r}" for c, s in sorted(new.key.grants.items()))
+    click.echo(f"created key {new.key.key_id} ({new.key.name}): {rights}", err=True)
+    click.echo("the token below is shown only now; only its sha256 is stored", err=True)
+    click.echo(new.token)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_home_option
+def keys_list(as_json: bool, home: Path | None) -> None:
+    """List the keys (never their tokens), revoked ones included."""
+    from .keys import KeyStore
+
+    store = KeyStore.open(_home(home))
+    try:
+        rows = store.list_keys()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"keys": [k.to_dict() for k in rows]}, indent=2))
+        return
+    for k in rows:
+        rights = "admin" if k.admin else "; ".join(f"{c}: {','.join(sorted(s))}" for c, s in sorted(k.grants.items()))
+        state = f"revoked {k.revoked}" if k.revoked else "active"
+        click.echo(f"{k.key_id}  {k.name}  {rights}  created {k.created}  {state}")
+    if not rows:
+        click.echo("no keys")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the revoked key as JSON.")
+@_home_option
+def keys_revoke(key_id: str, as_json: bool, home: Path | None) -> None:
+    """Revoke KEY_ID: a running service refuses it from its next request on."""
+    from .keys import KeyStore
+
+    store = KeyStore.open(_home(home))
+    try:
+        key = store.revoke(key_id)
+    except FacelensError as exc:
+        _fail(exc)
+    finally:
+        store.close()
+    click.echo(json.dumps(key.to_dict(), indent=2) if as_json else f"revoked key {key.key_id} ({key.name})")
+
+
+# -- search log ------------------------------------------------------------------------------------
+
+@click.group()
+def log() -> None:
+    """Verify and export the search log (every search and compare the service ran)."""
+
+
+def _log_path(home: Path | None) -> Path:
+    path = _home(home) / "service" / "search-log.sqlite"
+    if not path.is_file():
+        click.echo(f"facelens: error: no search log at {path}", err=True)
+        sys.exit(3)
+    return path
+
+
+def _anchor(value: str | None) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    seq, _, digest = value.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise click.BadParameter("use SEQ:HASH as printed by `facelens log verify`", param_hint="--anchor")
+    return int(seq), digest.lower()
+
+
+@log.command("verify")
+@click.option("--anchor", default=None, metavar="SEQ:HASH",
+              help="A head recorded earlier (printed by this command): fail unless that entry is unchanged.")
+@click.option("--file", "file", type=click.File("r"), default=None,
+              help="Verify an exported JSON-lines file instead of the log itself.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_home_option
+def log_verify(anchor: str | None, file: Any, as_json: bool, home: Path | None) -> None:
+    """Check the hash chain: exit 0 when intact, 1 naming the first bad entry."""
+    from .searchlog import SearchLog, verify_lines
+
+    anchor_point = _anchor(anchor)
+    if file is not None:
+        report = verify_lines(file, anchor=anchor_point)
+    else:
+        search_log = SearchLog(_log_path(home))
+        try:
+            report = search_log.verify(anchor=anchor_point)
+        finally:
+            search_log.close()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    elif report.ok:
+        head = f"; head {report.head_seq}:{report.head_hash}" if report.head_seq else ""
+        click.echo(f"ok: {report.entries} entries, chain intact{head}")
+    else:
+        click.echo(f"BROKEN at entry {report.first_bad_seq}: {report.problem}")
+    sys.exit(0 if report.ok else 1)
+
+
+@log.command("export")
+@click.option("--since", default=None, metavar="TIME", help="Only entries from this ISO 8601 time (UTC if no zone).")
+@click.option("--after", "after", type=click.IntRange(min=0), default=0, help="Only entries after this seq.")
+@click.option("--output", "-o", type=click.File("w"), default="-", help="File to write (default: stdout).")
+@_home_option
+def log_export(since: str | None, after: int, output: Any, home: Path | None) -> None:
+    """Write the entries as JSON lines, oldest first, each with its hash (verifiable with `verify --file`)."""
+    from .searchlog import SearchLog, canonical_json
+
+    search_log = SearchLog(_log_path(home))
+    try:
+        for entry in search_log.iter_entries(since=since, after_seq=after):
+            output.write(canonical_json(entry.to_dict()) + "\n")
+    except FacelensError as exc:
+        _fail(exc)
+    finally:
+        search_log.close()

@@ -1,0 +1,273 @@
+"""Typed dependencies of the routes: the shared services, the caller's key, access to a collection, and
+the reading of image uploads (multipart or base64 JSON)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from .errors import ApiError
+from .keys import ApiKey, KeyStore, Scope
+from .ratelimit import RateLimiter
+from .searchlog import SearchLog
+from .settings import ServerSettings
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+__all__ = [
+    "AdminCollection", "AdminKey", "EngineCalls", "IndexCollection", "Key", "ReadCollection", "SearchCollection",
+    "Services", "ServicesDep", "VisibleCollection", "image_request_body", "read_image_request",
+]
+
+T = TypeVar("T")
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+NO_AUTH_KEY = ApiKey(key_id="insecure-no-auth", name="--insecure-no-auth", admin=True)
+
+
+class EngineCalls:
+    """Runs blocking engine work in worker threads: at most ``workers`` at once, each under the
+    request timeout, counted so that shutdown can wait for the ones still running.
+
+    A call past the timeout answers 503 ``timeout``; its thread cannot be interrupted and finishes in
+    the background (an index call may then still store its faces, a search still logs itself).
+    """
+
+    def __init__(self, *, workers: int, timeout_s: float) -> None:
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._running = 0
+        self._idle = threading.Condition()
+
+    async def __call__(self, fn: Callable[[], T]) -> T:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.workers)
+
+        def tracked() -> T:
+            with self._idle:
+                self._running += 1
+            try:
+                return fn()
+            finally:
+                with self._idle:
+                    self._running -= 1
+                    self._idle.notify_all()
+
+        try:
+            with anyio.fail_after(self.timeout_s):
+                return await anyio.to_thread.run_sync(tracked, abandon_on_cancel=True, limiter=self._limiter)
+        except TimeoutError:
+            raise ApiError(503, "timeout", f"the request took longer than {self.timeout_s:g} s and was abandoned; "
+                                           f"the service is overloaded or the image very large",
+                           headers={"Retry-After": "1"}) from None
+
+    @property
+    def running(self) -> int:
+        with self._idle:
+            return self._running
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no engine call runs (True), or ``timeout_s`` passes (False)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout=timeout_s)
+
+
+@dataclass
+class Services:
+    """What every request shares: one engine, the key store, the search log, the rate limiter."""
+
+    settings: ServerSettings
+    engine: Engine
+    keys: KeyStore
+    log: SearchLog
+    limiter: RateLimiter
+    calls: EngineCalls
+
+    def purpose(self, collection: str | None, given: str | None) -> str | None:
+        """The purpose to record, or 422 ``purpose_required`` when the policy needs one and none was given."""
+        purpose = given.strip() if given else None
+        if not purpose and self.settings.purpose_policy(collection) == "required":
+            where = f"collection {collection!r}" if collection is not None else "compare"
+            raise ApiError(422, "purpose_required", (
+                f"{where} requires a purpose: give 'purpose', a case reference or reason such as "
+                f"\"case 2024-0173\"; it is recorded in the search log with this request"))
+        return purpose or None
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API key made with `facelens keys create`.")
+
+
+async def get_key(services: ServicesDep,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> ApiKey:
+    """The caller's valid key (401 if none), charged one request against its rate limit (429)."""
+    if services.settings.insecure_no_auth:
+        key = NO_AUTH_KEY
+    else:
+        if credentials is None:
+            raise ApiError(401, "unauthorized", "this request needs an API key: send 'Authorization: Bearer <key>' "
+                                                "(keys are made with `facelens keys create`)",
+                           headers={"WWW-Authenticate": "Bearer"})
+        found = services.keys.authenticate(credentials.credentials)
+        if found is None:
+            raise ApiError(401, "unauthorized", "the API key is invalid or has been revoked",
+                           headers={"WWW-Authenticate": "Bearer"})
+        key = found
+    wait = services.limiter.acquire(key.key_id)
+    if wait > 0:
+        raise ApiError(429, "rate_limited", f"too many requests with this key; retry in {wait:.2f} s",
+                       headers={"Retry-After": str(max(1, math.ceil(wait)))})
+    return key
+
+
+Key = Annotated[ApiKey, Depends(get_key)]
+
+
+async def get_admin_key(key: Key) -> ApiKey:
+    if not key.admin:
+        raise ApiError(403, "forbidden", "this needs a global admin key (`facelens keys create --admin`)")
+    return key
+
+
+AdminKey = Annotated[ApiKey, Depends(get_admin_key)]
+
+_COLLECTION_PATH = Path(description="Collection name", min_length=1, max_length=128)
+
+
+def not_found(collection: str) -> ApiError:
+    """The answer for a collection the key may not see: word for word the one for a missing collection."""
+    return ApiError(404, "collection_not_found", f"no collection named {collection!r}")
+
+
+def _access(scope: Scope | None) -> Callable[..., Coroutine[Any, Any, str]]:
+    async def dependency(collection: Annotated[str, _COLLECTION_PATH], key: Key) -> str:
+        scopes = key.scopes(collection)
+        if not scopes:
+            raise not_found(collection)
+        if scope is not None and scope not in scopes:
+            raise ApiError(403, "forbidden", f"this key lacks the {scope.value!r} scope on collection {collection!r}")
+        return collection
+    return dependency
+
+
+VisibleCollection = Annotated[str, Depends(_access(None))]
+ReadCollection = Annotated[str, Depends(_access(Scope.READ))]
+IndexCollection = Annotated[str, Depends(_access(Scope.INDEX))]
+SearchCollection = Annotated[str, Depends(_access(Scope.SEARCH))]
+AdminCollection = Annotated[str, Depends(_access(Scope.ADMIN))]
+
+
+# -- image uploads ---------------------------------------------------------------------------------
+
+def _summary(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _b64(name: str, value: str) -> bytes:
+    text = value.strip()
+    if text.startswith("data:") and "," in text:  # a data: URL
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "invalid_image", f"{name!r} is not valid base64") from None
+
+
+async def read_image_request(request: Request, model: type[OptionsT], images: tuple[str, ...],
+                             timeout_s: float) -> tuple[OptionsT, dict[str, bytes]]:
+    """Read a request carrying images: ``multipart/form-data`` with a file part per image name and the
+    options as text fields, or ``application/json`` with each image base64-encoded. Returns the options
+    validated by ``model`` and the image bytes by name."""
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    blobs: dict[str, bytes] = {}
+    fields: dict[str, Any] = {}
+    try:
+        with anyio.fail_after(timeout_s):
+            if ctype == "application/json":
+                try:
+                    data = json.loads(await request.body())
+                except ValueError:
+                    raise ApiError(422, "invalid_request", "the body is not valid JSON") from None
+                if not isinstance(data, dict):
+                    raise ApiError(422, "invalid_request", "the body must be a JSON object")
+                for name in images:
+                    value = data.pop(name, None)
+                    if value is None:
+                        continue
+                    if not isinstance(value, str):
+                        raise ApiError(422, "invalid_request", f"{name!r} must be a string: the image file, base64")
+                    blobs[name] = _b64(name, value)
+                fields = data
+            elif ctype == "multipart/form-data":
+                async with request.form(max_files=len(images), max_fields=32) as form:
+                    for name, value in form.multi_items():
+                        if name in blobs or name in fields:
+                            raise ApiError(422, "invalid_request", f"{name!r} is given twice")
+                        if name in images:
+                            if not isinstance(value, UploadFile):
+                                raise ApiError(422, "invalid_request", f"{name!r} must be a file part")
+                            blobs[name] = await value.read()
+                        elif isinstance(value, UploadFile):
+                            raise ApiError(422, "invalid_request", f"unexpected file part {name!r}")
+                        else:
+                            fields[name] = value
+            else:
+                raise ApiError(415, "unsupported_media_type", (
+                    "send multipart/form-data with the image as a file part, or application/json with the image "
+                    "base64-encoded"))
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", f"the request body took longer than {timeout_s:g} s to arrive") from None
+    missing = [n for n in images if n not in blobs]
+    if missing:
+        raise ApiError(422, "invalid_request", f"missing image {', '.join(map(repr, missing))}")
+    for name, blob in blobs.items():
+        if not blob:
+            raise ApiError(400, "invalid_image", f"{name!r} is empty")
+    try:
+        options = model.model_validate(fields)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_request", _summary(exc)) from None
+    return options, blobs
+
+
+def image_request_body(model: type[BaseModel], images: tuple[str, ...]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a body read by :func:`read_image_request`: both content types."""
+    schema = model.model_json_schema()
+    props = dict(schema.get("properties", {}))
+    required = list(schema.get("required", [])) + list(images)
+
+    def with_images(image_schema: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "object", "properties": {**{n: dict(image_schema) for n in images}, **props},
+                "required": required, "additionalProperties": False}
+
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": with_images({"type": "string", "format": "binary",
+                                                       "description": "the image file (JPEG, PNG, WebP...)"})},
+        "application/json": {"schema": with_images({"type": "string", "contentEncoding": "base64",
+                                                    "description": "the image file, base64-encoded"})},
+    }}}

@@ -1,0 +1,45 @@
+"""Detect and compare: work on uploaded images only, no collection. Compares are logged."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from ..deps import Key, ServicesDep, image_request_body, read_image_request
+from ..schemas import CompareOptions, ComparisonOut, DetectOptions, DetectOut
+from ..searchlog import compare_record
+
+router = APIRouter(prefix="/v1", tags=["images"])
+
+
+@router.post("/detect", response_model=DetectOut, summary="Find the faces in an image",
+             openapi_extra=image_request_body(DetectOptions, ("image",)))
+async def detect(request: Request, key: Key, services: ServicesDep) -> dict[str, Any]:
+    """Every face, largest first: box, landmarks, pose, quality and the reasons it would be refused for
+    indexing. Any valid key may call this."""
+    options, images = await read_image_request(request, DetectOptions, ("image",), services.settings.request_timeout_s)
+    faces = await services.calls(lambda: services.engine.detect(images["image"], **options.engine_kwargs()))
+    return {"faces": [f.to_dict() for f in faces]}
+
+
+@router.post("/compare", response_model=ComparisonOut, summary="Compare the largest faces of two images",
+             openapi_extra=image_request_body(CompareOptions, ("image_a", "image_b")))
+async def compare(request: Request, key: Key, services: ServicesDep) -> dict[str, Any]:
+    """Score, false-match rate and decision at ``max_fmr``. Recorded in the search log (with the sha256
+    of both images, never the images), so a ``purpose`` is required unless the service says otherwise."""
+    options, images = await read_image_request(request, CompareOptions, ("image_a", "image_b"),
+                                               services.settings.request_timeout_s)
+    purpose = services.purpose(None, options.purpose)
+    kwargs = options.engine_kwargs()
+
+    def work() -> dict[str, Any]:
+        result = services.engine.compare(images["image_a"], images["image_b"], **kwargs)
+        entry = services.log.append(compare_record(
+            key_id=key.key_id, purpose=purpose, options=kwargs, result=result,
+            image_a_sha256=hashlib.sha256(images["image_a"]).hexdigest(),
+            image_b_sha256=hashlib.sha256(images["image_b"]).hexdigest()))
+        return {**result.to_dict(), "log_entry": {"seq": entry.seq, "hash": entry.hash}}
+
+    return await services.calls(work)

@@ -1,0 +1,76 @@
+"""Searches of a collection: by image, by stored face, for persons. Each is written to the search log
+before it answers; a search that cannot be logged answers an error, not its results."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from ...types import SearchResult
+from ..deps import Key, SearchCollection, Services, ServicesDep, image_request_body, read_image_request
+from ..schemas import SearchFaceIn, SearchImageOptions, SearchImageOut, SearchOneOut, SearchOptions
+from ..searchlog import LogEntry, search_record
+
+router = APIRouter(prefix="/v1/collections/{collection}/search", tags=["search"])
+
+
+async def _logged(services: Services, search: Callable[[], Sequence[SearchResult]], **record: Any,
+                  ) -> tuple[Sequence[SearchResult], LogEntry]:
+    def work() -> tuple[Sequence[SearchResult], LogEntry]:
+        results = search()
+        return results, services.log.append(search_record(results=results, **record))
+    return await services.calls(work)
+
+
+def _ref(entry: LogEntry) -> dict[str, Any]:
+    return {"seq": entry.seq, "hash": entry.hash}
+
+
+@router.post("/image", response_model=SearchImageOut, summary="Search with the face(s) of an image",
+             openapi_extra=image_request_body(SearchImageOptions, ("image",)))
+async def search_by_image(request: Request, collection: SearchCollection, key: Key,
+                          services: ServicesDep) -> dict[str, Any]:
+    """Stored faces whose false-match rate against the largest face of the image (every face with
+    ``all_faces``) is at most ``max_fmr``, best first."""
+    options, images = await read_image_request(request, SearchImageOptions, ("image",),
+                                               services.settings.request_timeout_s)
+    purpose = services.purpose(collection, options.purpose)
+    kwargs = options.engine_kwargs()
+    image = images["image"]
+    results, entry = await _logged(
+        services, lambda: services.engine.search_faces_by_image(collection, image, **kwargs),
+        action="search_faces_by_image", key_id=key.key_id, purpose=purpose, collection=collection,
+        probe={"image_sha256": hashlib.sha256(image).hexdigest()}, options=kwargs)
+    return {"collection": collection, "results": [r.to_dict() for r in results], "log_entry": _ref(entry)}
+
+
+@router.post("/face", response_model=SearchOneOut, summary="Search with a face already in the collection")
+async def search_by_face(body: SearchFaceIn, collection: SearchCollection, key: Key,
+                         services: ServicesDep) -> dict[str, Any]:
+    purpose = services.purpose(collection, body.purpose)
+    kwargs = body.engine_kwargs()
+    results, entry = await _logged(
+        services, lambda: [services.engine.search_faces(collection, body.face_id, **kwargs)],
+        action="search_faces", key_id=key.key_id, purpose=purpose, collection=collection,
+        probe={"face_id": body.face_id}, options=kwargs)
+    return {**results[0].to_dict(), "collection": collection, "log_entry": _ref(entry)}
+
+
+@router.post("/persons", response_model=SearchOneOut, summary="Search for persons with the face of an image",
+             openapi_extra=image_request_body(SearchOptions, ("image",)))
+async def search_persons(request: Request, collection: SearchCollection, key: Key,
+                         services: ServicesDep) -> dict[str, Any]:
+    """Like a search by image, with one match per person: their best-scoring face."""
+    options, images = await read_image_request(request, SearchOptions, ("image",),
+                                               services.settings.request_timeout_s)
+    purpose = services.purpose(collection, options.purpose)
+    kwargs = options.engine_kwargs()
+    image = images["image"]
+    results, entry = await _logged(
+        services, lambda: [services.engine.search_persons_by_image(collection, image, **kwargs)],
+        action="search_persons_by_image", key_id=key.key_id, purpose=purpose, collection=collection,
+        probe={"image_sha256": hashlib.sha256(image).hexdigest()}, options=kwargs)
+    return {**results[0].to_dict(), "collection": collection, "log_entry": _ref(entry)}

@@ -1,0 +1,282 @@
+"""Pydantic models of the HTTP API, split by direction: what clients send (``...In``, ``...Options``) and
+what the service answers (``...Out``). Pydantic stays here, at the HTTP boundary; the engine's frozen
+dataclasses are turned into these through their ``to_dict()``.
+
+Answer models allow extra keys, so a key the engine adds to a ``to_dict()`` reaches clients unchanged.
+Option models forbid them, so a misspelt option is an error rather than silently ignored; each option
+model's fields are the engine method's keyword arguments (``engine_kwargs()``), so an engine option
+becomes an API option by adding one field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+QualityFilterName = Literal["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"]
+
+_PURPOSE = Field(default=None, max_length=500, description=(
+    "Why this search is made: a case reference or a reason, recorded in the search log. Required unless "
+    "the service makes it optional for the collection."))
+
+
+# -- what clients send -----------------------------------------------------------------------------
+
+class Options(BaseModel):
+    """Options of a request; those that are not engine arguments are listed in ``NOT_ENGINE``."""
+
+    model_config = ConfigDict(extra="forbid")
+    NOT_ENGINE: ClassVar[frozenset[str]] = frozenset({"purpose", "face_id"})
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The options to pass to the engine method as keyword arguments (unset ones left out)."""
+        return self.model_dump(exclude_none=True, exclude=set(self.NOT_ENGINE))
+
+
+class DetectOptions(Options):
+    max_faces: int | None = Field(default=None, ge=1, le=1000, description="Keep only the N largest faces.")
+    quality_filter: QualityFilterName | None = Field(
+        default=None, description="Which faces get refusal reasons (default: the engine's, AUTO).")
+
+
+class CompareOptions(Options):
+    max_fmr: float | None = Field(default=None, gt=0, le=1, description=(
+        "Declare a match when the false-match rate is at most this (default 1e-5)."))
+    purpose: str | None = _PURPOSE
+
+
+class IndexOptions(Options):
+    external_image_id: str | None = Field(default=None, min_length=1, max_length=255, description=(
+        "Your id for the image; indexing the same image under the same id again stores nothing new."))
+    person_id: str | None = Field(default=None, min_length=1, max_length=128, description=(
+        "Give every indexed face to this person (created if needed): 1-128 letters, digits, _ . - :"))
+    max_faces: int | None = Field(default=None, ge=1, le=1000, description="Index at most the N largest faces.")
+    quality_filter: QualityFilterName | None = Field(default=None, description="Refuse faces below this quality.")
+
+
+class SearchOptions(Options):
+    """How a search decides what is a match: at most one of ``max_fpir`` (the default, 0.003), ``max_fmr``
+    and ``min_score``."""
+
+    max_results: int = Field(default=10, ge=1, le=4096, description="At most this many matches, best first.")
+    max_fpir: float | None = Field(default=None, gt=0, lt=1, description=(
+        "Match so that a search for someone NOT in the collection returns anyone at most this often, "
+        "whatever its size (default 0.003)."))
+    max_fmr: float | None = Field(default=None, gt=0, le=1, description=(
+        "Instead: a stored face matches when the false-match rate of its score is at most this."))
+    min_score: float | None = Field(default=None, ge=-1, le=1, description=(
+        "Instead: match at this raw cosine score; the false-match rate it stands for is reported."))
+    purpose: str | None = _PURPOSE
+
+
+class SearchImageOptions(SearchOptions):
+    all_faces: bool = Field(default=False, description="Search with every face of the image, not just the largest.")
+
+
+class SearchFaceIn(SearchOptions):
+    face_id: str = Field(min_length=1, max_length=128, description="A face of the collection to search with.")
+
+
+class CollectionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128, description=(
+        "1-128 letters, digits, _ . -, not starting with . or -"))
+
+
+class PersonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    person_id: str = Field(min_length=1, max_length=128)
+
+
+class FaceIdsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    face_ids: list[str] = Field(min_length=1, max_length=4096)
+
+
+# -- what the service answers ----------------------------------------------------------------------
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable code (docs/service.md lists them).")
+    message: str = Field(description="What went wrong, for people.")
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class HealthOut(Out):
+    status: Literal["ok"]
+
+
+class VersionOut(Out):
+    facelens: str
+    api: str
+    model_name: str
+    model_sha256: str
+    embedding_size: int
+
+
+class PoseOut(Out):
+    yaw: float
+    pitch: float
+    roll: float
+
+
+class QualityOut(Out):
+    sharpness: float
+    brightness: float
+    face_size: float
+
+
+class FaceOut(Out):
+    bbox: list[float] = Field(description="[left, top, right, bottom] in pixels of the upright image")
+    score: float = Field(description="Detector confidence that this is a face")
+    landmarks: list[list[float]]
+    pose: PoseOut
+    quality: QualityOut
+    quality_filter: str
+    refusal_reasons: list[str]
+
+
+class DetectOut(Out):
+    faces: list[FaceOut]
+
+
+class LogRef(Out):
+    seq: int = Field(description="The search log entry recording this request")
+    hash: str
+
+
+class ComparisonOut(Out):
+    """The engine's comparison (docs/cli.md, compare --json) and the log entry that records it."""
+
+    score: float
+    fmr: float
+    match: bool
+    max_fmr: float
+    threshold: float
+    calibration: str
+    face_a: FaceOut
+    face_b: FaceOut
+    log_entry: LogRef
+
+
+class CollectionOut(Out):
+    name: str
+    face_count: int
+    person_count: int
+    model_name: str
+    model_sha256: str
+    index_factory: str
+    created: str
+
+
+class CollectionListOut(Out):
+    collections: list[str]
+
+
+class DeletedCollectionOut(Out):
+    deleted: str
+
+
+class StoredFaceOut(Out):
+    face_id: str
+    external_image_id: str | None
+    image_sha256: str
+    person_id: str | None
+    bbox: list[float]
+    score: float
+    quality: dict[str, Any]
+    created: str
+
+
+class IndexOut(Out):
+    indexed: list[StoredFaceOut]
+    unindexed: list[FaceOut]
+    already_indexed: bool
+
+
+class FacePageOut(Out):
+    faces: list[StoredFaceOut]
+    next_token: str | None
+
+
+class DeletedFacesOut(Out):
+    deleted: list[str]
+    unknown: list[str]
+
+
+class PersonOut(Out):
+    person_id: str
+    faces: int
+
+
+class PersonListOut(Out):
+    persons: list[PersonOut]
+
+
+class AssociatedOut(Out):
+    associated: list[str]
+    unknown: list[str]
+
+
+class DisassociatedOut(Out):
+    disassociated: list[str]
+    unchanged: list[str]
+
+
+class ErasedOut(Out):
+    deleted_person: str
+    deleted_faces: list[str]
+
+
+class MatchOut(Out):
+    face_id: str
+    external_image_id: str | None
+    person_id: str | None
+    score: float
+    fmr: float
+    bbox: list[float]
+
+
+class SearchResultOut(Out):
+    """The engine's search result (docs/cli.md, search --json): matches and the operating point."""
+
+    matches: list[MatchOut]
+    threshold: float
+    max_fmr: float
+    collection_size: int
+    searched_face: FaceOut | None = None
+    searched_face_id: str | None = None
+
+
+class SearchImageOut(Out):
+    collection: str
+    results: list[SearchResultOut] = Field(description="One result per searched face (the largest only, "
+                                                       "unless all_faces)")
+    log_entry: LogRef
+
+
+class SearchOneOut(SearchResultOut):
+    collection: str
+    log_entry: LogRef
+
+
+class LogEntryOut(Out):
+    seq: int
+    time: str
+    prev_hash: str
+    hash: str
+    action: str
+    key_id: str
+
+
+class LogPageOut(Out):
+    entries: list[LogEntryOut]
+    next_after: int | None = Field(description="Pass as `after` for the next page; null at the end")
+    head: LogRef | None

@@ -397,3 +397,27 @@ def test_a_collection_can_carry_its_own_calibration(home: Path, tmp_path: Path) 
     with pytest.raises(facelens.CalibrationError, match="not comparable"):
         eng.create_collection("foreign", calibration=tmp_path / "other.npz")
     assert "foreign" not in eng.list_collections()
+
+
+def test_searches_do_not_wait_for_a_writers_transaction(gallery: facelens.Engine) -> None:
+    """A writer holding its SQLite transaction (a slow fsync, say) must not hold up searches; searches
+    in several threads at once all succeed; a collection closed under a search answers 'not found'."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = gallery._store("gallery")
+    probe = gallery.analyze(portrait("C001085", "b"))[0].embedding
+    assert probe is not None
+    with store._write_lock:  # another thread is in the middle of indexing
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: store.search(probe[None], 3)[0], range(8)))
+    assert all(r[0][0].person_id == "C001085" for r in results)
+    blocked = threading.Event()
+    with store._rw.read():  # a search in flight: close waits for it, then later searches are refused
+        closer = threading.Thread(target=lambda: (store.close(), blocked.set()))
+        closer.start()
+        assert not blocked.wait(0.3)
+    closer.join(10)
+    assert blocked.is_set()
+    with pytest.raises(CollectionNotFoundError, match="closed or deleted"):
+        store.search(probe[None], 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -9,7 +10,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,18 +152,79 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class _RWLock:
+    """Many readers or one writer. The writer may re-enter (and read); waiting writers go before new
+    readers, so a stream of searches cannot starve an update. A reader must not ask to write."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer: int | None = None
+        self._depth = 0
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            nested = self._writer == me
+            if not nested:
+                while self._writer is not None or self._waiting:
+                    self._cond.wait()
+                self._readers += 1
+        try:
+            yield
+        finally:
+            if not nested:
+                with self._cond:
+                    self._readers -= 1
+                    if self._readers == 0:
+                        self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer == me:
+                self._depth += 1
+            else:
+                self._waiting += 1
+                while self._writer is not None or self._readers:
+                    self._cond.wait()
+                self._waiting -= 1
+                self._writer, self._depth = me, 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._writer = None
+                    self._cond.notify_all()
+
+
 class FaceStore:
     """A collection folder, opened. Thread-safe; several processes may open the same collection.
 
     Writes go to SQLite first, in one transaction per image; the in-memory FAISS index follows.
     Every search first applies changes other processes committed (the ``changes`` log), and maps index
     hits back through SQLite, so a deleted face is never returned even by a stale index.
+
+    Concurrency within a process: searches run in parallel (FAISS searches are read-only; each thread
+    reads SQLite through its own connection, which sees only committed data); a writer commits on the
+    writer connection, then takes the index exclusively only to apply the change, so a search waits for
+    at most one index update, never for a commit's fsync.
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
-        self._conn = conn
-        self._lock = threading.RLock()
+        self._conn = conn  # the writer connection: used under self._write_lock (and while opening)
+        self._write_lock = threading.RLock()  # one SQLite write transaction at a time in this process
+        self._rw = _RWLock()  # the FAISS index: searches share it, updates take it alone
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
         self._meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if int(self._meta.get("schema_version", 0)) != SCHEMA_VERSION:
             raise CollectionError(f"{path}: unsupported collection format {self._meta.get('schema_version')!r}")
@@ -292,15 +354,15 @@ class FaceStore:
     def _rebuild(self, factory: str) -> None:
         """Rebuild the index from SQLite (the truth), then catch up with changes made meanwhile."""
         index, seq, n = self._build(factory)
-        with self._lock:
+        with self._rw.write():
             self._index, self._seq, self._trained_on = index, seq, n
             self.refresh()
             self._unsaved = 1
             self.save_index()
-            self._set_meta(index_factory=factory, trained_on=str(n))
+        self._set_meta(index_factory=factory, trained_on=str(n))
 
     def _set_meta(self, **values: str) -> None:
-        with self._lock:
+        with self._write_lock:
             self._conn.execute("BEGIN IMMEDIATE")
             self._conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
             self._conn.execute("COMMIT")
@@ -321,8 +383,9 @@ class FaceStore:
 
     def refresh(self) -> None:
         """Apply the changes committed (by any process) since the index was last brought up to date."""
-        with self._lock:
-            rows = self._conn.execute("SELECT seq, op, vid FROM changes WHERE seq > ? ORDER BY seq",
+        with self._rw.write():
+            reader = self._reader()
+            rows = reader.execute("SELECT seq, op, vid FROM changes WHERE seq > ? ORDER BY seq",
                                       (self._seq,)).fetchall()
             if not rows:
                 return
@@ -338,7 +401,7 @@ class FaceStore:
             adds = [v for v, op in final.items() if op == "add"]
             for start in range(0, len(adds), 900):
                 chunk = adds[start : start + 900]
-                got = self._conn.execute(
+                got = reader.execute(
                     f"SELECT vid, embedding FROM faces WHERE vid IN ({','.join('?' * len(chunk))})", chunk
                 ).fetchall()
                 if got:
@@ -358,7 +421,7 @@ class FaceStore:
         """Persist the vector index as ``vectors.<seq>.faiss`` (atomic rename), removing older files."""
         import faiss
 
-        with self._lock:
+        with self._rw.write():
             if self._unsaved == 0 and self._index_files():
                 return
             final = self.path / f"vectors.{self._seq}.faiss"
@@ -372,6 +435,24 @@ class FaceStore:
                 if seq < self._seq:
                     old.unlink(missing_ok=True)
             self._unsaved = 0
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection (each statement sees what was committed when it ran)."""
+        if self._closed:
+            raise CollectionNotFoundError(f"collection {self._meta['name']!r} was closed or deleted")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path / DB_NAME, isolation_level=None, check_same_thread=False, timeout=30.0)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def _catch_up(self) -> None:
+        """Apply other writers' committed changes, if there are any (one cheap query when there are not)."""
+        top = self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
+        if int(top) > self._seq:
+            self.refresh()
 
     # -- the float16 re-rank file ------------------------------------------------------------------
     def _write_rerank(self, vids: npt.NDArray[np.int64], vecs: npt.NDArray[np.float32] | None) -> None:
@@ -408,7 +489,7 @@ class FaceStore:
     # -- writing ----------------------------------------------------------------------------------
     def find_image(self, *, external_image_id: str | None, image_sha256: str) -> list[StoredFace] | None:
         """The faces stored for this image under this external id, or None if it was never indexed."""
-        row = self._conn.execute("SELECT image_id FROM images WHERE external_image_id = ? AND image_sha256 = ?",
+        row = self._reader().execute("SELECT image_id FROM images WHERE external_image_id = ? AND image_sha256 = ?",
                                  (external_image_id or "", image_sha256)).fetchone()
         if row is None:
             return None
@@ -486,7 +567,7 @@ class FaceStore:
     _SELECT_EMBEDDING = _SELECT.replace("f.vid FROM", "f.vid, f.embedding FROM")
 
     def _faces_where(self, where: str, args: Sequence[Any]) -> list[StoredFace]:
-        rows = self._conn.execute(f"{self._SELECT} WHERE {where} ORDER BY f.vid", tuple(args)).fetchall()
+        rows = self._reader().execute(f"{self._SELECT} WHERE {where} ORDER BY f.vid", tuple(args)).fetchall()
         return [self._face(r) for r in rows]
 
     @staticmethod
@@ -495,21 +576,23 @@ class FaceStore:
                           bbox=tuple(json.loads(r[4])), score=float(r[5]), quality=json.loads(r[6]), created=r[7])
 
     def face_count(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+        return int(self._reader().execute("SELECT COUNT(*) FROM faces").fetchone()[0])
 
     def searchable_count(self) -> int:
         """Faces a search looks through now: the up-to-date index's size (cheaper than COUNT(*))."""
-        with self._lock:
-            self.refresh()
+        self._catch_up()
+        with self._rw.read():
             return int(self._index.ntotal)
 
     def person_count(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM persons").fetchone()[0])
+        return int(self._reader().execute("SELECT COUNT(*) FROM persons").fetchone()[0])
 
     # -- persons ----------------------------------------------------------------------------------
     def _write(self, fn: Any) -> Any:
         """Run ``fn(conn)`` in one write transaction, then bring the index up to date."""
-        with self._lock:
+        with self._write_lock:
+            if self._closed:
+                raise CollectionNotFoundError(f"collection {self._meta['name']!r} was closed or deleted")
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(self._conn)
@@ -517,7 +600,7 @@ class FaceStore:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-            self.refresh()
+        self.refresh()
         self._maybe_rebuild()
         return result
 
@@ -532,7 +615,7 @@ class FaceStore:
 
     def list_persons(self) -> list[tuple[str, int]]:
         """(person id, number of faces) for every person, sorted by id."""
-        return [(r[0], int(r[1])) for r in self._conn.execute(
+        return [(r[0], int(r[1])) for r in self._reader().execute(
             "SELECT p.person_id, COUNT(f.vid) FROM persons p LEFT JOIN faces f USING (person_id) "
             "GROUP BY p.person_id ORDER BY p.person_id")]
 
@@ -575,10 +658,13 @@ class FaceStore:
 
     def get_face(self, face_id: str) -> tuple[StoredFace, npt.NDArray[np.float32]]:
         """A stored face and its embedding; raises :class:`FaceNotFoundError`."""
-        row = self._conn.execute(f"{self._SELECT} WHERE f.face_id = ?", (face_id,)).fetchone()
+        row = self._reader().execute(f"{self._SELECT} WHERE f.face_id = ?", (face_id,)).fetchone()
         if row is None:
             raise FaceNotFoundError(f"no face {face_id!r} in collection {self._meta['name']!r}")
-        emb = self._conn.execute("SELECT embedding FROM faces WHERE face_id = ?", (face_id,)).fetchone()[0]
+        emb = self._reader().execute("SELECT embedding FROM faces WHERE face_id = ?", (face_id,)).fetchone()
+        if emb is None:  # deleted in between
+            raise FaceNotFoundError(f"no face {face_id!r} in collection {self._meta['name']!r}")
+        emb = emb[0]
         return self._face(row), np.frombuffer(emb, dtype="<f4").astype(np.float32)
 
     def list_faces(self, *, limit: int = 100, after: str | None = None) -> tuple[list[StoredFace], str | None]:
@@ -591,7 +677,7 @@ class FaceStore:
                 start = int(after)
             except ValueError:
                 raise InvalidArgumentError(f"invalid page token {after!r}") from None
-        rows = self._conn.execute(f"{self._SELECT} WHERE f.vid > ? ORDER BY f.vid LIMIT ?",
+        rows = self._reader().execute(f"{self._SELECT} WHERE f.vid > ? ORDER BY f.vid LIMIT ?",
                                   (start, limit + 1)).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
@@ -602,8 +688,10 @@ class FaceStore:
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if q.shape[1] != self.dim:
             raise InvalidArgumentError(f"queries must be (n, {self.dim}), got {q.shape}")
-        with self._lock:
-            self.refresh()
+        self._catch_up()
+        with self._rw.read():
+            if self._closed:
+                raise CollectionNotFoundError(f"collection {self._meta['name']!r} was closed or deleted")
             if self._index.ntotal == 0:
                 return [[] for _ in range(len(q))]
             exact = _factory_of(self._index) == INDEX_FACTORY
@@ -617,8 +705,8 @@ class FaceStore:
                 hits: list[tuple[StoredFace, float]] = []
                 if vids:
                     # the hits' records and float32 embeddings: scores reported are exact
-                    rows = self._conn.execute(f"{self._SELECT_EMBEDDING} WHERE f.vid IN ({','.join('?' * len(vids))})",
-                                              vids).fetchall()
+                    marks = ",".join("?" * len(vids))
+                    rows = self._reader().execute(f"{self._SELECT_EMBEDDING} WHERE f.vid IN ({marks})", vids).fetchall()
                     hits = [(self._face(r), float(np.frombuffer(r[9], dtype="<f4") @ query)) for r in rows]
                     hits.sort(key=lambda h: -h[1])
                 out.append(hits)
@@ -636,7 +724,7 @@ class FaceStore:
             missing = ~vecs.any(axis=1)
             if missing.any():
                 lost = [int(v) for v in vids[missing]]
-                got = dict(self._conn.execute(
+                got = dict(self._reader().execute(
                     f"SELECT vid, embedding FROM faces WHERE vid IN ({','.join('?' * len(lost))})", lost).fetchall())
                 for i in np.nonzero(missing)[0]:
                     blob = got.get(int(vids[i]))
@@ -648,9 +736,9 @@ class FaceStore:
     # -- maintenance ------------------------------------------------------------------------------
     def check(self, *, repair: bool = False) -> CheckReport:
         """Compare the index with SQLite; with ``repair``, rebuild the index when they differ."""
-        with self._lock:
-            self.refresh()
-            truth = {r[0] for r in self._conn.execute("SELECT vid FROM faces")}
+        self.refresh()
+        with self._rw.write():
+            truth = {r[0] for r in self._reader().execute("SELECT vid FROM faces")}
             have = _ids_of(self._index)
             missing, extra = len(truth - have), len(have - truth)
             wrong = self._check_rerank(repair=repair)
@@ -658,7 +746,7 @@ class FaceStore:
         if repair and (missing or extra):
             self._rebuild(choose_factory(len(truth), self.dim))
             repaired = True
-        with self._lock:
+        with self._rw.read():
             return CheckReport(faces=len(truth), vectors=len(have), missing_from_index=missing,
                                extra_in_index=extra, repaired=repaired or (repair and wrong > 0),
                                rerank_rows_wrong=wrong)
@@ -667,7 +755,7 @@ class FaceStore:
         """Rows of the float16 file that differ from SQLite (live faces) or are not zero (deleted ones)."""
         wrong = 0
         live: set[int] = set()
-        cur = self._conn.execute("SELECT vid, embedding FROM faces ORDER BY vid")
+        cur = self._reader().execute("SELECT vid, embedding FROM faces ORDER BY vid")
         while rows := cur.fetchmany(65536):
             ids = np.array([r[0] for r in rows], dtype=np.int64)
             live.update(ids.tolist())
@@ -687,15 +775,22 @@ class FaceStore:
         return wrong
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                try:
-                    self.save_index()
-                finally:
-                    self._conn.close()
-                    self._conn = None  # type: ignore[assignment]
-                    self._rerank_map = None
-                    os.close(self._rerank_fd)
+        """Save the index and close. Searches in flight finish first; later calls raise
+        :class:`CollectionNotFoundError`."""
+        # lock order everywhere: _write_lock before _rw, never the other way round
+        with self._write_lock, self._rw.write():
+            if self._closed:
+                return
+            try:
+                self.save_index()
+            finally:
+                self._closed = True
+                self._conn.close()
+                for reader in self._readers:
+                    reader.close()
+                self._readers.clear()
+                self._rerank_map = None
+                os.close(self._rerank_fd)
 
 
 def _factory_of(index: Any) -> str:

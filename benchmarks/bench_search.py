@@ -1,18 +1,23 @@
 """Search speed, recall and memory of a collection, against the numpy scan face_recognition does.
 
     python benchmarks/bench_search.py --sizes 100000 1000000 [--queries 300]
+    python benchmarks/bench_search.py --sizes 10000000 --nprobes 512 1024 --keep /var/tmp/fl --tag _10m
 
-Galleries: the facelens embeddings of every LFW image (benchmarks/.cache/lfw_facelens_buffalo_s.npz,
-made by embed_lfw.py), padded to the requested size with synthetic embeddings drawn from a Gaussian
-with the real embeddings' mean and covariance, then L2-normalised. For each LFW person with two or
-more photos the first photo is in the gallery and the second is a probe, so every probe has a true
-mate (rank-1 counts a top hit of the probe's identity, whichever of their photos it is).
+Galleries: real embeddings first (facelens embeddings of every LFW image that is not a probe, from
+benchmarks/.cache/lfw_facelens_buffalo_s.npz made by embed_lfw.py, then every UTKFace image when
+benchmarks/.cache/utkface_facelens_buffalo_s.npz exists, made by embed_images.py), padded to the
+requested size with synthetic embeddings drawn from a Gaussian with the LFW embeddings' mean and
+covariance, L2-normalised, generated and stored in chunks of 100,000 so that 10M faces never sit in
+memory at once. For each LFW person with two or more photos the first photo is in the gallery and the
+second is a probe, so every probe has a true mate (rank-1 counts a top hit of the probe's identity).
+Exact top-10s come from a brute-force pass over the same chunks.
 
-Each size runs in its own process: build the collection through FaceStore (SQLite + FAISS, as
-`facelens index` would) and close it; then, in a fresh process that holds only the collection (its
-peak RSS is reported), reopen it (timed) and run single-query searches through FaceStore.search (FAISS
-+ the SQLite lookup of the hits) with FAISS using 1 and 2 threads; then the same searches as a numpy
-distance scan over all vectors. Results: benchmarks/results/search.json.
+Each size runs in its own process: build the collection through FaceStore (SQLite + FAISS + float16
+re-rank file, as `facelens index` stores faces) and close it; then, in a fresh process that holds only
+the collection (its peak RSS is reported), reopen it (timed) and run single-query searches through
+FaceStore.search (FAISS, float16 re-rank, SQLite lookup and exact rescoring of the hits) with FAISS
+using 1 and 2 threads, and with 1 thread at each --nprobes value; up to 1M, also the same searches as
+a numpy distance scan over all vectors. Results: benchmarks/results/search<tag>.json.
 """
 
 from __future__ import annotations
@@ -33,98 +38,148 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import CACHE, ROOT, identity  # noqa: E402
 
 
-def gallery_and_probes(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray],
-                                                           dict]:
-    z = np.load(CACHE / "lfw_facelens_buffalo_s.npz")
-    emb = z["embeddings"].astype(np.float32)
-    labels = np.array([identity(str(p)) for p in z["paths"]])
-    first: dict[str, int] = {}
-    probes, mates = [], []
-    for i, lab in enumerate(labels):
-        if lab not in first:
-            first[lab] = i
-        elif len([p for p in probes if labels[p] == lab]) == 0:
-            probes.append(i)
-            mates.append(first[lab])
-    probe_set = set(probes)
-    real = [i for i in range(len(labels)) if i not in probe_set]
-    rng = np.random.default_rng(seed)
-    mu = emb.mean(axis=0)
-    cov = np.cov(emb, rowvar=False)
-    n_syn = max(size - len(real), 0)
-    syn = rng.multivariate_normal(mu, cov, size=n_syn, method="cholesky").astype(np.float32) if n_syn else \
-        np.zeros((0, emb.shape[1]), np.float32)
-    syn /= np.linalg.norm(syn, axis=1, keepdims=True) + 1e-12
-    gallery = np.concatenate([emb[real], syn])[:size]
-    # identity of each gallery row ("" for synthetic rows) and of each probe
-    gallery_ids = np.concatenate([labels[real], np.full(n_syn, "", dtype=labels.dtype)])[:size]
-    # how alike the synthetic faces are to real ones: impostor score percentiles
-    a = emb[rng.choice(len(emb), 2000)]
-    b = emb[rng.choice(len(emb), 2000)]
-    stats = {"real_vs_real_p50_p99": np.percentile((a * b).sum(1), [50, 99]).round(3).tolist()}
-    if n_syn:
-        s = syn[rng.choice(n_syn, 2000)]
-        stats["synthetic_vs_real_p50_p99"] = np.percentile((s * b).sum(1), [50, 99]).round(3).tolist()
-        s2 = syn[rng.choice(n_syn, 2000)]
-        stats["synthetic_vs_synthetic_p50_p99"] = np.percentile((s * s2).sum(1), [50, 99]).round(3).tolist()
-    return gallery, emb[probes], (gallery_ids, labels[probes]), stats
+class Gallery:
+    """The benchmark gallery, generated in chunks so that 10M faces need not fit in memory.
+
+    Rows 0..R-1 are real embeddings (every LFW image that is not a probe, then every UTKFace image when
+    its cache exists); the rest are synthetic: Gaussian with the real embeddings' mean and covariance,
+    L2-normalised, chunk c drawn from its own seeded generator so any chunk can be regenerated.
+    """
+
+    CHUNK = 100_000
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        z = np.load(CACHE / "lfw_facelens_buffalo_s.npz")
+        emb = z["embeddings"].astype(np.float32)
+        labels = np.array([identity(str(p)) for p in z["paths"]])
+        first: dict[str, int] = {}
+        probes, seen = [], set()
+        for i, lab in enumerate(labels):
+            if lab not in first:
+                first[lab] = i
+            elif lab not in seen:
+                probes.append(i)
+                seen.add(lab)
+        probe_set = set(probes)
+        real_idx = [i for i in range(len(labels)) if i not in probe_set]
+        real, real_ids = emb[real_idx], labels[real_idx]
+        utk = CACHE / "utkface_facelens_buffalo_s.npz"
+        if utk.exists():
+            u = np.load(utk)
+            real = np.concatenate([real, u["embeddings"][u["found"]].astype(np.float32)])
+            real_ids = np.concatenate([real_ids, np.array([f"utk:{f}" for f in u["files"][u["found"]]])])
+        self.size, self.seed = size, seed
+        self.real, self.real_ids = real[:size], real_ids[:size]
+        self.probes, self.probe_ids = emb[probes], labels[probes]
+        self.mu = emb.mean(axis=0)
+        self.chol = np.linalg.cholesky(np.cov(emb, rowvar=False) + 1e-9 * np.eye(emb.shape[1])).astype(np.float32)
+        rng = np.random.default_rng(seed)
+        a, b = emb[rng.choice(len(emb), 2000)], emb[rng.choice(len(emb), 2000)]
+        self.stats = {"real": int(len(self.real)),
+                      "real_vs_real_p50_p99": np.percentile((a * b).sum(1), [50, 99]).round(3).tolist()}
+        if size > len(self.real):
+            s, s2 = self._synthetic(0, 2000), self._synthetic(1, 2000)
+            self.stats["synthetic_vs_real_p50_p99"] = np.percentile((s * b).sum(1), [50, 99]).round(3).tolist()
+            self.stats["synthetic_vs_synthetic_p50_p99"] = np.percentile((s * s2).sum(1), [50, 99]).round(3).tolist()
+
+    def _synthetic(self, chunk: int, n: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, chunk])
+        x = rng.standard_normal((n, len(self.mu)), dtype=np.float32) @ self.chol.T + self.mu
+        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+
+    def chunks(self):
+        """(start row, (m, d) float32 rows) over the whole gallery."""
+        yield 0, self.real
+        start = len(self.real)
+        c = 0
+        while start < self.size:
+            n = min(self.CHUNK, self.size - start)
+            yield start, self._synthetic(c, n)
+            start += n
+            c += 1
+
+    def identity(self, row: int) -> str:
+        return str(self.real_ids[row]) if row < len(self.real) else ""
 
 
-def run_size(size: int, n_queries: int) -> dict:
-
+def run_size(size: int, n_queries: int, folder: Path | None, nprobes: list[int], reuse: bool = False) -> dict:
     from facelens.store import FaceRecord, FaceStore
 
-    gallery, probes, (gallery_ids, probe_ids), stats = gallery_and_probes(size)
-    probes, probe_ids = probes[:n_queries], probe_ids[:n_queries]
-    tmp = Path(tempfile.mkdtemp(prefix="facelens-bench-"))
+    gallery = Gallery(size)
+    probes, probe_ids = gallery.probes[:n_queries], gallery.probe_ids[:n_queries]
+    tmp = folder or Path(tempfile.mkdtemp(prefix="facelens-bench-"))
+    reuse = reuse and (tmp / "c" / "faces.sqlite").is_file()  # search a collection kept by an earlier run
     try:
         t0 = time.perf_counter()
-        store = FaceStore.create(tmp / "c", name="bench", model_name="buffalo_s", model_sha256="-", dim=512)
+        store = None if reuse else FaceStore.create(tmp / "c", name="bench", model_name="buffalo_s",
+                                                    model_sha256="-", dim=512)
+        top_s = np.full((len(probes), 10), -np.inf, np.float32)  # exact top-10 by brute force, chunk by chunk
+        top_i = np.full((len(probes), 10), -1, np.int64)
+        numpy_lat: list[float] = []
         batch = 20_000
-        for s in range(0, size, batch):
-            store.add_images([(str(i), str(i), None, [FaceRecord((0, 0, 1, 1), 1.0, {}, gallery[i])])
-                              for i in range(s, min(s + batch, size))])
-        store.close()
+        for start, rows in gallery.chunks():
+            for s in range(0, len(rows) if store is not None else 0, batch):
+                part = rows[s : s + batch]
+                store.add_images([(str(start + s + i), str(start + s + i), None,
+                                   [FaceRecord((0, 0, 1, 1), 1.0, {}, v)]) for i, v in enumerate(part)])
+            sc = probes @ rows.T
+            cat_s = np.concatenate([top_s, sc], axis=1)
+            cat_i = np.concatenate([top_i, np.broadcast_to(np.arange(start, start + len(rows)), sc.shape)], axis=1)
+            best = np.argsort(-cat_s, axis=1)[:, :10]
+            top_s, top_i = np.take_along_axis(cat_s, best, 1), np.take_along_axis(cat_i, best, 1)
+            print(f"  {start + len(rows):,} faces stored, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        if store is not None:
+            store.close()
         build_s = time.perf_counter() - t0
-        exact_top = np.zeros((len(probes), 10), dtype=np.int64)
-        for i, q in enumerate(probes):  # exact top-10 by brute force, one query at a time (memory)
-            s_all = gallery @ q
-            part = np.argpartition(-s_all, 10)[:10]
-            exact_top[i] = part[np.argsort(-s_all[part])]
+        exact_top = top_i
         np.save(tmp / "probes.npy", probes)
         # Open and search in a fresh process, so that its peak RSS is the collection's, not this
         # process's gallery generation.
-        proc = subprocess.run([sys.executable, __file__, "--search", str(tmp)], capture_output=True, text=True,
-                              check=True)
+        cmd = [sys.executable, __file__, "--search", str(tmp), "--nprobes", *map(str, nprobes)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         searched = json.loads(proc.stdout.strip().splitlines()[-1])
-        out: dict = {"size": size, "queries": len(probes), "build_s": round(build_s, 1),
-                     "open_s": searched["open_s"], "index": searched["index"],
-                     "peak_rss_gb": searched["peak_rss_gb"], "synthetic_stats": stats}
-        for threads in (1, 2):
-            hits = searched[f"hits_{threads}t"]
+        out: dict = {"size": size, "queries": len(probes), "build_s": None if reuse else round(build_s, 1),
+                     "open_s": searched["open_s"], "index": searched["index"], "nprobe": searched["nprobe"],
+                     "peak_rss_gb": searched["peak_rss_gb"], "gallery": gallery.stats}
+
+        def quality(hits: list[list[int]]) -> dict:
             r1 = np.mean([h[:1] == list(e[:1]) for h, e in zip(hits, exact_top, strict=True)])
             r10 = np.mean([len(set(h) & set(e)) / 10 for h, e in zip(hits, exact_top, strict=True)])
-            rank1 = np.mean([bool(h) and gallery_ids[h[0]] == pid for h, pid in zip(hits, probe_ids, strict=True)])
-            out[f"facelens_{threads}t"] = {**searched[f"latency_{threads}t"], "recall_at_1": float(r1),
-                                           "recall_at_10": float(r10), "rank1_true_mate": float(rank1)}
-        lat = []
-        n_numpy = len(probes) if size < 500_000 else min(len(probes), 30)  # each query allocates (n, d)
-        for q in probes[:n_numpy]:  # face_recognition.face_distance: np.linalg.norm(known - face, axis=1)
-            t = time.perf_counter()
-            d = np.linalg.norm(gallery - q, axis=1)
-            np.argpartition(d, 10)[:10]
-            lat.append(time.perf_counter() - t)
-        out["numpy_scan"] = {"p50_ms": statistics.median(lat) * 1000, "p99_ms": float(np.percentile(lat, 99)) * 1000,
-                             "queries": n_numpy}
-        out["ratio_numpy_over_facelens_1t_p50"] = out["numpy_scan"]["p50_ms"] / out["facelens_1t"]["p50_ms"]
+            rank1 = np.mean([bool(h) and gallery.identity(h[0]) == pid for h, pid in zip(hits, probe_ids, strict=True)])
+            # recall@1 where it matters: probes whose exact top hit is a match at FMR 1e-5 (score >= 0.3553)
+            strong = top_s[:, 0] >= 0.3553
+            r1_match = np.mean([h[:1] == list(e[:1]) for h, e, k in zip(hits, exact_top, strong, strict=True) if k])
+            return {"recall_at_1": float(r1), "recall_at_10": float(r10), "rank1_true_mate": float(rank1),
+                    "recall_at_1_of_matches": float(r1_match), "probes_with_a_match": int(strong.sum())}
+
+        out["exact_rank1_true_mate"] = float(np.mean([gallery.identity(int(e[0])) == pid
+                                                      for e, pid in zip(exact_top, probe_ids, strict=True)]))
+        for threads in (1, 2):
+            out[f"facelens_{threads}t"] = {**searched[f"latency_{threads}t"], **quality(searched[f"hits_{threads}t"])}
+        out["nprobe_sweep"] = [{"nprobe": r["nprobe"], **r["latency"], **quality(r["hits"])}
+                               for r in searched["sweep"]]
+        if size <= 1_000_000:
+            full = np.concatenate([rows for _, rows in gallery.chunks()])
+            n_numpy = len(probes) if size < 500_000 else min(len(probes), 30)  # each query allocates (n, d)
+            for q in probes[:n_numpy]:  # face_recognition.face_distance: np.linalg.norm(known - face, axis=1)
+                t = time.perf_counter()
+                d = np.linalg.norm(full - q, axis=1)
+                np.argpartition(d, 10)[:10]
+                numpy_lat.append(time.perf_counter() - t)
+            del full
+            out["numpy_scan"] = {"p50_ms": statistics.median(numpy_lat) * 1000,
+                                 "p99_ms": float(np.percentile(numpy_lat, 99)) * 1000, "queries": n_numpy}
+            out["ratio_numpy_over_facelens_1t_p50"] = out["numpy_scan"]["p50_ms"] / out["facelens_1t"]["p50_ms"]
         out["disk_gb"] = sum(f.stat().st_size for f in (tmp / "c").iterdir()) / 1024**3
         return out
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if folder is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def search_process(folder: Path) -> dict:
-    """Open the collection, search each probe with 1 and 2 FAISS threads; only FaceStore in memory."""
+def search_process(folder: Path, nprobes: list[int]) -> dict:
+    """Open the collection, search each probe with 1 and 2 FAISS threads (and, with one thread, at each
+    of ``nprobes``); only FaceStore in memory."""
     import faiss
 
     from facelens.store import FaceStore
@@ -133,8 +188,10 @@ def search_process(folder: Path) -> dict:
     t0 = time.perf_counter()
     store = FaceStore.open(folder / "c", name="bench")
     out: dict = {"open_s": round(time.perf_counter() - t0, 2), "index": store.index_factory}
-    for threads in (1, 2):
-        faiss.omp_set_num_threads(threads)
+    ivf = None if store.index_factory.startswith("IDMap") else faiss.extract_index_ivf(store._index)
+    out["nprobe"] = ivf.nprobe if ivf is not None else None
+
+    def run() -> tuple[dict, list[list[int]]]:
         for q in probes[:5]:
             store.search(q[None], 10)
         lat, hits = [], []
@@ -143,9 +200,20 @@ def search_process(folder: Path) -> dict:
             res = store.search(q[None], 10)[0]
             lat.append(time.perf_counter() - t)
             hits.append([int(f.external_image_id or -1) for f, _ in res])
-        out[f"hits_{threads}t"] = hits
-        out[f"latency_{threads}t"] = {"p50_ms": statistics.median(lat) * 1000,
-                                      "p99_ms": float(np.percentile(lat, 99)) * 1000}
+        return {"p50_ms": statistics.median(lat) * 1000, "p99_ms": float(np.percentile(lat, 99)) * 1000}, hits
+
+    for threads in (1, 2):
+        faiss.omp_set_num_threads(threads)
+        out[f"latency_{threads}t"], out[f"hits_{threads}t"] = run()
+    out["sweep"] = []
+    if ivf is not None:
+        faiss.omp_set_num_threads(1)
+        default = ivf.nprobe
+        for nprobe in nprobes:
+            ivf.nprobe = nprobe
+            latency, hits = run()
+            out["sweep"].append({"nprobe": nprobe, "latency": latency, "hits": hits})
+        ivf.nprobe = default
     store.close()
     # VmHWM, not getrusage: Linux carries a parent's maxrss across fork+exec into the child's rusage.
     hwm_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
@@ -158,35 +226,50 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--nprobes", type=int, nargs="*", default=[], help="also search with these nprobe values")
+    ap.add_argument("--keep", type=Path, help="build the collections under this folder and keep them")
+    ap.add_argument("--tag", default="", help="suffix of the results file")
+    ap.add_argument("--reuse", action="store_true", help="search the collections kept under --keep instead of "
+                    "building them again")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--search", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.search:
-        print(json.dumps(search_process(args.search)))
+        print(json.dumps(search_process(args.search, args.nprobes)))
         return
     if args.one:
-        print(json.dumps(run_size(args.one, args.queries)))
+        folder = args.keep / f"bench-{args.one}" if args.keep else None
+        print(json.dumps(run_size(args.one, args.queries, folder, args.nprobes, args.reuse)))
         return
     results = []
     for size in args.sizes:
         print(f"size {size:,} ...", file=sys.stderr)
-        proc = subprocess.run([sys.executable, __file__, "--one", str(size), "--queries", str(args.queries)],
-                              capture_output=True, text=True, check=True)
+        cmd = [sys.executable, __file__, "--one", str(size), "--queries", str(args.queries),
+               "--nprobes", *map(str, args.nprobes)] + (["--keep", str(args.keep)] if args.keep else []) + (
+               ["--reuse"] if args.reuse else [])
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        r = results[-1]
-        print(json.dumps(r, indent=1), file=sys.stderr)
-    out = ROOT / "benchmarks" / "results" / "search.json"
+        print(json.dumps(results[-1], indent=1), file=sys.stderr)
+    out = ROOT / "benchmarks" / "results" / f"search{args.tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
-    print("| faces | index | p50 1t (ms) | p99 1t | p50 2t | p99 2t | recall@1 | recall@10 | rank-1 true mate | "
-          "numpy scan p50 | numpy/facelens | open (s) | peak RSS (GB) |")
-    print("|---" * 13 + "|")
+    print("| faces | index | nprobe | p50 1t (ms) | p99 1t | p50 2t | p99 2t | recall@1 | recall@1 of matches | "
+          "recall@10 | rank-1 true mate (exact) | numpy scan p50 | numpy/facelens | open (s) | peak RSS (GB) | "
+          "disk (GB) |")
+    print("|---" * 16 + "|")
     for r in results:
         a, b = r["facelens_1t"], r["facelens_2t"]
-        print(f"| {r['size']:,} | {r['index']} | {a['p50_ms']:.1f} | {a['p99_ms']:.1f} | {b['p50_ms']:.1f} | "
-              f"{b['p99_ms']:.1f} | {a['recall_at_1']:.3f} | {a['recall_at_10']:.3f} | {a['rank1_true_mate']:.3f} | "
-              f"{r['numpy_scan']['p50_ms']:.1f} | {r['ratio_numpy_over_facelens_1t_p50']:.1f}x | {r['open_s']} | "
-              f"{r['peak_rss_gb']:.2f} |")
+        numpy_p50 = f"{r['numpy_scan']['p50_ms']:.1f}" if "numpy_scan" in r else "-"
+        ratio = f"{r['ratio_numpy_over_facelens_1t_p50']:.0f}x" if "numpy_scan" in r else "-"
+        print(f"| {r['size']:,} | {r['index']} | {r['nprobe']} | {a['p50_ms']:.1f} | {a['p99_ms']:.1f} | "
+              f"{b['p50_ms']:.1f} | {b['p99_ms']:.1f} | {a['recall_at_1']:.3f} | {a['recall_at_1_of_matches']:.3f} | "
+              f"{a['recall_at_10']:.3f} | "
+              f"{a['rank1_true_mate']:.3f} ({r['exact_rank1_true_mate']:.3f}) | {numpy_p50} | {ratio} | "
+              f"{r['open_s']} | {r['peak_rss_gb']:.2f} | {r['disk_gb']:.1f} |")
+        for row in r["nprobe_sweep"]:
+            print(f"|   | nprobe {row['nprobe']} | | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | | | "
+                  f"{row['recall_at_1']:.3f} | {row['recall_at_1_of_matches']:.3f} | {row['recall_at_10']:.3f} | "
+                  f"{row['rank1_true_mate']:.3f} | | | | | |")
 
 
 if __name__ == "__main__":

@@ -258,6 +258,21 @@ def test_differentials_default_minimum_and_no_false_match_anywhere() -> None:
     assert d.columns[0].fmr_ratio.kind == "undefined" and d.columns[0].breaking_labels == ()
 
 
+def test_a_label_with_ten_or_more_false_matches_is_compared_however_few_its_pairs() -> None:
+    """Two labels far from the 10 / target pairs a clean label needs, but with many errors each: their
+    rates are measured, so the ratio is estimated (UTKFace's children are such a case)."""
+    cross = np.zeros((2, 2, N_BINS), np.int64)
+    cross[0, 0] = _hist([0.1] * 900 + [0.6] * 100)
+    cross[1, 1] = _hist([0.1] * 980 + [0.6] * 20)
+    gen = np.zeros((2, N_BINS), np.int64)
+    g = GroupHistograms(column="age", labels=("child", "adult"), n_images=(50, 50), n_unknown=0, genuine=gen,
+                        cross_impostor=cross)
+    h = PairHistograms(genuine=gen.sum(0), impostor=cross.sum((0, 1)), n_images=100, n_excluded=0, groups={"age": g})
+    r = demographic_differentials(h, 0.5, 1e-5).columns[0].fmr_ratio
+    assert (r.kind, r.highest_label, r.lowest_label) == ("estimate", "child", "adult")
+    assert r.ratio == pytest.approx(5.0) and r.excluded_labels == ()
+
+
 def test_verification_bundles_det_and_table_per_label() -> None:
     v = verification(_groups_fixture(), 0.5, fmrs=(1e-2, 1e-4))
     assert set(v.det_by_group["sex"]) == {"F", "M", "X"} and v.det_by_group["race"] == {}

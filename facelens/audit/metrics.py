@@ -694,15 +694,21 @@ class RateRatio:
         return _fields_dict(self)
 
 
+MEASURED_ERRORS = 10
+"""A label with at least this many errors has a measured rate however few its pairs: it takes part in a
+ratio even below the ``min_pairs`` that a label with few or no errors needs."""
+
+
 def _ratio(metric: str, rates: Mapping[str, Rate], min_pairs: int) -> RateRatio:
-    eligible = {lab: r for lab, r in rates.items() if r.n >= min_pairs}
+    eligible = {lab: r for lab, r in rates.items() if r.n >= min_pairs or (r.n and r.k >= MEASURED_ERRORS)}
     excluded = tuple(lab for lab in rates if lab not in eligible)
     base: dict[str, Any] = {"metric": metric, "min_pairs": min_pairs, "excluded_labels": excluded}
-    left_out = (f"; left out for having fewer than {min_pairs:,} pairs: {', '.join(excluded)}" if excluded else "")
+    left_out = (f"; left out for having fewer than {min_pairs:,} pairs and fewer than {MEASURED_ERRORS} errors: "
+                f"{', '.join(excluded)}" if excluded else "")
     if len(eligible) < 2:
         return RateRatio(kind="undefined", ratio=None, ratio_low=None, ratio_high=None, highest_label=None,
-                         lowest_label=None, explanation=f"fewer than two labels have the {min_pairs:,} pairs needed "
-                         f"to compare their {metric} rates{left_out}", **base)
+                         lowest_label=None, explanation=f"fewer than two labels have the {min_pairs:,} pairs (or "
+                         f"{MEASURED_ERRORS} errors) needed to compare their {metric} rates{left_out}", **base)
     hi_lab = max(eligible, key=lambda lab: eligible[lab].k / eligible[lab].n)
     lo_lab = min(eligible, key=lambda lab: eligible[lab].k / eligible[lab].n)
     hi, lo = eligible[hi_lab], eligible[lo_lab]

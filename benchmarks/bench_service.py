@@ -97,7 +97,7 @@ def start_server(home: Path, port: int, args: argparse.Namespace) -> subprocess.
 
 
 def run_once(url: str, token: str, args: argparse.Namespace, probes: list[bytes], index_images: list[bytes],
-             duration: float, added: list[str]) -> dict[str, Any]:
+             duration: float, added: list[str], face_ids: list[str] | None = None) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     stop = threading.Event()
     latencies: list[float] = []
@@ -112,8 +112,13 @@ def run_once(url: str, token: str, args: argparse.Namespace, probes: list[bytes]
             while not stop.is_set():
                 t0 = time.perf_counter()
                 try:
-                    r = client.post(search_path, files={"image": probes[n % len(probes)]},
-                                    data={"purpose": PURPOSE, "max_results": str(args.max_results)})
+                    if face_ids:  # --mode face: the vector search alone, no models
+                        r = client.post(f"/v1/collections/{args.collection}/search/face",
+                                        json={"face_id": face_ids[n % len(face_ids)], "purpose": PURPOSE,
+                                              "max_results": args.max_results})
+                    else:
+                        r = client.post(search_path, files={"image": probes[n % len(probes)]},
+                                        data={"purpose": PURPOSE, "max_results": str(args.max_results)})
                     ok, err = r.status_code == 200, f"{r.status_code} {r.text[:200]}"
                 except httpx.HTTPError as exc:
                     ok, err = False, repr(exc)
@@ -188,6 +193,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0, help="Seconds of unmeasured load first (default 5).")
     ap.add_argument("--repeats", type=int, default=1, help="Measured runs (default 1).")
     ap.add_argument("--max-results", type=int, default=10)
+    ap.add_argument("--mode", choices=["image", "face"], default="image", help="image: upload a photo (detect + "
+                    "embed + search); face: search with a stored face id (the vector search and the log alone).")
     ap.add_argument("--workers", type=int, default=None, help="Service --workers (default: one per core).")
     ap.add_argument("--threads", type=int, default=1, help="Service --threads (default 1).")
     ap.add_argument("--start-timeout", type=float, default=600.0, help="Seconds to wait for the service to "
@@ -223,9 +230,14 @@ def main() -> None:
         startup_s = time.perf_counter() - t_start
         headers = {"Authorization": f"Bearer {key.token}"}
         info = httpx.get(f"{url}/v1/collections/{args.collection}", headers=headers, timeout=600).json()
+        face_ids = None
+        if args.mode == "face":
+            page = httpx.get(f"{url}/v1/collections/{args.collection}/faces", headers=headers, timeout=600,
+                             params={"limit": 1000}).json()
+            face_ids = [f["face_id"] for f in page["faces"]]
         if args.warmup > 0:
-            run_once(url, key.token, args, probes, index_images, args.warmup, added)
-        runs = [run_once(url, key.token, args, probes, index_images, args.duration, added)
+            run_once(url, key.token, args, probes, index_images, args.warmup, added, face_ids)
+        runs = [run_once(url, key.token, args, probes, index_images, args.duration, added, face_ids)
                 for _ in range(args.repeats)]
         if added and not args.keep_indexed:
             for start in range(0, len(added), 1000):
@@ -252,7 +264,7 @@ def main() -> None:
                        "index_factory": info.get("index_factory"), "built_by_benchmark": tmp is not None},
         "service": {"workers": args.workers or os.cpu_count(), "threads": args.threads,
                     "startup_s": round(startup_s, 1)},
-        "load": {"search_clients": args.clients, "indexing_clients": 0 if args.no_index else 1,
+        "load": {"mode": args.mode, "search_clients": args.clients, "indexing_clients": 0 if args.no_index else 1,
                  "probes": len(probes), "duration_s": args.duration, "warmup_s": args.warmup,
                  "repeats": args.repeats},
         "runs": runs,

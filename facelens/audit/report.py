@@ -300,10 +300,13 @@ def _summary(a: Mapping[str, Any]) -> str:
     parts = ["<h2>Summary</h2>"]
     line = f"The default operating point is a score threshold of <b>{_e(thr)}</b>"
     if target:
-        line += (f", chosen to keep the false-match rate at or below <b>{target:g}</b>: about "
+        line += (f", chosen to keep the false-match rate at or below <b>{target:.2g}</b>: about "
                  f"<b>{_one_in(target)}</b> comparisons of photos of two different people may be wrongly "
                  f"declared a match")
     line += "."
+    if op.get("max_fpir") is not None:
+        line += (f" That is the search default: a search of {op.get('collection_size', 0):,} faces for someone who is "
+                 f"not among them returns anyone at most {op['max_fpir']:g} of the time.")
     if op.get("policy"):
         line += f" Policy: {_e(op['policy'])}."
     if op.get("extrapolated"):

@@ -145,6 +145,10 @@ def _now() -> str:
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    # A face row is ~2.3 KB (its float32 embedding is 2 KB): with SQLite's default 4 KB pages only one
+    # fits a page and a face takes 4.2 KB on disk; with 16 KB pages, 2.4 KB (42 GB vs 24 GB at 10M faces).
+    # Only takes effect when the database is created (before WAL mode); existing files keep theirs.
+    conn.execute("PRAGMA page_size=16384")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")  # an acknowledged image survives a crash, not just a kill
     conn.execute("PRAGMA foreign_keys=ON")

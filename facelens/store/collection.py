@@ -373,15 +373,23 @@ class FaceStore:
             self._meta.update(values)
 
     def _maybe_rebuild(self) -> None:
-        """Switch to the index type the collection's size calls for (called outside the lock)."""
+        """Switch to the index type the collection's size calls for (called outside the lock).
+
+        Exact <-> approximate when the size crosses EXACT_LIMIT (back to exact only below half of it);
+        an approximate index is retrained, with the number of lists the size then calls for, only when
+        the collection has grown _RETRAIN_GROWTH times since it was trained: each rebuild reads every
+        embedding, so it must stay rare (a 10M collection is rebuilt at 100k, 800k and 6.4M faces)."""
         n = self._index.ntotal
         wanted = choose_factory(n, self.dim)
         current = _factory_of(self._index)
-        grown = current.startswith("IVF") and n >= _RETRAIN_GROWTH * max(self._trained_on, 1)
-        if wanted == current and not grown:
+        if current == INDEX_FACTORY:
+            if wanted == INDEX_FACTORY:
+                return
+        elif wanted == INDEX_FACTORY:
+            if n > EXACT_LIMIT // 2:
+                return  # hysteresis: stay approximate until the collection has shrunk well below the limit
+        elif n < _RETRAIN_GROWTH * max(self._trained_on, 1):
             return
-        if current.startswith("IVF") and wanted == INDEX_FACTORY and n > EXACT_LIMIT // 2:
-            return  # hysteresis: stay approximate until the collection has shrunk well below the limit
         log.info("collection %s: %d faces, rebuilding the vector index as %s", self._meta["name"], n, wanted)
         self._rebuild(wanted)
 

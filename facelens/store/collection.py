@@ -318,9 +318,7 @@ class FaceStore:
         log.info("%s: rewriting the float16 re-rank file from SQLite", self.path)
         cur = self._conn.execute("SELECT vid, embedding FROM faces ORDER BY vid")
         while rows := cur.fetchmany(65536):
-            ids = np.array([r[0] for r in rows], dtype=np.int64)
-            self._write_rerank(ids, np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows),
-                                                                                                    self.dim))
+            self._write_rerank(*_decode(rows, self.dim))
 
     def _build(self, factory: str) -> tuple[Any, int, int]:
         """Build an index of ``factory`` from a consistent snapshot of SQLite, on its own connection so
@@ -334,20 +332,15 @@ class FaceStore:
             n = int(conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
             index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
 
-            def vectors(rows: list[Any]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-                ids = np.array([r[0] for r in rows], dtype=np.int64)
-                vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
-                return ids, np.ascontiguousarray(vecs, dtype=np.float32)
-
             if not index.is_trained:
                 nlist = faiss.extract_index_ivf(index).nlist
                 step = max(1, n // (nlist * _TRAIN_PER_LIST))
                 sample = conn.execute("SELECT vid, embedding FROM faces WHERE vid % ? = 0", (step,)).fetchall()
                 log.info("training %s on %d of %d vectors", factory, len(sample), n)
-                index.train(vectors(sample)[1])
+                index.train(_decode(sample, self.dim)[1])
             cur = conn.execute("SELECT vid, embedding FROM faces ORDER BY vid")
             while rows := cur.fetchmany(65536):
-                ids, vecs = vectors(rows)
+                ids, vecs = _decode(rows, self.dim)
                 index.add_with_ids(vecs, ids)
                 self._write_rerank(ids, vecs)
             conn.execute("COMMIT")
@@ -417,9 +410,8 @@ class FaceStore:
                     f"SELECT vid, embedding FROM faces WHERE vid IN ({','.join('?' * len(chunk))})", chunk
                 ).fetchall()
                 if got:
-                    ids = np.array([r[0] for r in got], dtype=np.int64)
-                    vecs = np.frombuffer(b"".join(r[1] for r in got), dtype="<f4").reshape(len(got), self.dim)
-                    self._index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32), ids)
+                    ids, vecs = _decode(got, self.dim)
+                    self._index.add_with_ids(vecs, ids)
                     self._write_rerank(ids, vecs)
             self._seq = int(rows[-1][0])
             self._unsaved += len(rows)
@@ -769,9 +761,8 @@ class FaceStore:
         live: set[int] = set()
         cur = self._reader().execute("SELECT vid, embedding FROM faces ORDER BY vid")
         while rows := cur.fetchmany(65536):
-            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            ids, want = _decode(rows, self.dim)
             live.update(ids.tolist())
-            want = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
             bad = np.any(self._rerank_rows(ids) != want.astype(np.float16), axis=1)
             wrong += int(bad.sum())
             if repair and bad.any():
@@ -803,6 +794,13 @@ class FaceStore:
                 self._readers.clear()
                 self._rerank_map = None
                 os.close(self._rerank_fd)
+
+
+def _decode(rows: Sequence[Any], dim: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """(vid, embedding blob) rows -> (n,) int64 ids and (n, dim) float32 vectors."""
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+    return ids, np.ascontiguousarray(vecs, dtype=np.float32)
 
 
 def _factory_of(index: Any) -> str:

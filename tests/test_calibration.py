@@ -9,7 +9,7 @@ import pytest
 
 from facelens import CalibrationError, InvalidArgumentError
 from facelens.calibration import ScoreCalibration, build_calibration, impostor_histogram, load_calibration
-from facelens.calibration.table import BIN_WIDTH, N_BINS, SCORE_LO, ImpostorCurve, fpir_to_fmr, score_bins
+from facelens.calibration.table import BIN_WIDTH, MIN_FMR, N_BINS, SCORE_LO, ImpostorCurve, fpir_to_fmr, score_bins
 
 
 def _counts(scores: list[float] | np.ndarray) -> np.ndarray:
@@ -165,3 +165,4 @@ def test_shipped_calibration_matches_the_default_model() -> None:
     assert cal.threshold(1e-5) >= cal.threshold(1e-5, "overall")
     assert cal.overall.tail_fitted and not cal.threshold_detail(1e-5, "overall")[1]
     assert cal.threshold_detail(1e-9)[1]  # beyond 87M pairs: extrapolated
+    assert cal.fmr(0.999) == (MIN_FMR, True)  # an extrapolated rate never claims less than 1e-12

@@ -152,7 +152,7 @@ class ImpostorCurve:
             return count / self.n_pairs, False
         s0, f0 = self._anchor_point()
         tail = f0 * 10.0 ** (-self._slope * (SCORE_LO + b * BIN_WIDTH - s0))
-        return min(tail, f0), True
+        return max(min(tail, f0), MIN_FMR), True  # no tail model speaks for rates below MIN_FMR
 
     def threshold(self, max_fmr: float) -> tuple[float, bool]:
         """The lowest score whose false-match rate is at most ``max_fmr``, and whether it is extrapolated

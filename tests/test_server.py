@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import re
 import shutil
 import sqlite3
 import struct
@@ -98,7 +99,12 @@ def test_server_health_version_and_docs_need_no_key(svc: Svc) -> None:
     assert svc.anon.get("/health").json() == {"status": "ok"}
     v = svc.anon.get("/v1/version").json()
     assert v["model_name"] == "buffalo_s" and v["embedding_size"] == 512 and v["api"] == "v1"
-    assert svc.anon.get("/docs").status_code == 200
+    # the documentation pages load their scripts from the service itself, not from a CDN
+    for page in ("/docs", "/redoc"):
+        html = svc.anon.get(page)
+        assert html.status_code == 200 and "cdn." not in html.text
+        scripts = re.findall(r'src="([^"]+\.js)"', html.text)
+        assert scripts and all(svc.anon.get(src).status_code == 200 for src in scripts), scripts
     paths = svc.anon.get("/openapi.json").json()["paths"]
     assert {"/v1/detect", "/v1/compare", "/v1/collections", "/v1/collections/{collection}",
             "/v1/collections/{collection}/faces", "/v1/collections/{collection}/faces/{face_id}",
@@ -161,6 +167,39 @@ def _log_entry(svc: Svc, seq: int) -> dict[str, Any]:
     page = svc["admin"].get("/v1/log", params={"after": seq - 1, "limit": 1}).json()
     assert page["entries"][0]["seq"] == seq
     return dict(page["entries"][0])
+
+
+def _head(svc: Svc) -> int:
+    return int(svc["admin"].get("/v1/log", params={"limit": 1}).json()["head"]["seq"])
+
+
+def _last_entry(svc: Svc) -> dict[str, Any]:
+    return _log_entry(svc, _head(svc))
+
+
+def test_server_failed_searches_and_compares_are_logged_too(svc: Svc) -> None:
+    blank = io.BytesIO()
+    Image.new("RGB", (200, 200), (90, 90, 90)).save(blank, "PNG")
+    c = svc["alpha_search"]
+    _error(c.post("/v1/collections/alpha/search/image", files={"image": blank.getvalue()},
+                  data={"purpose": "case 12"}), 422, "no_face")
+    entry = _last_entry(svc)
+    assert entry["action"] == "search_faces_by_image" and entry["purpose"] == "case 12"
+    assert entry["probe"] == {"image_sha256": hashlib.sha256(blank.getvalue()).hexdigest()}
+    assert entry["error"]["code"] == "no_face" and entry["results"] == [] and entry["operating_point"] is None
+    assert entry["key_id"] == svc.tokens["alpha_search"][3:15]
+    _error(c.post("/v1/collections/alpha/search/face", json={"face_id": "no-such-face", "purpose": "case 12"}),
+           404, "face_not_found")
+    entry = _last_entry(svc)
+    assert entry["probe"] == {"face_id": "no-such-face"} and entry["error"]["code"] == "face_not_found"
+    files = {"image_a": portrait("C001079").read_bytes(), "image_b": blank.getvalue()}
+    _error(c.post("/v1/compare", files=files, data={"purpose": "case 12"}), 422, "no_face")
+    entry = _last_entry(svc)
+    assert entry["action"] == "compare" and entry["error"]["code"] == "no_face" and entry["results"] == []
+    # refused before any search ran (no purpose): nothing to log
+    seq = _head(svc)
+    _error(c.post("/v1/collections/alpha/search/image", files={"image": blank.getvalue()}), 422, "purpose_required")
+    assert _head(svc) == seq
 
 
 def test_server_collection_listing_describe_and_faces(svc: Svc) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -168,7 +169,9 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
         services.log.close()
         services.keys.close()
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs and /redoc pages load Swagger UI and ReDoc from files shipped in
+    # the package, not from a CDN, so they work on a machine without internet.
+    app = FastAPIOffline(
         title="facelens", version=__version__, lifespan=lifespan,
         description=("Self-hosted face recognition with measured error rates. Every search and compare is "
                      "recorded in a hash-chained search log. Send an API key as `Authorization: Bearer <key>`. "

@@ -38,11 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import FacelensError
 from ..types import Comparison, SearchResult
-from .errors import SearchLogError
+from .errors import SearchLogError, error_status
 from .keys import service_dir
 
-__all__ = ["GENESIS", "LogEntry", "SearchLog", "VerifyReport", "canonical_json", "compare_record",
+__all__ = ["GENESIS", "LogEntry", "SearchLog", "VerifyReport", "canonical_json", "compare_record", "failure",
            "search_record", "verify_entries"]
 
 GENESIS = "0" * 64
@@ -309,28 +310,45 @@ def _candidate(match: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in match.items() if k not in _NOT_LOGGED}
 
 
+def failure(exc: FacelensError) -> dict[str, str]:
+    """The ``error`` of a record whose search or compare failed: the stable code and the message."""
+    return {"code": error_status(exc)[1], "message": getattr(exc, "message", str(exc))}
+
+
 def search_record(*, action: str, key_id: str, purpose: str | None, collection: str, probe: Mapping[str, Any],
-                  options: Mapping[str, Any], results: Sequence[SearchResult]) -> dict[str, Any]:
+                  options: Mapping[str, Any], results: Sequence[SearchResult],
+                  error: FacelensError | None = None) -> dict[str, Any]:
     """The log record of one search: ``probe`` is ``{"image_sha256": ...}`` or ``{"face_id": ...}``;
-    ``options`` the search options as passed to the engine (so new ones are recorded as they come)."""
+    ``options`` the search options as passed to the engine (so new ones are recorded as they come).
+    A search that failed (no face in the probe, an unknown face id...) is recorded too, with no results
+    and its ``error``: an attempt is part of who searched for whom."""
     docs = [r.to_dict() for r in results]
     first = docs[0] if docs else {}
-    return {
+    record = {
         "action": action, "key_id": key_id, "purpose": purpose, "collection": collection,
         "collection_size": first.get("collection_size"), "probe": dict(probe), "options": dict(options),
         "operating_point": {k: v for k, v in first.items() if k not in _NOT_LOGGED} if docs else None,
         "results": [{"candidates": [_candidate(m) for m in d["matches"]]} for d in docs],
     }
+    if error is not None:
+        record["error"] = failure(error)
+    return record
 
 
 def compare_record(*, key_id: str, purpose: str | None, image_a_sha256: str, image_b_sha256: str,
-                   options: Mapping[str, Any], result: Comparison) -> dict[str, Any]:
-    """The log record of one compare (no collection; its one "candidate" is the decision)."""
-    doc = result.to_dict()
+                   options: Mapping[str, Any], result: Comparison | None,
+                   error: FacelensError | None = None) -> dict[str, Any]:
+    """The log record of one compare (no collection; its one "candidate" is the decision), or of a
+    compare that failed (``result`` None, ``error`` given)."""
+    doc = result.to_dict() if result is not None else {}
     outcome = {k: v for k, v in doc.items() if k in ("score", "fmr", "match") or k.startswith("fmr_")}
-    return {
+    record = {
         "action": "compare", "key_id": key_id, "purpose": purpose, "collection": None, "collection_size": None,
         "probe": {"image_a_sha256": image_a_sha256, "image_b_sha256": image_b_sha256}, "options": dict(options),
-        "operating_point": {k: v for k, v in doc.items() if k not in _NOT_LOGGED and k not in outcome},
-        "results": [outcome],
+        "operating_point": ({k: v for k, v in doc.items() if k not in _NOT_LOGGED and k not in outcome}
+                            if result is not None else None),
+        "results": [outcome] if result is not None else [],
     }
+    if error is not None:
+        record["error"] = failure(error)
+    return record

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from ...errors import FacelensError
 from ..deps import Key, ServicesDep, image_request_body, read_image_request
 from ..schemas import CompareOptions, ComparisonOut, DetectOptions, DetectOut
 from ..searchlog import compare_record
@@ -34,12 +35,20 @@ async def compare(request: Request, key: Key, services: ServicesDep) -> dict[str
     purpose = services.purpose(None, options.purpose)
     kwargs = options.engine_kwargs()
 
+    hashes = {"image_a_sha256": hashlib.sha256(images["image_a"]).hexdigest(),
+              "image_b_sha256": hashlib.sha256(images["image_b"]).hexdigest()}
+
     def work() -> dict[str, Any]:
-        result = services.engine.compare(images["image_a"], images["image_b"], **kwargs)
-        entry = services.log.append(compare_record(
-            key_id=key.key_id, purpose=purpose, options=kwargs, result=result,
-            image_a_sha256=hashlib.sha256(images["image_a"]).hexdigest(),
-            image_b_sha256=hashlib.sha256(images["image_b"]).hexdigest()))
+        try:
+            result = services.engine.compare(images["image_a"], images["image_b"], **kwargs)
+        except FacelensError as exc:  # a failed compare is logged too, then answered as the error it is
+            services.log.append(compare_record(key_id=key.key_id, purpose=purpose, options=kwargs, result=None,
+                                               error=exc, image_a_sha256=hashes["image_a_sha256"],
+                                               image_b_sha256=hashes["image_b_sha256"]))
+            raise
+        entry = services.log.append(compare_record(key_id=key.key_id, purpose=purpose, options=kwargs,
+                                                   result=result, image_a_sha256=hashes["image_a_sha256"],
+                                                   image_b_sha256=hashes["image_b_sha256"]))
         return {**result.to_dict(), "log_entry": {"seq": entry.seq, "hash": entry.hash}}
 
     return await services.calls(work)

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from ...errors import FacelensError
 from ...types import SearchResult
 from ..deps import Key, SearchCollection, Services, ServicesDep, image_request_body, read_image_request
 from ..schemas import SearchFaceIn, SearchImageOptions, SearchImageOut, SearchOneOut, SearchOptions
@@ -20,7 +21,11 @@ router = APIRouter(prefix="/v1/collections/{collection}/search", tags=["search"]
 async def _logged(services: Services, search: Callable[[], Sequence[SearchResult]], **record: Any,
                   ) -> tuple[Sequence[SearchResult], LogEntry]:
     def work() -> tuple[Sequence[SearchResult], LogEntry]:
-        results = search()
+        try:
+            results = search()
+        except FacelensError as exc:  # a failed attempt is logged too, then answered as the error it is
+            services.log.append(search_record(results=[], error=exc, **record))
+            raise
         return results, services.log.append(search_record(results=results, **record))
     return await services.calls(work)
 

@@ -185,6 +185,11 @@ class _RWLock:
                     if self._readers == 0:
                         self._cond.notify_all()
 
+    @property
+    def readers(self) -> int:
+        """How many threads hold the lock to read right now (a snapshot, for tuning only)."""
+        return self._readers
+
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
         me = threading.get_ident()
@@ -485,9 +490,12 @@ class FaceStore:
                 return np.zeros((len(vids), self.dim), np.float16)
             m = np.memmap(self.path / RERANK_FILE, dtype="<f2", mode="r", shape=(size, self.dim))
             self._rerank_map = m
+        rows = np.asarray(m)  # a plain ndarray over the map: indexing skips np.memmap's per-call overhead
+        inside = vids < rows.shape[0]
+        if inside.all():
+            return rows[vids]
         out = np.zeros((len(vids), self.dim), np.float16)
-        inside = vids < m.shape[0]
-        out[inside] = m[vids[inside]]
+        out[inside] = rows[vids[inside]]
         return out
 
     # -- writing ----------------------------------------------------------------------------------
@@ -700,6 +708,8 @@ class FaceStore:
                 return [[] for _ in range(len(q))]
             exact = _factory_of(self._index) == INDEX_FACTORY
             n_candidates = k if exact else max(RERANK * k, _MIN_CANDIDATES)
+            if not exact:
+                _choose_scan(self._index, len(q), alone=self._rw.readers <= 1)
             _, ids = self._index.search(q, min(n_candidates, self._index.ntotal))
             if not exact:
                 ids = self._rerank(q, ids, k)
@@ -719,21 +729,33 @@ class FaceStore:
     def _rerank(self, q: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.int64]:
         """Re-rank approximate candidates with their float16 embeddings; keep the best ``k`` ids (-1 pads).
         Rows missing from the float16 file (written after a crash, say) are read from SQLite."""
+        import faiss
+
         out = np.full((len(q), k), -1, dtype=np.int64)
         for row, (query, cand) in enumerate(zip(q, ids, strict=True)):
             vids = cand[cand >= 0]
             if not len(vids):
                 continue
-            vecs = self._rerank_rows(vids).astype(np.float32)
-            missing = ~vecs.any(axis=1)
-            if missing.any():
+            halves = self._rerank_rows(vids)
+            # an unwritten (all-zero) row, judged by its first 8 values: a real embedding with 8 zeros
+            # in float16 is not met in practice, and if it were it would only be re-read from SQLite
+            missing = ~halves[:, :8].view(np.uint16).any(axis=1)
+            if not missing.any():
+                # FAISS scores float16 codes with SIMD (F16C); numpy's float16 cast is ~8x slower here
+                # (1.2 ms for 640 candidates of 512-d, against 0.15 ms)
+                index = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+                index.add_sa_codes(halves.view(np.uint8))
+                _, best = index.search(query[None], min(k, len(vids)))
+                best = best[0][best[0] >= 0]
+            else:
+                vecs = halves.astype(np.float32)
                 lost = [int(v) for v in vids[missing]]
                 got = dict(self._reader().execute(
                     f"SELECT vid, embedding FROM faces WHERE vid IN ({','.join('?' * len(lost))})", lost).fetchall())
                 for i in np.nonzero(missing)[0]:
                     blob = got.get(int(vids[i]))
                     vecs[i] = np.frombuffer(blob, dtype="<f4") if blob is not None else -2.0  # deleted: last
-            best = np.argsort(-(vecs @ query), kind="stable")[:k]
+                best = np.argsort(-(vecs @ query), kind="stable")[:k]
             out[row, : len(best)] = vids[best]
         return out
 
@@ -812,6 +834,19 @@ def _factory_of(index: Any) -> str:
     if isinstance(index, faiss.IndexIVFPQFastScan):  # (extract_index_ivf returns the base class)
         return f"IVF{ivf.nlist},PQ{index.M}x4fs"
     return f"IVF{ivf.nlist},SQfp16"
+
+
+def _choose_scan(index: Any, n_queries: int, *, alone: bool) -> None:
+    """Pick FAISS's fast-scan implementation for a search of ``n_queries``: a batch is split between
+    threads by query (the default), but a single query runs on one thread unless implementation 15
+    splits its lists between threads (2 threads, 1M faces: 2.1 ms instead of 3.3; batches are faster
+    with the default). Only for a search running ``alone``: concurrent searches (a service) already
+    keep the cores busy, and splitting each would oversubscribe them. Concurrent searches may set this
+    at once: either choice gives the same results."""
+    import faiss
+
+    if isinstance(index, faiss.IndexIVFFastScan):
+        index.implem = 15 if alone and n_queries < faiss.omp_get_max_threads() else 0
 
 
 def _tune(index: Any) -> Any:

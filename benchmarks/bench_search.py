@@ -37,7 +37,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import CACHE, ROOT, identity  # noqa: E402
 
-
 ROUNDS = 3  # timed passes over the probes with 1 and with 2 threads, alternating; latencies pooled
 
 

@@ -112,7 +112,9 @@ def run_once(url: str, token: str, args: argparse.Namespace, probes: list[bytes]
             while not stop.is_set():
                 t0 = time.perf_counter()
                 try:
-                    if face_ids:  # --mode face: the vector search alone, no models
+                    if args.mode == "health":  # the floor: HTTP and these clients, no work behind it
+                        r = client.get("/health")
+                    elif face_ids:  # --mode face: the vector search alone, no models
                         r = client.post(f"/v1/collections/{args.collection}/search/face",
                                         json={"face_id": face_ids[n % len(face_ids)], "purpose": PURPOSE,
                                               "max_results": args.max_results})
@@ -193,8 +195,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0, help="Seconds of unmeasured load first (default 5).")
     ap.add_argument("--repeats", type=int, default=1, help="Measured runs (default 1).")
     ap.add_argument("--max-results", type=int, default=10)
-    ap.add_argument("--mode", choices=["image", "face"], default="image", help="image: upload a photo (detect + "
-                    "embed + search); face: search with a stored face id (the vector search and the log alone).")
+    ap.add_argument("--mode", choices=["image", "face", "health"], default="image", help="image: upload a photo "
+                    "(detect + embed + search); face: search with a stored face id (the vector search and the log "
+                    "alone); health: GET /health, the floor that HTTP and the clients set on this machine.")
     ap.add_argument("--workers", type=int, default=None, help="Service --workers (default: one per core).")
     ap.add_argument("--threads", type=int, default=1, help="Service --threads (default 1).")
     ap.add_argument("--start-timeout", type=float, default=600.0, help="Seconds to wait for the service to "

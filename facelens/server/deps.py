@@ -109,7 +109,7 @@ class Services:
         return purpose or None
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 

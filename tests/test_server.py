@@ -202,6 +202,29 @@ def test_server_failed_searches_and_compares_are_logged_too(svc: Svc) -> None:
     assert _head(svc) == seq
 
 
+def test_server_a_timed_out_search_is_logged_as_the_timeout_it_answered(svc: Svc,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    services = svc.live.app.state.services
+    face_id = svc["alpha_read"].get("/v1/collections/alpha/faces", params={"limit": 1}).json()["faces"][0]["face_id"]
+    real = services.engine.search_faces
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services.engine, "search_faces", slow)
+    monkeypatch.setattr(services.calls, "timeout_s", 0.2)
+    _error(svc["alpha_search"].post("/v1/collections/alpha/search/face", json={"face_id": face_id, "purpose": "t"}),
+           503, "timeout")
+    seq = _head(svc)
+    entry = _last_entry(svc)
+    assert entry["probe"] == {"face_id": face_id} and entry["error"]["code"] == "timeout" and entry["results"] == []
+    assert services.calls.wait_idle(10)  # the abandoned search finished in the background ...
+    assert _head(svc) == seq  # ... and logged nothing: its results were never shown
+
+
 def test_server_collection_listing_describe_and_faces(svc: Svc) -> None:
     assert set(svc["admin"].get("/v1/collections").json()["collections"]) >= {"alpha", "beta", "conc"}
     info = svc["alpha_read"].get("/v1/collections/alpha").json()

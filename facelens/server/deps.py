@@ -8,7 +8,7 @@ import binascii
 import json
 import math
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -22,7 +22,7 @@ from starlette.datastructures import UploadFile
 from .errors import ApiError
 from .keys import ApiKey, KeyStore, Scope
 from .ratelimit import RateLimiter
-from .searchlog import SearchLog
+from .searchlog import LogEntry, SearchLog
 from .settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -44,7 +44,8 @@ class EngineCalls:
     request timeout, counted so that shutdown can wait for the ones still running.
 
     A call past the timeout answers 503 ``timeout``; its thread cannot be interrupted and finishes in
-    the background (an index call may then still store its faces, a search still logs itself).
+    the background (an index call may then still store its faces; a search's results are dropped, and
+    the search log records the timeout the client was answered, see ``Services.record``).
     """
 
     def __init__(self, *, workers: int, timeout_s: float) -> None:
@@ -97,6 +98,12 @@ class Services:
     log: SearchLog
     limiter: RateLimiter
     calls: EngineCalls
+
+    async def record(self, record: Mapping[str, Any]) -> LogEntry:
+        """Append ``record`` to the search log from a worker thread. Never abandoned, unlike engine calls:
+        once started, the entry is written before anything is answered, so what a client is told and
+        what the log says cannot part ways (a timed-out search is logged as the timeout it answered)."""
+        return await anyio.to_thread.run_sync(self.log.append, record)
 
     def purpose(self, collection: str | None, given: str | None) -> str | None:
         """The purpose to record, or 422 ``purpose_required`` when the policy needs one and none was given."""

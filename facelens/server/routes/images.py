@@ -37,18 +37,14 @@ async def compare(request: Request, key: Key, services: ServicesDep) -> dict[str
 
     hashes = {"image_a_sha256": hashlib.sha256(images["image_a"]).hexdigest(),
               "image_b_sha256": hashlib.sha256(images["image_b"]).hexdigest()}
-
-    def work() -> dict[str, Any]:
-        try:
-            result = services.engine.compare(images["image_a"], images["image_b"], **kwargs)
-        except FacelensError as exc:  # a failed compare is logged too, then answered as the error it is
-            services.log.append(compare_record(key_id=key.key_id, purpose=purpose, options=kwargs, result=None,
-                                               error=exc, image_a_sha256=hashes["image_a_sha256"],
-                                               image_b_sha256=hashes["image_b_sha256"]))
-            raise
-        entry = services.log.append(compare_record(key_id=key.key_id, purpose=purpose, options=kwargs,
-                                                   result=result, image_a_sha256=hashes["image_a_sha256"],
-                                                   image_b_sha256=hashes["image_b_sha256"]))
-        return {**result.to_dict(), "log_entry": {"seq": entry.seq, "hash": entry.hash}}
-
-    return await services.calls(work)
+    try:  # logged after the engine call, outside its timeout, like a search (routes/search.py)
+        result = await services.calls(lambda: services.engine.compare(images["image_a"], images["image_b"], **kwargs))
+    except FacelensError as exc:  # a failed compare is logged too, then answered as the error it is
+        await services.record(compare_record(key_id=key.key_id, purpose=purpose, options=kwargs, result=None,
+                                             error=exc, image_a_sha256=hashes["image_a_sha256"],
+                                             image_b_sha256=hashes["image_b_sha256"]))
+        raise
+    entry = await services.record(compare_record(key_id=key.key_id, purpose=purpose, options=kwargs, result=result,
+                                                 image_a_sha256=hashes["image_a_sha256"],
+                                                 image_b_sha256=hashes["image_b_sha256"]))
+    return {**result.to_dict(), "log_entry": {"seq": entry.seq, "hash": entry.hash}}

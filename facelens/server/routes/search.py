@@ -20,14 +20,15 @@ router = APIRouter(prefix="/v1/collections/{collection}/search", tags=["search"]
 
 async def _logged(services: Services, search: Callable[[], Sequence[SearchResult]], **record: Any,
                   ) -> tuple[Sequence[SearchResult], LogEntry]:
-    def work() -> tuple[Sequence[SearchResult], LogEntry]:
-        try:
-            results = search()
-        except FacelensError as exc:  # a failed attempt is logged too, then answered as the error it is
-            services.log.append(search_record(results=[], error=exc, **record))
-            raise
-        return results, services.log.append(search_record(results=results, **record))
-    return await services.calls(work)
+    """Run ``search`` on the engine, then log it; a failed attempt (no face, an unknown face id, a
+    timeout) is logged with its error and answered as that error. The log is written after the engine
+    call returns, outside its timeout, so an abandoned search never logs results nobody was shown."""
+    try:
+        results = await services.calls(search)
+    except FacelensError as exc:
+        await services.record(search_record(results=[], error=exc, **record))
+        raise
+    return results, await services.record(search_record(results=results, **record))
 
 
 def _ref(entry: LogEntry) -> dict[str, Any]:

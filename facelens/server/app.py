@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -23,12 +24,12 @@ from .ratelimit import RateLimiter
 from .routes import collections, faces, images, log, persons, search, system
 from .schemas import ErrorOut
 from .searchlog import SearchLog
-from .settings import ServerSettings, is_loopback
+from .settings import SETTINGS_ENV, ServerSettings, is_loopback
 
 if TYPE_CHECKING:
     from ..engine import Engine
 
-__all__ = ["create_app"]
+__all__ = ["app_from_environment", "check_can_serve", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,20 +133,38 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         503: "Timeout or search log unavailable"}.items()}
 
 
+def check_can_serve(settings: ServerSettings) -> None:
+    """Raise :class:`~facelens.server.errors.InsecureSettingsError` when no API key exists (create one
+    with ``facelens keys create``), unless ``settings.insecure_no_auth`` (loopback only)."""
+    keys = KeyStore.open(settings.home)
+    try:
+        if not settings.insecure_no_auth and keys.active_count() == 0:
+            where = "a loopback address" if is_loopback(settings.host) else f"{settings.host!r}"
+            raise InsecureSettingsError(
+                f"no API key exists in {keys.path}, so nobody could use the service on {where}: create one with "
+                f"`facelens keys create --admin --name NAME --home {settings.home}`"
+                + (" (or, for local tests only, pass --insecure-no-auth)" if is_loopback(settings.host) else ""))
+    finally:
+        keys.close()
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of ``facelens serve --processes N``: uvicorn imports this factory in
+    each process it starts; the settings come from the environment (``SETTINGS_ENV``, set by serve)."""
+    text = os.environ.get(SETTINGS_ENV)
+    if not text:
+        raise InsecureSettingsError(f"{SETTINGS_ENV} is not set: start the service with `facelens serve`")
+    return create_app(ServerSettings.from_json(text))
+
+
 def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> FastAPI:
     """The service app: one engine (opened here unless given) shared by all requests.
 
     Raises :class:`~facelens.server.errors.InsecureSettingsError` when no API key exists (create one with
     ``facelens keys create``), unless ``settings.insecure_no_auth`` (loopback only).
     """
+    check_can_serve(settings)
     keys = KeyStore.open(settings.home)
-    if not settings.insecure_no_auth and keys.active_count() == 0:
-        keys.close()
-        where = "a loopback address" if is_loopback(settings.host) else f"{settings.host!r}"
-        raise InsecureSettingsError(
-            f"no API key exists in {keys.path}, so nobody could use the service on {where}: create one with "
-            f"`facelens keys create --admin --name NAME --home {settings.home}`"
-            + (" (or, for local tests only, pass --insecure-no-auth)" if is_loopback(settings.host) else ""))
     search_log = SearchLog.open(settings.home)
     if engine is None:
         from ..engine import Engine

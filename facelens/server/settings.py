@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,7 +15,10 @@ from ..errors import InvalidArgumentError
 from ..store.home import validate_collection_name
 from .errors import InsecureSettingsError
 
-__all__ = ["PurposePolicy", "ServerSettings", "is_loopback"]
+__all__ = ["SETTINGS_ENV", "PurposePolicy", "ServerSettings", "is_loopback"]
+
+# How `facelens serve --processes N` hands its settings to the worker processes uvicorn starts.
+SETTINGS_ENV = "FACELENS_SERVE_SETTINGS"
 
 PurposePolicy = Literal["required", "optional"]
 
@@ -87,6 +92,16 @@ class ServerSettings:
             raise InsecureSettingsError(
                 f"--insecure-no-auth is allowed only on a loopback address (127.0.0.1, ::1, localhost), not "
                 f"{self.host!r}: anyone who can reach the port could search and erase every collection")
+
+    def to_json(self) -> str:
+        """These settings as JSON (:meth:`from_json` reads them back)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return json.dumps({**fields, "home": str(self.home), "purpose_overrides": dict(self.purpose_overrides)})
+
+    @classmethod
+    def from_json(cls, text: str) -> ServerSettings:
+        """Settings written by :meth:`to_json`, validated again."""
+        return cls(**json.loads(text))
 
     def purpose_policy(self, collection: str | None) -> PurposePolicy:
         """Whether a search of ``collection`` (None: a compare) must state a purpose."""

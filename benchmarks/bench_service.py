@@ -11,6 +11,10 @@ while one more thread indexes --index-images under fresh external ids into the s
 searches and writes meet on the same store); the faces it added are deleted at the end (--keep-indexed
 keeps them). After a warm-up, --repeats runs of --duration seconds each are measured.
 
+With --rate R the load is open loop instead: the clients together offer R searches per second on a
+fixed schedule, and a search's latency counts from when it was due (so a queue is not hidden by
+clients that wait for it); this finds the load at which a latency target holds.
+
 Reports searches/s, search latency p50/p90/p99 (ms, client side, including upload and JSON), errors
 (non-200 answers and transport failures), and the indexing rate, as JSON to
 benchmarks/results/service.json (--out). The searches are written to the home's search log like any
@@ -106,11 +110,26 @@ def run_once(url: str, token: str, args: argparse.Namespace, probes: list[bytes]
     lock = threading.Lock()
     search_path = f"/v1/collections/{args.collection}/search/image"
 
+    # made before the clock starts: building an httpx client (its SSL context) takes ~50 ms of CPU, and
+    # 16 at once held the first searches of an open-loop run up by ~0.7 s
+    clients = [httpx.Client(base_url=url, headers=headers, timeout=300) for _ in range(args.clients)]
+    start = threading.Barrier(args.clients + 1)
+
     def searcher(i: int) -> None:
-        with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
+        # --rate: open loop, each client sends at its share of the rate (offsets spread the clients) and
+        # latency counts from when the request was due, so a queue that builds up is not hidden.
+        interval = args.clients / args.rate if args.rate else 0.0
+        start.wait()
+        due = time.perf_counter() + interval * i / args.clients
+        with clients[i] as client:
             n = i
             while not stop.is_set():
-                t0 = time.perf_counter()
+                if interval:
+                    wait = due - time.perf_counter()
+                    if wait > 0 and stop.wait(wait):
+                        break
+                t0 = due if interval else time.perf_counter()
+                due += interval
                 try:
                     if args.mode == "health":  # the floor: HTTP and these clients, no work behind it
                         r = client.get("/health")
@@ -156,9 +175,10 @@ def run_once(url: str, token: str, args: argparse.Namespace, probes: list[bytes]
     threads = [threading.Thread(target=searcher, args=(i,)) for i in range(args.clients)]
     if not args.no_index:
         threads.append(threading.Thread(target=indexer))
-    t0 = time.perf_counter()
     for t in threads:
         t.start()
+    start.wait()
+    t0 = time.perf_counter()
     time.sleep(duration)
     stop.set()
     for t in threads:
@@ -195,6 +215,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0, help="Seconds of unmeasured load first (default 5).")
     ap.add_argument("--repeats", type=int, default=1, help="Measured runs (default 1).")
     ap.add_argument("--max-results", type=int, default=10)
+    ap.add_argument("--rate", type=float, default=None, help="Open loop: searches per second offered by all "
+                    "clients together, latency counted from when each was due (default: closed loop, each "
+                    "client sends its next search as soon as the last returns).")
     ap.add_argument("--mode", choices=["image", "face", "health"], default="image", help="image: upload a photo "
                     "(detect + embed + search); face: search with a stored face id (the vector search and the log "
                     "alone); health: GET /health, the floor that HTTP and the clients set on this machine.")
@@ -268,7 +291,7 @@ def main() -> None:
         "service": {"workers": args.workers or os.cpu_count(), "threads": args.threads,
                     "startup_s": round(startup_s, 1)},
         "load": {"mode": args.mode, "search_clients": args.clients, "indexing_clients": 0 if args.no_index else 1,
-                 "probes": len(probes), "duration_s": args.duration, "warmup_s": args.warmup,
+                 "probes": len(probes), "duration_s": args.duration, "warmup_s": args.warmup, "rate": args.rate,
                  "repeats": args.repeats},
         "runs": runs,
         "summary": {"searches_per_s": best["searches_per_s"], "search_ms_p50": best["search_ms"]["p50"],

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from ...errors import FacelensError
+from ...types import Comparison
 from ..deps import Key, ServicesDep, image_request_body, read_image_request
 from ..schemas import CompareOptions, ComparisonOut, DetectOptions, DetectOut
 from ..searchlog import compare_record
@@ -35,16 +36,15 @@ async def compare(request: Request, key: Key, services: ServicesDep) -> dict[str
     purpose = services.purpose(None, options.purpose)
     kwargs = options.engine_kwargs()
 
-    hashes = {"image_a_sha256": hashlib.sha256(images["image_a"]).hexdigest(),
-              "image_b_sha256": hashlib.sha256(images["image_b"]).hexdigest()}
+    def record(result: Comparison | None, error: FacelensError | None = None) -> dict[str, Any]:
+        return compare_record(key_id=key.key_id, purpose=purpose, options=kwargs, result=result, error=error,
+                              image_a_sha256=hashlib.sha256(images["image_a"]).hexdigest(),
+                              image_b_sha256=hashlib.sha256(images["image_b"]).hexdigest())
+
     try:  # logged after the engine call, outside its timeout, like a search (routes/search.py)
         result = await services.calls(lambda: services.engine.compare(images["image_a"], images["image_b"], **kwargs))
     except FacelensError as exc:  # a failed compare is logged too, then answered as the error it is
-        await services.record(compare_record(key_id=key.key_id, purpose=purpose, options=kwargs, result=None,
-                                             error=exc, image_a_sha256=hashes["image_a_sha256"],
-                                             image_b_sha256=hashes["image_b_sha256"]))
+        await services.record(record(None, exc))
         raise
-    entry = await services.record(compare_record(key_id=key.key_id, purpose=purpose, options=kwargs, result=result,
-                                                 image_a_sha256=hashes["image_a_sha256"],
-                                                 image_b_sha256=hashes["image_b_sha256"]))
+    entry = await services.record(record(result))
     return {**result.to_dict(), "log_entry": {"seq": entry.seq, "hash": entry.hash}}

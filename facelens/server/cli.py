@@ -50,8 +50,8 @@ def _fail(exc: FacelensError) -> NoReturn:
 @_home_option
 @click.option("--model", default=None, help="buffalo_s (default), dlib, or a model folder.")
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Service processes sharing the port, each with its own engine. More than one uses more "
-                   "cores than one Python process can (the GIL); rate limits then apply per process.")
+              help="Service processes sharing the port, each with its own engine: for machines with more "
+                   "cores than one Python process keeps busy (the GIL). Rate limits then apply per process.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Engine calls (detect, embed, search) run at once in each process; default one per core, "
                    "divided between the processes.")

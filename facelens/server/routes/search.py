@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from ...errors import FacelensError
 from ...types import SearchResult
 from ..deps import Key, SearchCollection, Services, ServicesDep, image_request_body, read_image_request
+from ..keys import ApiKey
 from ..schemas import SearchFaceIn, SearchImageOptions, SearchImageOut, SearchOneOut, SearchOptions
 from ..searchlog import LogEntry, search_record
 
@@ -31,6 +32,20 @@ async def _logged(services: Services, search: Callable[[], Sequence[SearchResult
     return results, await services.record(search_record(results=results, **record))
 
 
+async def _by_image(request: Request, collection: str, key: ApiKey, services: Services, options: type[SearchOptions],
+                    action: str, run: Callable[[bytes, dict[str, Any]], Sequence[SearchResult]],
+                    ) -> tuple[Sequence[SearchResult], LogEntry]:
+    """A search with an uploaded image: read it and its ``options``, check the purpose, run
+    ``run(image, engine options)`` and log it with the image's sha256 as the probe."""
+    given, images = await read_image_request(request, options, ("image",), services.settings.request_timeout_s)
+    purpose = services.purpose(collection, given.purpose)
+    kwargs = given.engine_kwargs()
+    image = images["image"]
+    return await _logged(services, lambda: run(image, kwargs), action=action, key_id=key.key_id, purpose=purpose,
+                         collection=collection, probe={"image_sha256": hashlib.sha256(image).hexdigest()},
+                         options=kwargs)
+
+
 def _ref(entry: LogEntry) -> dict[str, Any]:
     return {"seq": entry.seq, "hash": entry.hash}
 
@@ -41,15 +56,9 @@ async def search_by_image(request: Request, collection: SearchCollection, key: K
                           services: ServicesDep) -> dict[str, Any]:
     """Stored faces whose false-match rate against the largest face of the image (every face with
     ``all_faces``) is at most ``max_fmr``, best first."""
-    options, images = await read_image_request(request, SearchImageOptions, ("image",),
-                                               services.settings.request_timeout_s)
-    purpose = services.purpose(collection, options.purpose)
-    kwargs = options.engine_kwargs()
-    image = images["image"]
-    results, entry = await _logged(
-        services, lambda: services.engine.search_faces_by_image(collection, image, **kwargs),
-        action="search_faces_by_image", key_id=key.key_id, purpose=purpose, collection=collection,
-        probe={"image_sha256": hashlib.sha256(image).hexdigest()}, options=kwargs)
+    results, entry = await _by_image(
+        request, collection, key, services, SearchImageOptions, "search_faces_by_image",
+        lambda image, kwargs: services.engine.search_faces_by_image(collection, image, **kwargs))
     return {"collection": collection, "results": [r.to_dict() for r in results], "log_entry": _ref(entry)}
 
 
@@ -70,13 +79,7 @@ async def search_by_face(body: SearchFaceIn, collection: SearchCollection, key: 
 async def search_persons(request: Request, collection: SearchCollection, key: Key,
                          services: ServicesDep) -> dict[str, Any]:
     """Like a search by image, with one match per person: their best-scoring face."""
-    options, images = await read_image_request(request, SearchOptions, ("image",),
-                                               services.settings.request_timeout_s)
-    purpose = services.purpose(collection, options.purpose)
-    kwargs = options.engine_kwargs()
-    image = images["image"]
-    results, entry = await _logged(
-        services, lambda: [services.engine.search_persons_by_image(collection, image, **kwargs)],
-        action="search_persons_by_image", key_id=key.key_id, purpose=purpose, collection=collection,
-        probe={"image_sha256": hashlib.sha256(image).hexdigest()}, options=kwargs)
+    results, entry = await _by_image(
+        request, collection, key, services, SearchOptions, "search_persons_by_image",
+        lambda image, kwargs: [services.engine.search_persons_by_image(collection, image, **kwargs)])
     return {**results[0].to_dict(), "collection": collection, "log_entry": _ref(entry)}

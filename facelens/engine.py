@@ -28,7 +28,7 @@ from .errors import (
 from .imageio import ImageInput, decode_image, describe_source
 from .models.backends import Backend, open_backend
 from .pipeline import Pipeline
-from .store import FaceRecord, FaceStore, collection_dir, default_home, list_collection_names
+from .store import FaceRecord, FaceStore, collection_dir, collection_generation, default_home, list_collection_names
 from .store.collection import CheckReport, StoredFace
 from .types import (
     CollectionInfo,
@@ -296,7 +296,13 @@ class Engine:
         return CollectionInfo(name=name, face_count=store.face_count(), person_count=store.person_count(),
                               model_name=m["model_name"], model_sha256=m["model_sha256"],
                               index_factory=store.index_factory, created=m["created"],
-                              calibration=own or (self.calibration.name if self._calibration_path else ""))
+                              calibration=own or (self.calibration.name if self._calibration_path else ""),
+                              generation=store.generation)
+
+    def collection_generation(self, name: str) -> str:
+        """The identity of the collection named ``name`` now (a new one each time a collection of that
+        name is created); raises CollectionNotFoundError. Key grants are bound to it."""
+        return collection_generation(self.home, name)
 
     def delete_collection(self, name: str) -> None:
         """Delete a collection and everything in it; raises CollectionNotFoundError."""

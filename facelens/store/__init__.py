@@ -11,7 +11,7 @@ most the image it was indexing, and no repair is ever manual.
 from __future__ import annotations
 
 from .collection import CheckReport, FaceRecord, FaceStore, StoredFace
-from .home import collection_dir, default_home, list_collection_names, validate_collection_name
+from .home import collection_dir, collection_generation, default_home, list_collection_names, validate_collection_name
 
 __all__ = [
     "CheckReport",
@@ -19,6 +19,7 @@ __all__ = [
     "FaceStore",
     "StoredFace",
     "collection_dir",
+    "collection_generation",
     "default_home",
     "list_collection_names",
     "validate_collection_name",

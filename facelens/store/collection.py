@@ -26,7 +26,7 @@ from ..errors import (
     InvalidArgumentError,
 )
 
-__all__ = ["CheckReport", "FaceRecord", "FaceStore", "StoredFace"]
+__all__ = ["CheckReport", "FaceRecord", "FaceStore", "StoredFace", "legacy_generation", "new_generation"]
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,20 @@ class CheckReport:
     @property
     def consistent(self) -> bool:
         return self.missing_from_index == 0 and self.extra_in_index == 0 and self.rerank_rows_wrong == 0
+
+
+def new_generation() -> str:
+    """A new collection identity: 32 random hex digits, recorded in the collection's meta table when it
+    is created. A collection deleted and created again under the same name has another generation."""
+    return uuid.uuid4().hex
+
+
+def legacy_generation(meta: dict[str, str]) -> str:
+    """The generation of a collection made before generations were recorded: derived from its creation
+    time, so every process derives the same one."""
+    import hashlib
+
+    return hashlib.sha256(f"legacy:{meta.get('name', '')}:{meta.get('created', '')}".encode()).hexdigest()[:32]
 
 
 def _now() -> str:
@@ -263,7 +277,8 @@ class FaceStore:
             conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
             meta = {"schema_version": str(SCHEMA_VERSION), "name": name, "model_name": model_name,
                     "model_sha256": model_sha256, "dim": str(dim), "created": _now(),
-                    "index_factory": INDEX_FACTORY, "calibration": calibration or ""}
+                    "index_factory": INDEX_FACTORY, "calibration": calibration or "",
+                    "generation": new_generation()}
             conn.execute("BEGIN")
             conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
             conn.execute("COMMIT")
@@ -283,6 +298,11 @@ class FaceStore:
     @property
     def meta(self) -> dict[str, str]:
         return dict(self._meta)
+
+    @property
+    def generation(self) -> str:
+        """This collection's identity (see :func:`new_generation`)."""
+        return self._meta.get("generation") or legacy_generation(self._meta)
 
     # -- the vector index -------------------------------------------------------------------------
     def _index_files(self) -> list[tuple[int, Path]]:

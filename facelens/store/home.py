@@ -7,9 +7,10 @@ import re
 import sys
 from pathlib import Path
 
-from ..errors import InvalidArgumentError
+from ..errors import CollectionNotFoundError, InvalidArgumentError
 
-__all__ = ["collection_dir", "default_home", "list_collection_names", "validate_collection_name"]
+__all__ = ["collection_dir", "collection_generation", "default_home", "list_collection_names",
+           "validate_collection_name"]
 
 # Rekognition's CollectionId pattern is [a-zA-Z0-9_.\-]+ up to 255 characters. A name is also a folder
 # name here, so a leading dot (".", "..", hidden folders) is refused too.
@@ -46,3 +47,24 @@ def list_collection_names(home: Path) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "faces.sqlite").is_file() and _NAME.fullmatch(p.name))
+
+
+def collection_generation(home: Path, name: str) -> str:
+    """The generation (identity) of the collection named ``name`` now, read from its files without
+    opening it for writing; raises :class:`CollectionNotFoundError` when there is none."""
+    import sqlite3
+
+    from .collection import DB_NAME, legacy_generation
+
+    db = collection_dir(home, name) / DB_NAME
+    if not db.is_file():
+        raise CollectionNotFoundError(f"no collection named {name!r}")
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30.0)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        raise CollectionNotFoundError(f"no collection named {name!r}") from None
+    return meta.get("generation") or legacy_generation(meta)

@@ -473,5 +473,9 @@ def test_limits_no_auth_service_refuses_what_a_web_page_could_send(tmp_path: Pat
         assert same.status_code == 201, same.text
         indexed = c.post("/v1/collections/x/faces", files={"image": image}, headers={"X-Facelens": "1"})
         assert indexed.status_code == 200 and len(indexed.json()["indexed"]) == 1, indexed.text
+        from_docs = c.post("/v1/detect", files={"image": image}, headers={"Origin": live.url,  # the /docs page
+                                                                          "Sec-Fetch-Site": "same-origin"})
+        assert from_docs.status_code == 200 and len(from_docs.json()["faces"]) == 1, from_docs.text
+        refused(c.post("/v1/detect", files={"image": image}, headers={"Sec-Fetch-Site": "same-site"}), "same-site")
     finally:
         live.stop()

@@ -95,9 +95,11 @@ def browser_problem(method: str, headers: Headers, scheme: str = "http") -> str 
     Such a service trusts every local caller, so it must not be reachable through a browser visiting some
     site: (1) the Host must be a loopback name (127.0.0.1, [::1], localhost, with any port), against DNS
     rebinding; (2) an ``Origin`` must be this service's own, and a ``Sec-Fetch-Site`` ``same-origin`` or
-    ``none``; (3) a request that changes something (not GET/HEAD/OPTIONS) must be ``application/json`` or
-    carry an ``X-Facelens`` header: a page may send a form (multipart, urlencoded, text/plain) to any
-    address without asking, never a JSON body or a custom header.
+    ``none``; (3) unless the browser says it comes from the service's own pages (its own ``Origin``, or
+    ``Sec-Fetch-Site: same-origin``: the /docs page), a request that changes something (not
+    GET/HEAD/OPTIONS) must be ``application/json`` or carry an ``X-Facelens`` header: a page may send a
+    form (multipart, urlencoded, text/plain) to any address without asking, never a JSON body or a custom
+    header, and browsers too old to send ``Origin`` on such a form still cannot add the header.
     """
     host = headers.get("host", "")
     if not is_loopback(_host_name(host)):
@@ -106,10 +108,11 @@ def browser_problem(method: str, headers: Headers, scheme: str = "http") -> str 
     origin = headers.get("origin")
     if origin is not None and origin.lower() != f"{scheme}://{host}".lower():
         return f"cross-origin request from {origin!r} refused: without API keys only this origin may call"
-    fetch_site = headers.get("sec-fetch-site")
-    if fetch_site is not None and fetch_site.lower() not in ("same-origin", "none"):
+    fetch_site = (headers.get("sec-fetch-site") or "").lower()
+    if fetch_site not in ("", "same-origin", "none"):
         return f"{fetch_site!r} request refused: without API keys, browsers may call only from this origin"
-    if method not in _SAFE_METHODS and "x-facelens" not in headers:
+    own_page = origin is not None or fetch_site == "same-origin"
+    if method not in _SAFE_METHODS and not own_page and "x-facelens" not in headers:
         media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media != "application/json":
             return ("without API keys, a request that is not application/json needs an 'X-Facelens: 1' header "

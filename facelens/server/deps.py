@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import threading
@@ -102,7 +103,8 @@ class EngineCalls:
                 try:
                     loop.call_soon_threadsafe(release)
                 except RuntimeError:  # the event loop is closed: nothing waits for a slot any more
-                    release()
+                    with contextlib.suppress(Exception):
+                        release()
 
         def stop() -> None:
             """The caller stops waiting (timeout, client gone, shutdown): drop the call if it has not

@@ -36,6 +36,10 @@ class EngineConfig:
     min_face_size: faces whose shorter box side is below this many pixels are dropped entirely.
     threads: onnxruntime intra-op threads per model; 0 lets onnxruntime use one per core.
     max_pixels: images declaring more pixels are refused before decoding (decompression bombs).
+    max_faces_per_image: at most this many faces of one image, the largest, are aligned, assessed and
+        embedded (Rekognition's limit: 100); the others are left out and counted (``FaceList.faces_over_limit``,
+        ``IndexResult.faces_over_limit``). Bounds the time and memory one image can cost: a mosaic of a
+        thousand tiny faces costs what a hundred do.
     quality_filter: level used to fill ``Face.refusal_reasons``.
     max_fmr: default false-match rate at which ``compare`` declares a match (1e-5: one in 100,000
         comparisons of two different people).
@@ -55,6 +59,7 @@ class EngineConfig:
     min_face_size: float = 0.0
     threads: int = 0
     max_pixels: int = 40_000_000
+    max_faces_per_image: int = 100
     quality_filter: QualityFilter = QualityFilter.AUTO
     max_fmr: float = DEFAULT_MAX_FMR
     max_fpir: float = DEFAULT_MAX_FPIR
@@ -75,6 +80,8 @@ class EngineConfig:
             raise InvalidArgumentError(f"threads must be >= 0, got {self.threads}")
         if self.max_pixels <= 0:
             raise InvalidArgumentError(f"max_pixels must be > 0, got {self.max_pixels}")
+        if self.max_faces_per_image < 1:
+            raise InvalidArgumentError(f"max_faces_per_image must be >= 1, got {self.max_faces_per_image}")
         check_fmr(self.max_fmr)
         if not 0.0 < self.max_fpir < 1.0:
             raise InvalidArgumentError(f"max_fpir must be a rate in (0, 1), e.g. 0.003; got {self.max_fpir}")

@@ -27,7 +27,7 @@ from .errors import (
 )
 from .imageio import ImageInput, decode_image, describe_source
 from .models.backends import Backend, open_backend
-from .pipeline import Pipeline
+from .pipeline import FaceList, Pipeline, check_cancelled
 from .store import FaceRecord, FaceStore, collection_dir, collection_generation, default_home, list_collection_names
 from .store.collection import CheckReport, StoredFace
 from .types import (
@@ -42,13 +42,22 @@ from .types import (
     SearchResult,
 )
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "FaceList", "SearchResultList"]
 
 log = logging.getLogger(__name__)
 
 _EXTERNAL_ID = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 _PERSON_ID = re.compile(r"[A-Za-z0-9_.\-:]{1,128}")
 COLLECTION_CALIBRATION = "calibration.npz"  # a collection's own calibration profile, when it has one
+
+
+class SearchResultList(list[SearchResult]):
+    """The results of a search by image, one per searched face, and ``faces_over_limit``: faces of the image
+    beyond ``EngineConfig.max_faces_per_image``, left out of an ``all_faces`` search."""
+
+    def __init__(self, results: list[SearchResult], *, faces_over_limit: int = 0) -> None:
+        super().__init__(results)
+        self.faces_over_limit = faces_over_limit
 
 
 def _check_person_id(person_id: str) -> str:
@@ -126,16 +135,17 @@ class Engine:
 
     # -- faces ------------------------------------------------------------------------------------
     def detect(self, image: ImageInput, *, max_faces: int | None = None,
-               quality_filter: QualityFilter | str | None = None) -> list[Face]:
+               quality_filter: QualityFilter | str | None = None) -> FaceList:
         """All faces in the image, largest first, without embeddings.
 
         ``max_faces`` keeps only the largest ones. ``quality_filter`` (default: the engine's) decides
-        which ``refusal_reasons`` each face gets.
+        which ``refusal_reasons`` each face gets. At most ``config.max_faces_per_image`` (100) faces are
+        returned, the largest; the list's ``faces_over_limit`` counts those left out.
         """
         return self._faces(image, embed=False, max_faces=max_faces, quality_filter=quality_filter)
 
     def analyze(self, image: ImageInput, *, max_faces: int | None = None,
-                quality_filter: QualityFilter | str | None = None) -> list[Face]:
+                quality_filter: QualityFilter | str | None = None) -> FaceList:
         """Like :meth:`detect`, with each face's embedding: (d,) float32, unit length."""
         return self._faces(image, embed=True, max_faces=max_faces, quality_filter=quality_filter)
 
@@ -144,14 +154,15 @@ class Engine:
         return self._largest_face(image).embedding  # type: ignore[return-value]
 
     def _faces(self, image: ImageInput, *, embed: bool, max_faces: int | None,
-               quality_filter: QualityFilter | str | None) -> list[Face]:
+               quality_filter: QualityFilter | str | None, embed_acceptable: int | None = None) -> FaceList:
         if max_faces is not None and max_faces < 1:
             raise InvalidArgumentError(f"max_faces must be >= 1, got {max_faces}")
         qf = None if quality_filter is None else QualityFilter.parse(quality_filter)
         if self._pipeline is None:
             raise FacelensError("this engine is closed; open a new facelens.Engine")
         rgb = decode_image(image, max_pixels=self.config.max_pixels)
-        return self._pipeline.faces(rgb, embed=embed, max_faces=max_faces, quality_filter=qf)
+        return self._pipeline.faces(rgb, embed=embed, max_faces=max_faces, quality_filter=qf,
+                                    embed_acceptable=embed_acceptable)
 
     def _largest_face(self, image: ImageInput) -> Face:
         faces = self._faces(image, embed=True, max_faces=1, quality_filter=None)
@@ -332,9 +343,12 @@ class Engine:
     ) -> IndexResult:
         """Detect the faces of an image and store those that pass the quality filter.
 
-        Faces refused by the filter, and faces beyond the ``max_faces`` largest, are returned in
-        ``unindexed`` with their reasons. Indexing the same image under the same ``external_image_id``
-        again stores nothing new (``already_indexed``). When this returns, the faces are durably stored.
+        Faces refused by the filter, and acceptable faces beyond the ``max_faces`` largest, are returned in
+        ``unindexed`` with their reasons; only the faces stored are embedded. Faces beyond
+        ``config.max_faces_per_image`` (100) are not examined, only counted (``faces_over_limit``).
+        Indexing the same image under the same ``external_image_id`` again stores nothing new
+        (``already_indexed``). When this returns, the faces are durably stored; work cancelled (see
+        :func:`facelens.pipeline.cancellable`) before the write stores nothing.
         """
         if external_image_id is not None and not _EXTERNAL_ID.fullmatch(external_image_id):
             raise InvalidArgumentError("external_image_id must be 1-255 printable characters")
@@ -347,7 +361,8 @@ class Engine:
         existing = store.find_image(external_image_id=external_image_id, image_sha256=digest)
         if existing is not None:
             return IndexResult(indexed=tuple(f.to_dict() for f in existing), unindexed=(), already_indexed=True)
-        faces = self._faces(image, embed=True, max_faces=None, quality_filter=quality_filter)
+        faces = self._faces(image, embed=False, max_faces=None, quality_filter=quality_filter,
+                            embed_acceptable=max_faces or self.config.max_faces_per_image)
         accepted = [f for f in faces if f.acceptable]
         refused = [f for f in faces if not f.acceptable]
         if max_faces is not None and len(accepted) > max_faces:
@@ -357,10 +372,11 @@ class Engine:
         records = [FaceRecord(bbox=f.bbox.as_list(), score=f.score, embedding=f.embedding,  # type: ignore[arg-type]
                               quality={**f.to_dict()["quality"], "pose": f.to_dict()["pose"]})
                    for f in accepted]
+        check_cancelled()  # the last point where a cancelled call leaves no trace
         stored, added = store.add_image(external_image_id=external_image_id, image_sha256=digest,
                                         person_id=person_id, faces=records)
         return IndexResult(indexed=tuple(f.to_dict() for f in stored), unindexed=tuple(refused),
-                           already_indexed=not added)
+                           already_indexed=not added, faces_over_limit=faces.faces_over_limit)
 
     def list_faces(self, collection: str, *, limit: int = 100,
                    next_token: str | None = None) -> tuple[list[StoredFace], str | None]:
@@ -400,13 +416,14 @@ class Engine:
 
     def search_faces_by_image(self, collection: str, image: ImageInput, *, max_results: int = 10,
                               max_fmr: float | None = None, max_fpir: float | None = None,
-                              min_score: float | None = None, all_faces: bool = False) -> list[SearchResult]:
+                              min_score: float | None = None, all_faces: bool = False) -> SearchResultList:
         """Search the collection for the largest face of ``image`` (every face with ``all_faces``).
 
         The match threshold: ``max_fpir`` (default ``config.max_fpir`` = 0.003: a search for someone who
         is not in the collection returns anyone at most 3 times in 1,000, whatever the collection's
         size), or ``max_fmr`` (per comparison), or a raw ``min_score``; see :meth:`operating_point`.
-        Returns one result per searched face; raises NoFaceError if there is none.
+        Returns one result per searched face (with ``all_faces``, at most ``config.max_faces_per_image``,
+        the largest; ``faces_over_limit`` counts the others); raises NoFaceError if there is none.
         """
         store, cal, op = self._search_setup(collection, max_fmr, max_fpir, min_score)
         faces = self._faces(image, embed=True, max_faces=None if all_faces else 1,
@@ -415,8 +432,9 @@ class Engine:
             raise NoFaceError("no face found in the image to search with", source=describe_source(image))
         queries = np.stack([f.embedding for f in faces])  # type: ignore[misc]
         found = self._matches(store, queries, max_results=max_results, op=op, calibration=cal)
-        return [SearchResult(matches=m, operating_point=op, collection_size=op.collection_size or 0, face=f)
-                for f, m in zip(faces, found, strict=True)]
+        return SearchResultList(
+            [SearchResult(matches=m, operating_point=op, collection_size=op.collection_size or 0, face=f)
+             for f, m in zip(faces, found, strict=True)], faces_over_limit=faces.faces_over_limit)
 
     def search_faces(self, collection: str, face_id: str, *, max_results: int = 10, max_fmr: float | None = None,
                      max_fpir: float | None = None, min_score: float | None = None) -> SearchResult:

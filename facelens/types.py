@@ -314,16 +314,18 @@ class IndexResult:
 
     ``indexed``: the stored faces (each a dict of :meth:`facelens.store.StoredFace.to_dict`);
     ``unindexed``: faces found but refused, each with its reasons; ``already_indexed``: the same image was
-    indexed before under the same external id, and ``indexed`` lists the faces stored then.
+    indexed before under the same external id, and ``indexed`` lists the faces stored then;
+    ``faces_over_limit``: faces detected beyond ``EngineConfig.max_faces_per_image``, left out unexamined.
     """
 
     indexed: tuple[dict[str, Any], ...]
     unindexed: tuple[Face, ...]
     already_indexed: bool
+    faces_over_limit: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"indexed": list(self.indexed), "unindexed": [f.to_dict() for f in self.unindexed],
-                "already_indexed": self.already_indexed}
+                "already_indexed": self.already_indexed, "faces_over_limit": self.faces_over_limit}
 
 
 @dataclass(frozen=True, slots=True)

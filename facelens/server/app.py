@@ -13,13 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import FacelensError
 from .deps import EngineCalls, Services
 from .errors import InsecureSettingsError, error_status
 from .keys import KeyStore
+from .limits import RequestGuard, error_response
 from .ratelimit import RateLimiter
 from .routes import collections, faces, images, log, persons, search, system
 from .schemas import ErrorOut
@@ -29,72 +29,13 @@ from .settings import SETTINGS_ENV, ServerSettings, is_loopback
 if TYPE_CHECKING:
     from ..engine import Engine
 
-__all__ = ["app_from_environment", "check_can_serve", "create_app"]
+__all__ = ["app_from_environment", "check_can_serve", "create_app", "error_response"]
 
 logger = logging.getLogger(__name__)
 
 _HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 406: "not_acceptable", 408: "request_timeout", 413: "request_too_large",
                415: "unsupported_media_type", 422: "invalid_request", 429: "rate_limited"}
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The one error shape: ``{"error": {"code": ..., "message": ...}}``."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
-
-
-class RequestTooLarge(StarletteHTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body is over the limit of {limit:,} bytes")
-
-
-class BodyLimit:
-    """Refuse request bodies over ``max_bytes``: at once when Content-Length says so, else as soon as
-    the bytes read pass the limit (chunked uploads included), never after buffering them."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None:
-            try:
-                too_large = int(declared) > self.max_bytes
-            except ValueError:
-                await error_response(400, "invalid_request", "Content-Length is not a number")(scope, receive, send)
-                return
-            if too_large:
-                exc = RequestTooLarge(self.max_bytes)
-                await error_response(413, "request_too_large", exc.detail)(scope, receive, send)
-                return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise RequestTooLarge(self.max_bytes)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except RequestTooLarge as exc:  # raised where no handler caught it
-            if started:
-                raise
-            await error_response(413, "request_too_large", exc.detail)(scope, receive, send)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -172,6 +113,8 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
         overrides: dict[str, Any] = {"home": str(settings.home), "threads": settings.engine_threads}
         if settings.model:
             overrides["model"] = settings.model
+        if settings.max_faces_per_image is not None:
+            overrides["max_faces_per_image"] = settings.max_faces_per_image
         engine = Engine(**overrides)
     services = Services(settings=settings, engine=engine, keys=keys, log=search_log,
                         limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
@@ -197,7 +140,8 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
                      "Errors: `{\"error\": {\"code\", \"message\"}}`. See docs/service.md."),
     )
     app.state.services = services
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    # outermost: keys, rate limit, Host and Origin checks before any body byte is read; then the bounded body
+    app.add_middleware(RequestGuard, services=services)
     _install_error_handlers(app)
     app.include_router(system.router)
     for module in (images, collections, faces, persons, search, log):

@@ -65,6 +65,12 @@ def _fail(exc: FacelensError) -> NoReturn:
               help="Requests a key may make at once before --rate-limit applies.")
 @click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
               help="Seconds allowed for reading a request body, and for its engine work.")
+@click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Close connections whose request line and headers take longer than this (slowloris).")
+@click.option("--max-connections", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Connections and requests at once per process; new requests beyond get 503.")
+@click.option("--max-faces-per-image", type=click.IntRange(min=1), default=None,
+              help="Faces examined per image, the largest (default: $FACELENS_MAX_FACES_PER_IMAGE, else 100).")
 @click.option("--purpose-default", type=click.Choice(["required", "optional"]), default="required",
               show_default=True, help="Whether searches and compares must give a purpose (case reference).")
 @click.option("--purpose-optional", multiple=True, metavar="COLLECTION",
@@ -77,7 +83,8 @@ def _fail(exc: FacelensError) -> NoReturn:
               help="Seconds requests in flight may take to finish after SIGTERM/Ctrl-C.")
 @click.option("--access-log/--no-access-log", default=True, help="Log each request (method, path, status).")
 def serve(host: str, port: int, home: Path | None, model: str | None, processes: int, workers: int | None, threads: int,
-          max_request_mb: float, rate_limit: float, rate_burst: int, request_timeout: float, purpose_default: str,
+          max_request_mb: float, rate_limit: float, rate_burst: int, request_timeout: float, header_timeout: float,
+          max_connections: int, max_faces_per_image: int | None, purpose_default: str,
           purpose_optional: tuple[str, ...], purpose_required: tuple[str, ...], insecure_no_auth: bool,
           graceful_shutdown: float, access_log: bool) -> None:
     """Run the HTTP service (OpenAPI documentation at /docs). Stop it with Ctrl-C or SIGTERM: requests
@@ -94,7 +101,8 @@ def serve(host: str, port: int, home: Path | None, model: str | None, processes:
         settings = ServerSettings(
             home=_home(home), host=host, port=port, model=model, engine_threads=threads, workers=workers,
             max_request_bytes=int(max_request_mb * 1024 * 1024), rate_limit=rate_limit, rate_burst=rate_burst,
-            request_timeout_s=request_timeout, purpose_default=purpose_default,  # type: ignore[arg-type]
+            request_timeout_s=request_timeout, header_timeout_s=header_timeout, max_connections=max_connections,
+            max_faces_per_image=max_faces_per_image, purpose_default=purpose_default,  # type: ignore[arg-type]
             purpose_overrides=overrides, insecure_no_auth=insecure_no_auth, graceful_shutdown_s=graceful_shutdown)
         from .app import check_can_serve, create_app
 
@@ -108,10 +116,13 @@ def serve(host: str, port: int, home: Path | None, model: str | None, processes:
         _fail(exc)
     import uvicorn
 
+    from .limits import uvicorn_config
+
     if insecure_no_auth:
-        click.echo("facelens: warning: --insecure-no-auth: every local caller is an admin", err=True)
-    config = uvicorn.Config(app, host=host, port=port, access_log=access_log, proxy_headers=False,
-                            server_header=False, timeout_graceful_shutdown=math.ceil(graceful_shutdown) or None,
+        click.echo("facelens: warning: --insecure-no-auth: every local caller is an admin; requests must come "
+                   "from loopback names, not from web pages (docs/service.md, Limits)", err=True)
+    config = uvicorn_config(app, settings, host=host, port=port, access_log=access_log,
+                            timeout_graceful_shutdown=math.ceil(graceful_shutdown) or None,
                             log_level="info", factory=processes > 1, workers=processes)
     if processes == 1:
         uvicorn.Server(config).run()

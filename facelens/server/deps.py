@@ -3,10 +3,12 @@ the reading of image uploads (multipart or base64 JSON)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
-import math
+import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
+from ..pipeline import CancelToken, cancellable
 from .errors import ApiError
 from .keys import ApiKey, KeyStore, Scope
 from .ratelimit import RateLimiter
@@ -33,52 +36,100 @@ __all__ = [
     "Services", "ServicesDep", "VisibleCollection", "image_request_body", "read_image_request",
 ]
 
+logger = logging.getLogger(__name__)
+
 T = TypeVar("T")
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 NO_AUTH_KEY = ApiKey(key_id="insecure-no-auth", name="--insecure-no-auth", admin=True)
+#: Where :class:`facelens.server.limits.RequestGuard` leaves the caller's key in the ASGI scope.
+KEY_SCOPE = "facelens.key"
 
 
 class EngineCalls:
     """Runs blocking engine work in worker threads: at most ``workers`` at once, each under the
     request timeout, counted so that shutdown can wait for the ones still running.
 
-    A call past the timeout answers 503 ``timeout``; its thread cannot be interrupted and finishes in
-    the background (an index call may then still store its faces; a search's results are dropped, and
-    the search log records the timeout the client was answered, see ``Services.record``).
+    A call past the timeout answers 503 ``timeout`` and is cancelled: the engine stops at its next check
+    (between faces and embedding batches, see :func:`facelens.pipeline.check_cancelled`; an index call
+    stores nothing unless the timeout came during its write). Until its thread has really returned, it
+    keeps its worker slot, so no more than ``workers`` engine threads ever run, abandoned ones included.
+    Work that cannot be interrupted (one model call, a store write) finishes first.
     """
 
     def __init__(self, *, workers: int, timeout_s: float) -> None:
         self.workers = workers
         self.timeout_s = timeout_s
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._slots: anyio.CapacityLimiter | None = None
+        self._threads: anyio.CapacityLimiter | None = None
         self._running = 0
         self._idle = threading.Condition()
 
-    async def __call__(self, fn: Callable[[], T]) -> T:
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.workers)
+    def _timeout(self) -> ApiError:
+        return ApiError(503, "timeout", f"the request took longer than {self.timeout_s:g} s and was abandoned; "
+                                        f"the service is overloaded or the image very large",
+                        headers={"Retry-After": "1"})
 
-        def tracked() -> T:
+    async def __call__(self, fn: Callable[[], T]) -> T:
+        if self._slots is None or self._threads is None:
+            self._slots = anyio.CapacityLimiter(self.workers)
+            self._threads = anyio.CapacityLimiter(float("inf"))  # the slots limit the threads
+        slots = self._slots
+        loop = asyncio.get_running_loop()
+        borrower = object()
+        token = CancelToken()
+        state = {"phase": "queued"}  # queued -> running -> done, or queued -> dropped
+        lock = threading.Lock()
+
+        def release() -> None:
+            slots.release_on_behalf_of(borrower)
+
+        def tracked() -> T | None:
+            with lock:
+                if state["phase"] == "dropped":  # cancelled before it started: its slot is already free
+                    return None
+                state["phase"] = "running"
             with self._idle:
                 self._running += 1
             try:
-                return fn()
+                with cancellable(token):
+                    return fn()
             finally:
+                with lock:
+                    state["phase"] = "done"
                 with self._idle:
                     self._running -= 1
                     self._idle.notify_all()
+                try:
+                    loop.call_soon_threadsafe(release)
+                except RuntimeError:  # the event loop is closed: nothing waits for a slot any more
+                    with contextlib.suppress(Exception):
+                        release()
 
-        try:
-            with anyio.fail_after(self.timeout_s):
-                return await anyio.to_thread.run_sync(tracked, abandon_on_cancel=True, limiter=self._limiter)
-        except TimeoutError:
-            raise ApiError(503, "timeout", f"the request took longer than {self.timeout_s:g} s and was abandoned; "
-                                           f"the service is overloaded or the image very large",
-                           headers={"Retry-After": "1"}) from None
+        def stop() -> None:
+            """The caller stops waiting (timeout, client gone, shutdown): drop the call if it has not
+            started, else cancel it; its thread frees the slot when it returns."""
+            with lock:
+                phase = state["phase"]
+                if phase == "queued":
+                    state["phase"] = "dropped"
+            if phase == "queued":
+                release()
+            elif phase == "running":
+                token.cancel()
+
+        with anyio.move_on_after(self.timeout_s):
+            await slots.acquire_on_behalf_of(borrower)
+            try:
+                result = await anyio.to_thread.run_sync(tracked, abandon_on_cancel=True, limiter=self._threads)
+                return result  # type: ignore[return-value]  # None only for a dropped call, never returned
+            finally:
+                stop()  # a no-op when the call is done
+        raise self._timeout()
 
     @property
     def running(self) -> int:
+        """Engine threads running now, abandoned ones included (never more than ``workers``)."""
         with self._idle:
             return self._running
 
@@ -126,25 +177,15 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 _bearer = HTTPBearer(auto_error=False, description="An API key made with `facelens keys create`.")
 
 
-async def get_key(services: ServicesDep,
+async def get_key(request: Request,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> ApiKey:
-    """The caller's valid key (401 if none), charged one request against its rate limit (429)."""
-    if services.settings.insecure_no_auth:
-        key = NO_AUTH_KEY
-    else:
-        if credentials is None:
-            raise ApiError(401, "unauthorized", "this request needs an API key: send 'Authorization: Bearer <key>' "
-                                                "(keys are made with `facelens keys create`)",
-                           headers={"WWW-Authenticate": "Bearer"})
-        found = services.keys.authenticate(credentials.credentials)
-        if found is None:
-            raise ApiError(401, "unauthorized", "the API key is invalid or has been revoked",
-                           headers={"WWW-Authenticate": "Bearer"})
-        key = found
-    wait = services.limiter.acquire(key.key_id)
-    if wait > 0:
-        raise ApiError(429, "rate_limited", f"too many requests with this key; retry in {wait:.2f} s",
-                       headers={"Retry-After": str(max(1, math.ceil(wait)))})
+    """The caller's key. :class:`~facelens.server.limits.RequestGuard` authenticated it, and charged it one
+    request against its rate limit, before any byte of the body was read; ``credentials`` is declared so
+    that the OpenAPI schema shows the bearer scheme."""
+    key = request.scope.get(KEY_SCOPE)
+    if not isinstance(key, ApiKey):  # a route outside the guarded paths asked for a key
+        raise ApiError(401, "unauthorized", "this request needs an API key: send 'Authorization: Bearer <key>'",
+                       headers={"WWW-Authenticate": "Bearer"})
     return key
 
 
@@ -220,6 +261,8 @@ async def read_image_request(request: Request, model: type[OptionsT], images: tu
                     data = json.loads(await request.body())
                 except ValueError:
                     raise ApiError(422, "invalid_request", "the body is not valid JSON") from None
+                except RecursionError:  # RequestGuard refuses deep nesting first; this if it ever misses one
+                    raise ApiError(422, "invalid_request", "the JSON body nests too deeply") from None
                 if not isinstance(data, dict):
                     raise ApiError(422, "invalid_request", "the body must be a JSON object")
                 for name in images:

@@ -10,15 +10,29 @@ becomes an API option by adding one field.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+import re
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 QualityFilterName = Literal["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"]
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(value: str | None) -> str | None:
+    """A purpose goes into the search log and the reports read from it: no control characters (line
+    breaks, escapes, NUL) that could forge or hide lines there."""
+    if value is not None and (bad := _CONTROL.search(value)):
+        raise ValueError(f"purpose must not contain control characters (found U+{ord(bad.group()):04X})")
+    return value
+
+
+Purpose = Annotated[str | None, AfterValidator(_printable)]
+
 _PURPOSE = Field(default=None, max_length=500, description=(
     "Why this search is made: a case reference or a reason, recorded in the search log. Required unless "
-    "the service makes it optional for the collection."))
+    "the service makes it optional for the collection. No control characters (U+0000-U+001F, U+007F)."))
 
 
 # -- what clients send -----------------------------------------------------------------------------
@@ -43,7 +57,7 @@ class DetectOptions(Options):
 class CompareOptions(Options):
     max_fmr: float | None = Field(default=None, gt=0, le=1, description=(
         "Declare a match when the false-match rate is at most this (default 1e-5)."))
-    purpose: str | None = _PURPOSE
+    purpose: Purpose = _PURPOSE
 
 
 class IndexOptions(Options):
@@ -67,7 +81,7 @@ class SearchOptions(Options):
         "Instead: a stored face matches when the false-match rate of its score is at most this."))
     min_score: float | None = Field(default=None, ge=-1, le=1, description=(
         "Instead: match at this raw cosine score; the false-match rate it stands for is reported."))
-    purpose: str | None = _PURPOSE
+    purpose: Purpose = _PURPOSE
 
 
 class SearchImageOptions(SearchOptions):
@@ -145,6 +159,8 @@ class FaceOut(Out):
 
 class DetectOut(Out):
     faces: list[FaceOut]
+    faces_over_limit: int = Field(description="Faces beyond the service's limit per image (the largest are "
+                                              "kept), left out")
 
 
 class LogRef(Out):
@@ -199,6 +215,7 @@ class IndexOut(Out):
     indexed: list[StoredFaceOut]
     unindexed: list[FaceOut]
     already_indexed: bool
+    faces_over_limit: int = Field(default=0, description="Faces beyond the service's limit per image, not examined")
 
 
 class FacePageOut(Out):
@@ -259,6 +276,8 @@ class SearchImageOut(Out):
     collection: str
     results: list[SearchResultOut] = Field(description="One result per searched face (the largest only, "
                                                        "unless all_faces)")
+    faces_over_limit: int = Field(description="With all_faces: faces beyond the service's limit per image "
+                                              "(the largest are searched), left out")
     log_entry: LogRef
 
 

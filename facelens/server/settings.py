@@ -45,6 +45,11 @@ class ServerSettings:
         once. 0 turns rate limiting off.
     request_timeout_s: limit on reading one request body and, separately, on its engine work; past it
         the client gets 408 (slow upload) or 503 ``timeout``.
+    header_timeout_s: a connection whose request line and headers are not complete this long after it
+        opened (or after the previous response) is closed: slow-header (slowloris) clients hold nothing.
+    max_connections: connections and requests at once (uvicorn's ``limit_concurrency``); new requests
+        beyond get 503.
+    max_faces_per_image: faces examined per image (None: the engine's ``max_faces_per_image``, 100).
     workers: engine calls (detection, embedding, search) run at once; more requests wait their turn.
     engine_threads: onnxruntime threads per model call. With several workers, 1 avoids oversubscribing
         the cores: parallelism comes from concurrent requests.
@@ -63,6 +68,9 @@ class ServerSettings:
     rate_limit: float = 20.0
     rate_burst: int = 40
     request_timeout_s: float = 60.0
+    header_timeout_s: float = 10.0
+    max_connections: int = 512
+    max_faces_per_image: int | None = None
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     engine_threads: int = 1
     model: str | None = None
@@ -75,7 +83,8 @@ class ServerSettings:
         object.__setattr__(self, "home", Path(self.home).expanduser())
         object.__setattr__(self, "purpose_overrides", dict(self.purpose_overrides))
         positive = {"max_request_bytes": self.max_request_bytes, "request_timeout_s": self.request_timeout_s,
-                    "workers": self.workers, "rate_burst": self.rate_burst}
+                    "workers": self.workers, "rate_burst": self.rate_burst, "header_timeout_s": self.header_timeout_s,
+                    "max_connections": self.max_connections, "max_faces_per_image": self.max_faces_per_image or 1}
         for name, value in positive.items():
             if value <= 0:
                 raise InvalidArgumentError(f"{name} must be > 0, got {value}")

@@ -19,11 +19,12 @@ router = APIRouter(prefix="/v1", tags=["images"])
 @router.post("/detect", response_model=DetectOut, summary="Find the faces in an image",
              openapi_extra=image_request_body(DetectOptions, ("image",)))
 async def detect(request: Request, key: Key, services: ServicesDep) -> dict[str, Any]:
-    """Every face, largest first: box, landmarks, pose, quality and the reasons it would be refused for
-    indexing. Any valid key may call this."""
+    """Every face, largest first (at most the service's limit per image, 100 by default; ``faces_over_limit``
+    counts the others): box, landmarks, pose, quality and the reasons it would be refused for indexing.
+    Any valid key may call this."""
     options, images = await read_image_request(request, DetectOptions, ("image",), services.settings.request_timeout_s)
     faces = await services.calls(lambda: services.engine.detect(images["image"], **options.engine_kwargs()))
-    return {"faces": [f.to_dict() for f in faces]}
+    return {"faces": [f.to_dict() for f in faces], "faces_over_limit": faces.faces_over_limit}
 
 
 @router.post("/compare", response_model=ComparisonOut, summary="Compare the largest faces of two images",

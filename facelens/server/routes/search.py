@@ -59,7 +59,8 @@ async def search_by_image(request: Request, collection: SearchCollection, key: K
     results, entry = await _by_image(
         request, collection, key, services, SearchImageOptions, "search_faces_by_image",
         lambda image, kwargs: services.engine.search_faces_by_image(collection, image, **kwargs))
-    return {"collection": collection, "results": [r.to_dict() for r in results], "log_entry": _ref(entry)}
+    return {"collection": collection, "results": [r.to_dict() for r in results],
+            "faces_over_limit": getattr(results, "faces_over_limit", 0), "log_entry": _ref(entry)}
 
 
 @router.post("/face", response_model=SearchOneOut, summary="Search with a face already in the collection")

@@ -329,9 +329,9 @@ def log_verify(checkpoint_file: Path | None, anchor: str | None, public_keys: tu
         click.echo(f"BROKEN at entry {report.first_bad_seq}: {report.problem}")
     else:
         click.echo(f"{report.status.upper().replace('_', ' ')}: {report.problem}")
-    if report.public_keys and report.entries:
+    if report.public_keys and report.status not in ("missing", "not_a_log"):
         click.echo(f"signatures checked with public key {', '.join(report.public_keys)} "
-                   f"({report.signed} signed, {report.unsigned} unsigned)")
+                   f"({report.signed} signed, {report.unsigned} unsigned entries read)")
     for note in report.notes:
         click.echo(f"note: {note}")
     sys.exit(0 if report.ok else 1)

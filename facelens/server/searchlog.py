@@ -641,6 +641,33 @@ def make_checkpoint(path: Path, key: LogSigningKey) -> Checkpoint:
 
 # -- writing -----------------------------------------------------------------------------------------
 
+def _create_log_file(path: Path) -> None:
+    """Make a new, empty log at ``path`` (mode 0600: purposes and ids are for the service's operators
+    only) with its tables and triggers, built under a temporary name and linked into place, so that a
+    log file is never seen half made (several processes may start at once: the first link wins)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            os.chmod(tmp, 0o600)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN")
+            for statement in (*_TABLES, *_TRIGGER_SQL.values()):
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()  # checkpoints the WAL into the file and removes it
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        for side in ("", "-wal", "-shm"):
+            Path(f"{tmp}{side}").unlink(missing_ok=True)
+
+
 class SearchLog:
     """The search log of one facelens home (``<home>/service/search-log.sqlite``), open for appending
     entries signed with ``signing_key`` (default: :func:`default_signing_key_path` of the home, made on
@@ -660,26 +687,20 @@ class SearchLog:
             signing_key = LogSigningKey.load_or_create(key_path)
         self.signing_key = signing_key
         self._signer = signing_key.public_key.fingerprint
-        if path.exists() and path.stat().st_size == 0:
-            raise SearchLogError(f"{path} is empty (0 bytes), not a search log: it was emptied outside facelens, "
-                                 f"or its creation was interrupted; move it away to start a new log")
-        fresh = not path.exists()
         restored: list[str] = []
         try:
+            if not path.exists():
+                _create_log_file(path)
+            if path.stat().st_size == 0:  # never left by facelens: a new log appears complete
+                raise SearchLogError(f"{path} is empty (0 bytes), not a search log: it was emptied outside "
+                                     f"facelens; keep it as evidence, and move it away to start a new log")
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-            if fresh:
-                os.chmod(path, 0o600)  # purposes and ids: for the service's operators only
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")  # an entry is on disk before the search answers
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 objects = {(str(t), str(n)) for t, n in self._conn.execute("SELECT type, name FROM sqlite_master")}
-                if not objects:  # a new file
-                    for statement in _TABLES:
-                        self._conn.execute(statement)
-                    for sql in _TRIGGER_SQL.values():
-                        self._conn.execute(sql)
-                elif ("table", "entries") not in objects:
+                if ("table", "entries") not in objects:
                     raise SearchLogError(f"{path} is not a search log, or its entries table was dropped; run "
                                          f"`facelens log verify` and keep the file as evidence")
                 else:

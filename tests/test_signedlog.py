@@ -372,3 +372,12 @@ def test_signedlog_kill_while_appending_loses_no_acknowledged_entry(tmp_path: Pa
     proc.wait(timeout=30)
     report = verify_log(tmp_path / "service" / "search-log.sqlite", public_keys=[_pub(tmp_path)])
     assert report.ok and report.entries >= acknowledged >= 50, report
+
+
+@pytest.mark.parametrize("command", ["log checkpoint", "log public-key", "log verify"])
+def test_signedlog_commands_are_documented(command: str) -> None:
+    doc = (ROOT / "docs" / "cli.md").read_text()
+    section = doc.split(f"## facelens {command}\n", 1)[1].split("\n## ", 1)[0]
+    assert f"facelens {command}" in section and "--signing-key" in section
+    result = CliRunner().invoke(main, [*command.split(), "--help"])
+    assert result.exit_code == 0 and "--signing-key" in result.output

@@ -121,6 +121,7 @@ class GenerationCache:
         self.home = home
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[tuple[int, ...], str]] = {}
+        self._paths: dict[str, str] = {}  # name -> its database file (pathlib costs more than the stat)
 
     @staticmethod
     def _signature(st: os.stat_result) -> tuple[int, ...]:
@@ -129,7 +130,11 @@ class GenerationCache:
     def __call__(self, collection: str) -> str | None:
         """The generation of the collection named ``collection`` now, or None when there is none."""
         try:
-            db = collection_dir(self.home, collection) / "faces.sqlite"
+            db = self._paths.get(collection)
+            if db is None:
+                db = str(collection_dir(self.home, collection) / "faces.sqlite")
+                if len(self._paths) < 100_000:
+                    self._paths[collection] = db
             st = os.stat(db)
         except (OSError, InvalidArgumentError):
             with self._lock:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -130,6 +131,11 @@ def public_key_path(signing_key_path: Path) -> Path:
     return signing_key_path.with_suffix(".pub")
 
 
+@functools.lru_cache(maxsize=16)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 @dataclass(frozen=True, slots=True)
 class LogPublicKey:
     """An Ed25519 public key that checks the log's signatures. ``fingerprint``: the sha256 (hex) of its
@@ -165,7 +171,7 @@ class LogPublicKey:
 
     def verify(self, signature: bytes, message: bytes) -> bool:
         try:
-            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, message)
+            _public_key(self.raw).verify(signature, message)
         except InvalidSignature:
             return False
         return True

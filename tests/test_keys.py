@@ -160,3 +160,29 @@ def test_keys_generation_cache_reads_once_until_the_file_changes(tmp_path: Path,
     assert run.invoke(main, ["collection", "create", "c", "--home", str(tmp_path)]).exit_code == 0
     second = cache("c")
     assert second is not None and second != first and reads == ["c", "c"]
+
+
+def test_keys_created_and_revoked_are_recorded_in_the_signed_log(tmp_path: Path) -> None:
+    from facelens.server.searchlog import LogPublicKey, read_entries, verify_log
+
+    run = CliRunner()
+    assert run.invoke(main, ["collection", "create", "c", "--home", str(tmp_path)]).exit_code == 0
+    made = run.invoke(main, ["keys", "create", "--collection", "c", "--scope", "search", "--name", "door",
+                             "--home", str(tmp_path), "--json"])
+    assert made.exit_code == 0, made.output
+    key = json.loads(made.output)
+    assert run.invoke(main, ["keys", "revoke", key["key_id"], "--home", str(tmp_path)]).exit_code == 0
+    log_path = tmp_path / "service" / "search-log.sqlite"
+    created, revoked = (e.body for e in read_entries(log_path))
+    assert created["action"] == "key_created" and created["key_id"] is None
+    assert created["subject"] == {"key_id": key["key_id"], "name": "door", "admin": False,
+                                  "grants": {"c": {"scopes": ["search"], "generation": key["generations"]["c"]}}}
+    assert key["token"] not in log_path.read_bytes().decode("latin-1")
+    assert revoked["action"] == "key_revoked" and revoked["subject"] == {"key_id": key["key_id"], "name": "door"}
+    assert verify_log(log_path, public_keys=[LogPublicKey.load(tmp_path / "service" / "log-signing.pub")]).ok
+    # a key whose creation cannot be recorded is not created
+    log_path.unlink()
+    log_path.write_bytes(b"")
+    failed = run.invoke(main, ["keys", "create", "--admin", "--home", str(tmp_path)])
+    assert failed.exit_code == 2 and "0 bytes" in failed.output and "fl_" not in failed.output
+    assert len(json.loads(run.invoke(main, ["keys", "list", "--home", str(tmp_path), "--json"]).output)["keys"]) == 1

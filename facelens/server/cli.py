@@ -7,9 +7,11 @@ load only when ``serve`` runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -145,6 +147,19 @@ def _listen(host: str, port: int) -> Any:
 
 # -- keys ------------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _action_log(home: Path | None) -> Iterator[Any]:
+    """The search log of the home, open for recording key creation and revocation (key_id null: done
+    on the host, not with an API key)."""
+    from .searchlog import SearchLog
+
+    action_log = SearchLog.open(_home(home))
+    try:
+        yield action_log
+    finally:
+        action_log.close()
+
+
 @click.group()
 def keys() -> None:
     """Create, list and revoke the API keys of the service."""
@@ -175,13 +190,15 @@ def keys_create(collections: tuple[str, ...], scopes: tuple[str, ...], admin: bo
     if scopes and not collections:
         click.echo("facelens: error: --scope needs --collection (or use --admin)", err=True)
         sys.exit(2)
-    store = KeyStore.open(_home(home))
     try:
-        new = store.create(name=name or "unnamed", admin=admin, grants={c: scopes for c in collections})
+        with _action_log(home) as action_log:
+            store = KeyStore.open(_home(home), action_log=action_log)
+            try:
+                new = store.create(name=name or "unnamed", admin=admin, grants={c: scopes for c in collections})
+            finally:
+                store.close()
     except FacelensError as exc:
         _fail(exc)
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps({**new.key.to_dict(), "token": new.token}, indent=2))
         return
@@ -226,13 +243,15 @@ def keys_revoke(key_id: str, as_json: bool, home: Path | None) -> None:
     """Revoke KEY_ID: a running service refuses it from its next request on."""
     from .keys import KeyStore
 
-    store = KeyStore.open(_home(home))
     try:
-        key = store.revoke(key_id)
+        with _action_log(home) as action_log:
+            store = KeyStore.open(_home(home), action_log=action_log)
+            try:
+                key = store.revoke(key_id)
+            finally:
+                store.close()
     except FacelensError as exc:
         _fail(exc)
-    finally:
-        store.close()
     click.echo(json.dumps(key.to_dict(), indent=2) if as_json else f"revoked key {key.key_id} ({key.name})")
 
 

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import CollectionNotFoundError, InvalidArgumentError
 from ..store.home import collection_dir, collection_generation, validate_collection_name
@@ -217,13 +217,25 @@ class NewKey:
     token: str
 
 
+class ActionLog(Protocol):
+    """Where state-changing actions are recorded (the search log: ``SearchLog.append``)."""
+
+    def append(self, record: Mapping[str, Any]) -> Any: ...
+
+
 class KeyStore:
     """The API keys of one facelens home (``<home>/service/keys.sqlite``; ``home`` defaults to the folder
-    above ``service/``), whose collections the grants name. Thread-safe."""
+    above ``service/``), whose collections the grants name. Thread-safe.
 
-    def __init__(self, path: Path, *, home: Path | None = None) -> None:
+    With an ``action_log``, creating and revoking a key is recorded there (``key_created``,
+    ``key_revoked``) inside the key file's transaction: if the record cannot be written, the key is not
+    created (or not revoked) either.
+    """
+
+    def __init__(self, path: Path, *, home: Path | None = None, action_log: ActionLog | None = None) -> None:
         self.path = path
         self.home = home if home is not None else path.parent.parent
+        self.action_log = action_log
         self.generations = GenerationCache(self.home)
         fresh = not path.exists()
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -256,8 +268,8 @@ class KeyStore:
             raise
 
     @classmethod
-    def open(cls, home: Path) -> KeyStore:
-        return cls(service_dir(home) / "keys.sqlite", home=Path(home).expanduser())
+    def open(cls, home: Path, *, action_log: ActionLog | None = None) -> KeyStore:
+        return cls(service_dir(home) / "keys.sqlite", home=Path(home).expanduser(), action_log=action_log)
 
     def close(self) -> None:
         with self._lock:
@@ -304,6 +316,11 @@ class KeyStore:
                                    (key_id, name, _digest(token), int(admin), created))
                 self._conn.executemany("INSERT INTO grants (key_id, collection, scope, generation) VALUES (?, ?, ?, ?)",
                                        [(key_id, c, s.value, generations[c]) for c, ss in clean.items() for s in ss])
+                if self.action_log is not None:
+                    self.action_log.append({"action": "key_created", "key_id": None, "subject": {
+                        "key_id": key_id, "name": name, "admin": admin,
+                        "grants": {c: {"scopes": sorted(ss), "generation": generations[c]}
+                                   for c, ss in sorted(clean.items())}}})
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -344,6 +361,9 @@ class KeyStore:
                                          (_now(), key_id))
                 row = self._conn.execute("SELECT key_id, name, admin, created, revoked FROM keys WHERE key_id = ?",
                                          (key_id,)).fetchone()
+                if self.action_log is not None and cur.rowcount == 1:
+                    self.action_log.append({"action": "key_revoked", "key_id": None,
+                                            "subject": {"key_id": key_id, "name": row[1]}})
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")

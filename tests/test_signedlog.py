@@ -111,7 +111,9 @@ def test_signedlog_entries_are_signed_with_a_key_file_outside_the_log(tmp_path: 
     assert report.ok and report.status == "intact" and report.signed == 6 and report.unsigned == 0
     assert report.public_keys == (public.fingerprint,)
     # the same key is used when the log is opened again
-    assert SearchLog.open(tmp_path).signing_key.public_key == public
+    again = SearchLog.open(tmp_path)
+    again.close()
+    assert again.signing_key.public_key == public
     code, out = _cli("log", "verify", "--home", str(tmp_path))
     assert code == 0 and "ok: entries 1..6" in out and public.fingerprint in out
     # the public key for auditors, and its fingerprint

@@ -28,7 +28,7 @@ from facelens.server import ServerSettings, create_app
 from facelens.server.errors import InsecureSettingsError
 from facelens.server.keys import KeyStore
 from facelens.server.ratelimit import RateLimiter
-from facelens.server.searchlog import SearchLog
+from facelens.server.searchlog import LogPublicKey, verify_log
 
 from ._service import LiveService, make_key
 from .conftest import PEOPLE, PORTRAITS, portrait
@@ -66,21 +66,22 @@ def _error(r: httpx.Response, status: int, code: str) -> str:
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
     home = tmp_path_factory.mktemp("service-home")
-    tokens = {
-        "admin": make_key(home, name="admin", admin=True),
+    tokens = {"admin": make_key(home, name="admin", admin=True)}
+    settings = ServerSettings(home=home, workers=2, engine_threads=1, rate_limit=0, max_request_bytes=LIMIT,
+                              purpose_overrides={"conc": "optional"})
+    live = LiveService(settings)
+    admin = httpx.Client(base_url=live.url, timeout=60, headers={"Authorization": f"Bearer {tokens['admin']}"})
+    for name in ("alpha", "beta", "conc", "delta"):  # grants name existing collections only
+        assert admin.post("/v1/collections", json={"name": name}).status_code == 201
+    tokens.update({
         "alpha_search": make_key(home, name="s", grants={"alpha": ["search"]}),
         "alpha_index": make_key(home, name="i", grants={"alpha": ["index"]}),
         "alpha_read": make_key(home, name="r", grants={"alpha": ["read"]}),
         "alpha_admin": make_key(home, name="a", grants={"alpha": ["admin"]}),
         "beta_all": make_key(home, name="b", grants={"beta": ["admin", "search", "index", "read"]}),
         "delta_admin": make_key(home, name="d", grants={"delta": ["admin"]}),
-    }
-    settings = ServerSettings(home=home, workers=2, engine_threads=1, rate_limit=0, max_request_bytes=LIMIT,
-                              purpose_overrides={"conc": "optional"})
-    live = LiveService(settings)
+    })
     s = Svc(live, home, tokens)
-    for name in ("alpha", "beta", "conc"):
-        assert s["admin"].post("/v1/collections", json={"name": name}).status_code == 201
     # alpha: every person's first photo, half sent as multipart, half as base64 JSON
     for i, person in enumerate(PEOPLE):
         p = portrait(person)
@@ -349,17 +350,19 @@ def test_server_delete_faces(svc: Svc) -> None:
            404, "face_not_found")
 
 
-def test_server_collection_admin_creates_and_deletes_its_collection(svc: Svc) -> None:
+def test_server_collection_admin_deletes_its_collection_and_its_grant_ends(svc: Svc) -> None:
     d = svc["delta_admin"]
-    assert d.get("/v1/collections").json() == {"collections": []}  # granted, but not created yet
-    _error(d.get("/v1/collections/delta"), 404, "collection_not_found")
-    created = d.post("/v1/collections", json={"name": "delta"})
-    assert created.status_code == 201 and created.json()["face_count"] == 0
     assert d.get("/v1/collections").json() == {"collections": ["delta"]}
+    assert d.get("/v1/collections/delta").json()["face_count"] == 0
     assert "delta" not in svc["alpha_admin"].get("/v1/collections").json()["collections"]
     assert d.delete("/v1/collections/delta").json() == {"deleted": "delta"}
     _error(d.get("/v1/collections/delta"), 404, "collection_not_found")
     _error(d.delete("/v1/collections/delta"), 404, "collection_not_found")
+    # the grant was for that collection: it may not make a new one of the name, nor see one an admin makes
+    _error(d.post("/v1/collections", json={"name": "delta"}), 403, "forbidden")
+    assert svc["admin"].post("/v1/collections", json={"name": "delta"}).status_code == 201
+    assert _error(d.get("/v1/collections/delta"), 404, "collection_not_found") == "no collection named 'delta'"
+    assert d.get("/v1/collections").json() == {"collections": []}
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -469,12 +472,8 @@ def _tamper(path: Path, *sql: str) -> None:
     conn.close()
 
 
-def _verify(path: Path) -> tuple[bool, int | None, str | None]:
-    log = SearchLog(path)
-    try:
-        r = log.verify()
-    finally:
-        log.close()
+def _verify(path: Path, home: Path) -> tuple[bool, int | None, str | None]:
+    r = verify_log(path, public_keys=[LogPublicKey.load(home / "service" / "log-signing.pub")])
     return r.ok, r.first_bad_seq, r.problem
 
 
@@ -484,12 +483,10 @@ def test_server_search_log_detects_tampering(svc: Svc, tmp_path: Path) -> None:
             "face_id": svc["admin"].get("/v1/collections/alpha/faces").json()["faces"][0]["face_id"],
             "purpose": f"tamper test {i}"})
     pristine = _copy_log(svc, tmp_path / "pristine.sqlite")
-    ok, _, _ = _verify(pristine)
-    log = SearchLog(pristine)
-    head = log.head()
-    log.close()
-    assert ok and head is not None and head[0] >= 4
-    n = head[0]
+    ok, _, _ = _verify(pristine, svc.home)
+    head = verify_log(pristine).head_seq
+    assert ok and head is not None and head >= 4
+    n = head
     # the database refuses edits while its triggers are there
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         sqlite3.connect(pristine).execute("DELETE FROM entries WHERE seq = 1")
@@ -515,14 +512,15 @@ def test_server_search_log_detects_tampering(svc: Svc, tmp_path: Path) -> None:
             new_body = body.replace("tamper test 1", "innocent")
             digest = hashlib.sha256(new_body.encode()).hexdigest()
             sql = [f"UPDATE entries SET body = '{new_body}', hash = '{digest}' WHERE seq = {n - 2}"]
-            bad_seq, words = n - 1, "does not link"
+            bad_seq, words = n - 2, "signature does not verify"  # the forger lacks the signing key
         _tamper(Path(path), *sql)
-        ok, first_bad, problem = _verify(Path(path))
+        ok, first_bad, problem = _verify(Path(path), svc.home)
         assert not ok and first_bad == bad_seq and words in (problem or ""), (name, first_bad, problem)
 
     # the CLI: verify names the first bad entry and exits 1; export + verify --file work on a copy
     home = tmp_path / "cli-home"
     (home / "service").mkdir(parents=True)
+    shutil.copy(svc.home / "service" / "log-signing.pub", home / "service" / "log-signing.pub")
     shutil.copy(tmp_path / "deleted.sqlite", home / "service" / "search-log.sqlite")
     result = CliRunner().invoke(main, ["log", "verify", "--home", str(home)])
     assert result.exit_code == 1 and f"BROKEN at entry {n - 1}" in result.output
@@ -537,12 +535,13 @@ def test_server_search_log_detects_tampering(svc: Svc, tmp_path: Path) -> None:
                                      "-o", str(export)]).exit_code == 0
     lines = export.read_text().splitlines()
     assert len(lines) == n - 1 and json.loads(lines[0])["seq"] == 2
-    assert CliRunner().invoke(main, ["log", "verify", "--file", str(export)]).exit_code == 0
+    pub = str(home / "service" / "log-signing.pub")
+    assert CliRunner().invoke(main, ["log", "verify", "--file", str(export), "--public-key", pub]).exit_code == 0
     edited = json.loads(lines[1])
     edited["purpose"] = "something else"
     lines[1] = json.dumps(edited)
     export.write_text("\n".join(lines) + "\n")
-    assert CliRunner().invoke(main, ["log", "verify", "--file", str(export)]).exit_code == 1
+    assert CliRunner().invoke(main, ["log", "verify", "--file", str(export), "--public-key", pub]).exit_code == 1
     since = CliRunner().invoke(main, ["log", "export", "--home", str(home), "--since", "2999-01-01"])
     assert since.exit_code == 0 and since.output == ""
 
@@ -561,6 +560,7 @@ def test_server_log_write_failure_returns_an_error_not_results(svc: Svc, monkeyp
 
 def test_server_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     make_key(tmp_path, name="k", admin=True)
+    assert CliRunner().invoke(main, ["collection", "create", "x", "--home", str(tmp_path)]).exit_code == 0
     token = make_key(tmp_path, name="limited", grants={"x": ["read"]})
     live = LiveService(ServerSettings(home=tmp_path, rate_limit=0.5, rate_burst=2), engine=_FakeEngine())
     client = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {token}"})
@@ -624,6 +624,7 @@ def test_server_refuses_insecure_setups(tmp_path: Path) -> None:
 
 def test_server_cli_keys_commands(tmp_path: Path) -> None:
     run = CliRunner()
+    assert run.invoke(main, ["collection", "create", "c1", "--home", str(tmp_path)]).exit_code == 0
     made = run.invoke(main, ["keys", "create", "--collection", "c1", "--scope", "search", "--scope", "read",
                              "--name", "analyst", "--home", str(tmp_path), "--json"])
     assert made.exit_code == 0, made.output

@@ -1,4 +1,5 @@
-"""The service's commands: ``facelens serve``, ``facelens keys create|list|revoke``, ``facelens log verify|export``.
+"""The service's commands: ``facelens serve``, ``facelens keys create|list|revoke``, ``facelens log
+verify|checkpoint|public-key|export``.
 
 Registered on the main ``facelens`` group by facelens/cli.py. Imports stay light: FastAPI and uvicorn
 load only when ``serve`` runs.
@@ -6,9 +7,11 @@ load only when ``serve`` runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -155,6 +158,19 @@ def _listen(host: str, port: int) -> Any:
 
 # -- keys ------------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _action_log(home: Path | None) -> Iterator[Any]:
+    """The search log of the home, open for recording key creation and revocation (key_id null: done
+    on the host, not with an API key)."""
+    from .searchlog import SearchLog
+
+    action_log = SearchLog.open(_home(home))
+    try:
+        yield action_log
+    finally:
+        action_log.close()
+
+
 @click.group()
 def keys() -> None:
     """Create, list and revoke the API keys of the service."""
@@ -173,7 +189,9 @@ def keys_create(collections: tuple[str, ...], scopes: tuple[str, ...], admin: bo
                 as_json: bool, home: Path | None) -> None:
     """Create a key and print its token, once: only its sha256 is stored.
 
-    Without --json the token alone goes to stdout (TOKEN=$(facelens keys create ...)), the rest to stderr.
+    Each --collection must exist: the grant is bound to that collection and ends when it is deleted (a
+    collection created again under the name is another one). Without --json the token alone goes to
+    stdout (TOKEN=$(facelens keys create ...)), the rest to stderr.
     """
     from .keys import KeyStore
 
@@ -183,13 +201,15 @@ def keys_create(collections: tuple[str, ...], scopes: tuple[str, ...], admin: bo
     if scopes and not collections:
         click.echo("facelens: error: --scope needs --collection (or use --admin)", err=True)
         sys.exit(2)
-    store = KeyStore.open(_home(home))
     try:
-        new = store.create(name=name or "unnamed", admin=admin, grants={c: scopes for c in collections})
+        with _action_log(home) as action_log:
+            store = KeyStore.open(_home(home), action_log=action_log)
+            try:
+                new = store.create(name=name or "unnamed", admin=admin, grants={c: scopes for c in collections})
+            finally:
+                store.close()
     except FacelensError as exc:
         _fail(exc)
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps({**new.key.to_dict(), "token": new.token}, indent=2))
         return
@@ -216,7 +236,10 @@ def keys_list(as_json: bool, home: Path | None) -> None:
         click.echo(json.dumps({"keys": [k.to_dict() for k in rows]}, indent=2))
         return
     for k in rows:
-        rights = "admin" if k.admin else "; ".join(f"{c}: {','.join(sorted(s))}" for c, s in sorted(k.grants.items()))
+        dead = set(k.dead_grants())
+        rights = "admin" if k.admin else "; ".join(
+            f"{c}: {','.join(sorted(s))}" + (" (dead: the collection was deleted)" if c in dead else "")
+            for c, s in sorted(k.grants.items()))
         state = f"revoked {k.revoked}" if k.revoked else "active"
         click.echo(f"{k.key_id}  {k.name}  {rights}  created {k.created}  {state}")
     if not rows:
@@ -231,13 +254,15 @@ def keys_revoke(key_id: str, as_json: bool, home: Path | None) -> None:
     """Revoke KEY_ID: a running service refuses it from its next request on."""
     from .keys import KeyStore
 
-    store = KeyStore.open(_home(home))
     try:
-        key = store.revoke(key_id)
+        with _action_log(home) as action_log:
+            store = KeyStore.open(_home(home), action_log=action_log)
+            try:
+                key = store.revoke(key_id)
+            finally:
+                store.close()
     except FacelensError as exc:
         _fail(exc)
-    finally:
-        store.close()
     click.echo(json.dumps(key.to_dict(), indent=2) if as_json else f"revoked key {key.key_id} ({key.name})")
 
 
@@ -245,70 +270,178 @@ def keys_revoke(key_id: str, as_json: bool, home: Path | None) -> None:
 
 @click.group()
 def log() -> None:
-    """Verify and export the search log (every search and compare the service ran)."""
+    """Verify, checkpoint and export the search log (every search and compare the service ran)."""
 
 
-def _log_path(home: Path | None) -> Path:
-    path = _home(home) / "service" / "search-log.sqlite"
-    if not path.is_file():
-        click.echo(f"facelens: error: no search log at {path}", err=True)
-        sys.exit(3)
-    return path
+def _log_file(home: Path | None) -> Path:
+    from .searchlog import LOG_NAME
+
+    return _home(home) / "service" / LOG_NAME
+
+
+def _signing_key_option(f: Any) -> Any:
+    return click.option("--signing-key", "signing_key", type=click.Path(dir_okay=False, path_type=Path),
+                        default=None, help="The log's signing key file (default: $FACELENS_LOG_SIGNING_KEY, else "
+                                           "<home>/service/log-signing.key).")(f)
+
+
+def _key_path(signing_key: Path | None, home: Path | None) -> Path:
+    from .searchlog import default_signing_key_path
+
+    return signing_key if signing_key is not None else default_signing_key_path(_home(home))
 
 
 def _anchor(value: str | None) -> tuple[int, str] | None:
+    from .searchlog import MAX_SEQ
+
     if value is None:
         return None
     seq, _, digest = value.partition(":")
-    if not seq.isdigit() or len(digest) != 64:
+    if not seq.isdigit() or not 1 <= int(seq) <= MAX_SEQ or len(digest) != 64:
         raise click.BadParameter("use SEQ:HASH as printed by `facelens log verify`", param_hint="--anchor")
     return int(seq), digest.lower()
 
 
+def _public_keys(given: tuple[Path, ...], signing_key: Path | None, home: Path | None) -> list[Any] | None:
+    """The keys to trust: those given, else the public key beside the signing key, else the signing key's
+    own; None when there is none (signatures then cannot be checked)."""
+    from .searchlog import LogPublicKey, LogSigningKey, public_key_path
+
+    if given:
+        return [LogPublicKey.load(p) for p in given]
+    key_path = _key_path(signing_key, home)
+    if public_key_path(key_path).is_file():
+        return [LogPublicKey.load(public_key_path(key_path))]
+    if key_path.is_file():
+        return [LogSigningKey.load(key_path).public_key]
+    return None
+
+
 @log.command("verify")
+@click.option("--checkpoint", "checkpoint_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A checkpoint made by `facelens log checkpoint` and kept elsewhere: fail unless every entry up "
+                   "to it is unchanged and still there.")
 @click.option("--anchor", default=None, metavar="SEQ:HASH",
               help="A head recorded earlier (printed by this command): fail unless that entry is unchanged.")
+@click.option("--public-key", "public_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The log's public key (PEM, from `facelens log public-key`), your own copy; repeatable. "
+                   "Default: the .pub file beside the signing key.")
 @click.option("--file", "file", type=click.File("r"), default=None,
               help="Verify an exported JSON-lines file instead of the log itself.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_signing_key_option
 @_home_option
-def log_verify(anchor: str | None, file: Any, as_json: bool, home: Path | None) -> None:
-    """Check the hash chain: exit 0 when intact, 1 naming the first bad entry."""
-    from .searchlog import SearchLog, verify_lines
+def log_verify(checkpoint_file: Path | None, anchor: str | None, public_keys: tuple[Path, ...], file: Any,
+               as_json: bool, signing_key: Path | None, home: Path | None) -> None:
+    """Check the log, read-only: exit 0 when every entry is chained and signed (or covered by a
+    checkpoint), 1 naming the first bad entry, or saying it is empty, missing, truncated or unsigned."""
+    from .searchlog import Checkpoint, verify_lines, verify_log
 
     anchor_point = _anchor(anchor)
+    try:
+        keys = _public_keys(public_keys, signing_key, home)
+        checkpoint = Checkpoint.load(checkpoint_file) if checkpoint_file is not None else None
+    except FacelensError as exc:
+        _fail(exc)
     if file is not None:
-        report = verify_lines(file, anchor=anchor_point)
+        report = verify_lines(file, public_keys=keys, anchor=anchor_point, checkpoint=checkpoint)
     else:
-        search_log = SearchLog(_log_path(home))
-        try:
-            report = search_log.verify(anchor=anchor_point)
-        finally:
-            search_log.close()
+        report = verify_log(_log_file(home), public_keys=keys, anchor=anchor_point, checkpoint=checkpoint)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
-    elif report.ok:
-        head = f"; head {report.head_seq}:{report.head_hash}" if report.head_seq else ""
-        click.echo(f"ok: {report.entries} entries, chain intact{head}")
-    else:
+        sys.exit(0 if report.ok else 1)
+    span = f"entries {report.first_seq}..{report.last_seq}" if report.entries else "no entries"
+    if report.ok:
+        which = "last entry" if file is not None else "head"
+        head = f"; {which} {report.head_seq}:{report.head_hash}" if report.head_seq else ""
+        click.echo(f"ok: {span} ({report.entries}), chain intact{head}")
+    elif report.status == "broken" and report.first_bad_seq is not None:
         click.echo(f"BROKEN at entry {report.first_bad_seq}: {report.problem}")
+    else:
+        click.echo(f"{report.status.upper().replace('_', ' ')}: {report.problem}")
+    if report.public_keys and report.status not in ("missing", "not_a_log"):
+        click.echo(f"signatures checked with public key {', '.join(report.public_keys)} "
+                   f"({report.signed} signed, {report.unsigned} unsigned entries read)")
+    for note in report.notes:
+        click.echo(f"note: {note}")
     sys.exit(0 if report.ok else 1)
+
+
+@log.command("public-key")
+@click.option("--json", "as_json", is_flag=True, help="Print {\"fingerprint\", \"pem\"}.")
+@_signing_key_option
+@_home_option
+def log_public_key(as_json: bool, signing_key: Path | None, home: Path | None) -> None:
+    """Print the public key of the log's signing key (PEM), for auditors; its fingerprint goes to stderr.
+    The signing key is created if there is none yet."""
+    from .searchlog import LogSigningKey
+
+    path = _key_path(signing_key, home)
+    existed = path.is_file()
+    try:
+        key = LogSigningKey.load_or_create(path)
+    except FacelensError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps({"fingerprint": key.public_key.fingerprint, "pem": key.public_key.pem(),
+                               "signing_key": str(path)}, indent=2))
+        return
+    if not existed:
+        click.echo(f"facelens: created the log signing key {path}", err=True)
+    click.echo(f"fingerprint {key.public_key.fingerprint} (signing key {path})", err=True)
+    click.echo(key.public_key.pem(), nl=False)
+
+
+@log.command("checkpoint")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the checkpoint to this file (default: print it).")
+@_signing_key_option
+@_home_option
+def log_checkpoint(out: Path | None, signing_key: Path | None, home: Path | None) -> None:
+    """Verify the log, then print a signed checkpoint of its head (JSON: seq, hash, time, public_key,
+    signature). Copy it somewhere this host cannot change; `log verify --checkpoint FILE` then proves
+    every entry up to it unchanged. Exit 1 (no checkpoint) when the log does not verify."""
+    from .searchlog import LogSigningKey, make_checkpoint
+
+    path = _key_path(signing_key, home)
+    if not path.is_file():
+        click.echo(f"facelens: error: no log signing key at {path} (the service makes it when it first writes "
+                   f"the log)", err=True)
+        sys.exit(1)
+    try:
+        checkpoint = make_checkpoint(_log_file(home), LogSigningKey.load(path))
+    except FacelensError as exc:
+        click.echo(f"facelens: error: {exc}", err=True)
+        sys.exit(1)
+    text = json.dumps(checkpoint.to_dict(), indent=2) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        click.echo(f"facelens: error: cannot write {out}: {exc.strerror or exc}", err=True)
+        sys.exit(3)
+    click.echo(f"checkpoint of entry {checkpoint.seq} written to {out}", err=True)
 
 
 @log.command("export")
 @click.option("--since", default=None, metavar="TIME", help="Only entries from this ISO 8601 time (UTC if no zone).")
-@click.option("--after", "after", type=click.IntRange(min=0), default=0, help="Only entries after this seq.")
+@click.option("--after", "after", type=click.IntRange(min=0, max=2**63 - 1), default=0,
+              help="Only entries after this seq.")
 @click.option("--output", "-o", type=click.File("w"), default="-", help="File to write (default: stdout).")
 @_home_option
 def log_export(since: str | None, after: int, output: Any, home: Path | None) -> None:
-    """Write the entries as JSON lines, oldest first, each with its hash (verifiable with `verify --file`)."""
-    from .searchlog import SearchLog, canonical_json
+    """Write the entries as JSON lines, oldest first, each with its hash and signature (verifiable with
+    `verify --file`). Read-only."""
+    from .searchlog import canonical_json, read_entries
 
-    search_log = SearchLog(_log_path(home))
+    path = _log_file(home)
+    if not path.is_file():
+        click.echo(f"facelens: error: no search log at {path}", err=True)
+        sys.exit(3)
     try:
-        for entry in search_log.iter_entries(since=since, after_seq=after):
+        for entry in read_entries(path, since=since, after_seq=after):
             output.write(canonical_json(entry.to_dict()) + "\n")
     except FacelensError as exc:
         _fail(exc)
-    finally:
-        search_log.close()

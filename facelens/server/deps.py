@@ -209,6 +209,11 @@ def not_found(collection: str) -> ApiError:
 
 
 def _access(scope: Scope | None) -> Callable[..., Coroutine[Any, Any, str]]:
+    """The dependency that lets a request at ``{collection}`` through when the key has ``scope`` on it
+    (None: any scope). ``key.scopes`` counts a grant only while its collection is the one it was made
+    for (the same generation): a deleted collection, or a new one reusing the name, answers 404 as if
+    missing. That check is a ``stat`` of the collection's file (keys.GenerationCache)."""
+
     async def dependency(collection: Annotated[str, _COLLECTION_PATH], key: Key) -> str:
         scopes = key.scopes(collection)
         if not scopes:

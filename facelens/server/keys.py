@@ -11,6 +11,13 @@ Each key holds either global admin rights or per-collection grants of the scopes
 on that collection, including erasure and deleting it), ``index`` (add faces and persons, associate),
 ``search`` (search, logged) and ``read`` (list faces and persons). A key with no grant on a collection
 cannot tell it from one that does not exist.
+
+A grant names a collection *and its generation* (``facelens.store.collection_generation``: a new
+identity each time a collection of that name is created). A grant can only be made for a collection
+that exists, and it gives access only while that same collection exists: once it is deleted the grant
+is dead, and a new collection that reuses the name is invisible to the key (404, word for word as for a
+missing collection). Checking this on every request costs a ``stat`` of the collection's database
+file: the generation read from it is cached until the file changes (see :class:`GenerationCache`).
 """
 
 from __future__ import annotations
@@ -19,20 +26,24 @@ import datetime as dt
 import enum
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from ..errors import InvalidArgumentError
-from ..store.home import validate_collection_name
+from ..errors import CollectionNotFoundError, InvalidArgumentError
+from ..store.home import collection_dir, collection_generation, validate_collection_name
 from .errors import ServiceError
 
-__all__ = ["ApiKey", "KeyStore", "NewKey", "Scope", "service_dir"]
+__all__ = ["ApiKey", "GenerationCache", "KeyStore", "NewKey", "Scope", "service_dir"]
+
+logger = logging.getLogger(__name__)
 
 _PREFIX = "fl_"
 _ID_HEX = 12
@@ -50,9 +61,18 @@ CREATE TABLE IF NOT EXISTS grants (
     key_id TEXT NOT NULL REFERENCES keys (key_id),
     collection TEXT NOT NULL,
     scope TEXT NOT NULL,
+    generation TEXT NOT NULL,          -- the collection's generation when granted; '' for a grant that
+                                       -- never had one (its collection was missing when key files were migrated)
     PRIMARY KEY (key_id, collection, scope)
 );
 """
+
+# A generation read from a database file whose status changed less than this long before the read is
+# not cached: file times have a coarse granularity (a few ms on Linux), so a collection deleted and
+# created again within one tick could otherwise look unchanged to ``stat``.
+_SETTLE_NS = 1_000_000_000
+
+GenerationOf = Callable[[str], str | None]
 
 
 class Scope(enum.StrEnum):
@@ -86,9 +106,74 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+class GenerationCache:
+    """The current generation of each collection of a home, as :func:`collection_generation` reads it,
+    cached per collection until its database file changes.
+
+    A hit costs one ``os.stat``: the cached value is used while the file's (device, inode, size, mtime,
+    ctime) are those seen when it was read. A deleted collection has no file (None); one created again
+    under the name is a new file with a later ctime. Values read from a file changed within the last
+    second are not cached (file times are coarse), so two collections created in the same clock tick
+    cannot be confused. Thread-safe.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[tuple[int, ...], str]] = {}
+        self._paths: dict[str, str] = {}  # name -> its database file (pathlib costs more than the stat)
+
+    @staticmethod
+    def _signature(st: os.stat_result) -> tuple[int, ...]:
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def __call__(self, collection: str) -> str | None:
+        """The generation of the collection named ``collection`` now, or None when there is none."""
+        try:
+            db = self._paths.get(collection)
+            if db is None:
+                db = str(collection_dir(self.home, collection) / "faces.sqlite")
+                if len(self._paths) < 100_000:
+                    self._paths[collection] = db
+            st = os.stat(db)
+        except (OSError, InvalidArgumentError):
+            with self._lock:
+                self._cache.pop(collection, None)
+            return None
+        signature = self._signature(st)
+        with self._lock:
+            hit = self._cache.get(collection)
+        if hit is not None and hit[0] == signature:
+            return hit[1]
+        try:
+            generation = collection_generation(self.home, collection)
+        except CollectionNotFoundError:
+            return None
+        try:
+            after = self._signature(os.stat(db))
+        except OSError:
+            return None
+        with self._lock:
+            if after == signature and st.st_ctime_ns < time.time_ns() - _SETTLE_NS:
+                self._cache[collection] = (signature, generation)
+            else:
+                self._cache.pop(collection, None)
+        return generation
+
+
+def _fail_closed(collection: str) -> str | None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey:
-    """A key as stored (never its secret): global ``admin``, or ``grants`` of scopes per collection."""
+    """A key as stored (never its secret): global ``admin``, or ``grants`` of scopes per collection.
+
+    ``generations`` holds the generation each grant is bound to; ``current_generation`` says what the
+    generation of a collection is now (None: no such collection). A grant whose generation is not the
+    current one is *dead*: it gives nothing. A key built without ``current_generation`` has no live
+    grant (fail closed); keys from a :class:`KeyStore` always have it.
+    """
 
     key_id: str
     name: str
@@ -96,17 +181,31 @@ class ApiKey:
     grants: Mapping[str, frozenset[Scope]] = field(default_factory=dict)
     created: str = ""
     revoked: str | None = None
+    generations: Mapping[str, str] = field(default_factory=dict)
+    current_generation: GenerationOf = field(default=_fail_closed, compare=False, repr=False)
+
+    def live(self, collection: str) -> bool:
+        """Whether this key's grant on ``collection`` names the collection of that name that exists now."""
+        bound = self.generations.get(collection)
+        return bool(bound) and collection in self.grants and self.current_generation(collection) == bound
 
     def scopes(self, collection: str) -> frozenset[Scope]:
-        """The scopes this key has on ``collection`` (empty: the collection is invisible to it)."""
+        """The scopes this key has on ``collection`` now (empty: the collection is invisible to it)."""
         if self.admin:
             return ALL_SCOPES
-        granted = self.grants.get(collection, frozenset())
+        granted = self.grants.get(collection)
+        if not granted or not self.live(collection):
+            return frozenset()
         return ALL_SCOPES if Scope.ADMIN in granted else granted
+
+    def dead_grants(self) -> list[str]:
+        """The collections this key was granted whose collection was deleted (or re-created) since."""
+        return sorted(c for c in self.grants if not self.live(c))
 
     def to_dict(self) -> dict[str, Any]:
         return {"key_id": self.key_id, "name": self.name, "admin": self.admin,
                 "grants": {c: sorted(s) for c, s in sorted(self.grants.items())},
+                "generations": dict(sorted(self.generations.items())), "dead_grants": self.dead_grants(),
                 "created": self.created, "revoked": self.revoked}
 
 
@@ -118,11 +217,26 @@ class NewKey:
     token: str
 
 
-class KeyStore:
-    """The API keys of one facelens home (``<home>/service/keys.sqlite``). Thread-safe."""
+class ActionLog(Protocol):
+    """Where state-changing actions are recorded (the search log: ``SearchLog.append``)."""
 
-    def __init__(self, path: Path) -> None:
+    def append(self, record: Mapping[str, Any]) -> Any: ...
+
+
+class KeyStore:
+    """The API keys of one facelens home (``<home>/service/keys.sqlite``; ``home`` defaults to the folder
+    above ``service/``), whose collections the grants name. Thread-safe.
+
+    With an ``action_log``, creating and revoking a key is recorded there (``key_created``,
+    ``key_revoked``) inside the key file's transaction: if the record cannot be written, the key is not
+    created (or not revoked) either.
+    """
+
+    def __init__(self, path: Path, *, home: Path | None = None, action_log: ActionLog | None = None) -> None:
         self.path = path
+        self.home = home if home is not None else path.parent.parent
+        self.action_log = action_log
+        self.generations = GenerationCache(self.home)
         fresh = not path.exists()
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
         self._lock = threading.Lock()
@@ -130,12 +244,32 @@ class KeyStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA)
+            self._migrate()
         if fresh:
             os.chmod(path, 0o600)
 
+    def _migrate(self) -> None:
+        """Bind the grants of a key file from before generations to the collections that exist now; a
+        grant on a name with no collection is dead (it was made in advance, or outlived its collection)."""
+        self._conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others then see the column
+        try:
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(grants)")}
+            if "generation" not in columns:
+                self._conn.execute("ALTER TABLE grants ADD COLUMN generation TEXT NOT NULL DEFAULT ''")
+                names = [r[0] for r in self._conn.execute("SELECT DISTINCT collection FROM grants")]
+                for name in names:
+                    current = self.generations(name)
+                    if current is None:
+                        logger.warning("%s: the grants on %r are dead: no collection has that name", self.path, name)
+                    self._conn.execute("UPDATE grants SET generation = ? WHERE collection = ?", (current or "", name))
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
     @classmethod
-    def open(cls, home: Path) -> KeyStore:
-        return cls(service_dir(home) / "keys.sqlite")
+    def open(cls, home: Path, *, action_log: ActionLog | None = None) -> KeyStore:
+        return cls(service_dir(home) / "keys.sqlite", home=Path(home).expanduser(), action_log=action_log)
 
     def close(self) -> None:
         with self._lock:
@@ -143,7 +277,8 @@ class KeyStore:
 
     def create(self, *, name: str, admin: bool = False,
                grants: Mapping[str, Iterable[Scope | str]] | None = None) -> NewKey:
-        """Create a key; its token is returned once and only its sha256 is kept."""
+        """Create a key; its token is returned once and only its sha256 is kept. Each granted collection
+        must exist (CollectionNotFoundError otherwise): the grant is bound to its current generation."""
         clean: dict[str, frozenset[Scope]] = {}
         for collection, scopes in (grants or {}).items():
             validate_collection_name(collection)
@@ -160,6 +295,14 @@ class KeyStore:
             raise InvalidArgumentError("an --admin key already has every scope on every collection; drop --collection")
         if not name or len(name) > 200 or not name.isprintable():
             raise InvalidArgumentError("a key name must be 1-200 printable characters")
+        generations: dict[str, str] = {}
+        for collection in clean:
+            current = self.generations(collection)
+            if current is None:
+                raise CollectionNotFoundError(
+                    f"no collection named {collection!r} in {self.home}: create it first; a grant is bound to the "
+                    f"collection that exists when the key is made, and ends when that collection is deleted")
+            generations[collection] = current
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -171,22 +314,32 @@ class KeyStore:
                 created = _now()
                 self._conn.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL)",
                                    (key_id, name, _digest(token), int(admin), created))
-                self._conn.executemany("INSERT INTO grants VALUES (?, ?, ?)",
-                                       [(key_id, c, s.value) for c, ss in clean.items() for s in ss])
+                self._conn.executemany("INSERT INTO grants (key_id, collection, scope, generation) VALUES (?, ?, ?, ?)",
+                                       [(key_id, c, s.value, generations[c]) for c, ss in clean.items() for s in ss])
+                if self.action_log is not None:
+                    self.action_log.append({"action": "key_created", "key_id": None, "subject": {
+                        "key_id": key_id, "name": name, "admin": admin,
+                        "grants": {c: {"scopes": sorted(ss), "generation": generations[c]}
+                                   for c, ss in sorted(clean.items())}}})
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        return NewKey(ApiKey(key_id=key_id, name=name, admin=admin, grants=clean, created=created), token)
+        return NewKey(ApiKey(key_id=key_id, name=name, admin=admin, grants=clean, created=created,
+                             generations=generations, current_generation=self.generations), token)
 
     def _key(self, row: tuple[Any, ...]) -> ApiKey:
         key_id, name, admin, created, revoked = row
         grants: dict[str, set[Scope]] = {}
-        for collection, scope in self._conn.execute("SELECT collection, scope FROM grants WHERE key_id = ?",
-                                                    (key_id,)):
+        generations: dict[str, str] = {}
+        for collection, scope, generation in self._conn.execute(
+                "SELECT collection, scope, generation FROM grants WHERE key_id = ?", (key_id,)):
             grants.setdefault(collection, set()).add(Scope(scope))
+            # one generation per collection and key (rows that disagreed would make the grant dead)
+            generations[collection] = generation if generations.get(collection, generation) == generation else ""
         return ApiKey(key_id=key_id, name=name, admin=bool(admin), created=created, revoked=revoked,
-                      grants={c: frozenset(s) for c, s in grants.items()})
+                      grants={c: frozenset(s) for c, s in grants.items()}, generations=generations,
+                      current_generation=self.generations)
 
     def list_keys(self) -> list[ApiKey]:
         """Every key, revoked ones included, oldest first."""
@@ -208,6 +361,9 @@ class KeyStore:
                                          (_now(), key_id))
                 row = self._conn.execute("SELECT key_id, name, admin, created, revoked FROM keys WHERE key_id = ?",
                                          (key_id,)).fetchone()
+                if self.action_log is not None and cur.rowcount == 1:
+                    self.action_log.append({"action": "key_revoked", "key_id": None,
+                                            "subject": {"key_id": key_id, "name": row[1]}})
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")

@@ -8,16 +8,17 @@ from fastapi import APIRouter, Query
 
 from ..deps import AdminKey, ServicesDep
 from ..schemas import LogPageOut
+from ..searchlog import MAX_SEQ
 
 router = APIRouter(prefix="/v1/log", tags=["search log"])
 
 
 @router.get("", response_model=LogPageOut, summary="Search log entries, oldest first")
 async def list_entries(key: AdminKey, services: ServicesDep,
-                       after: Annotated[int, Query(ge=0, description="Entries after this seq")] = 0,
+                       after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="Entries after this seq")] = 0,
                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-    """Each entry with its ``seq``, ``time``, ``prev_hash`` and ``hash`` (docs/service.md). Verify the
-    chain with ``facelens log verify`` on the server."""
+    """Each entry with its ``seq``, ``time``, ``prev_hash``, ``signer``, ``hash`` and ``sig``
+    (docs/service.md). Verify the log with ``facelens log verify`` and the log's public key."""
     entries = await services.calls(lambda: services.log.entries(after_seq=after, limit=limit))
     head = await services.calls(services.log.head)
     return {"entries": [e.to_dict() for e in entries],

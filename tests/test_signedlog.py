@@ -36,6 +36,7 @@ from facelens.server.searchlog import (
 from ._service import LiveService, make_key
 
 ROOT = Path(__file__).resolve().parents[1]
+PORTRAIT = ROOT / "examples" / "portraits" / "C001079_a.jpg"
 
 
 def _env() -> dict[str, str]:
@@ -132,6 +133,23 @@ def test_signedlog_signing_key_can_live_elsewhere(tmp_path: Path, monkeypatch: p
     assert _cli("log", "verify", "--home", str(home))[0] == 1  # no key found at the default place
     code, out = _cli("log", "verify", "--home", str(home), "--signing-key", str(elsewhere))
     assert code == 0, out
+    code, out = _cli("log", "verify", "--home", str(home), "--public-key", str(elsewhere.with_suffix(".pub")))
+    assert code == 0, out
+
+
+def test_signedlog_service_signs_with_the_key_its_settings_name(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "secrets" / "service.key"
+    home = tmp_path / "home"
+    token = make_key(home, name="admin", admin=True)
+    assert ServerSettings.from_json(ServerSettings(home=home, signing_key=elsewhere).to_json()).signing_key == elsewhere
+    live = LiveService(ServerSettings(home=home, rate_limit=0, signing_key=elsewhere))
+    try:
+        client = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        files = {"image_a": PORTRAIT.read_bytes(), "image_b": PORTRAIT.read_bytes()}
+        assert client.post("/v1/compare", files=files, data={"purpose": "test"}).status_code == 200
+    finally:
+        live.stop()
+    assert elsewhere.is_file() and not (home / "service" / "log-signing.key").exists()
     code, out = _cli("log", "verify", "--home", str(home), "--public-key", str(elsewhere.with_suffix(".pub")))
     assert code == 0, out
 

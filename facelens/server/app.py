@@ -106,7 +106,7 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     """
     check_can_serve(settings)
     keys = KeyStore.open(settings.home)
-    search_log = SearchLog.open(settings.home)
+    search_log = SearchLog.open(settings.home, signing_key_path=settings.signing_key)
     if engine is None:
         from ..engine import Engine
 

@@ -84,12 +84,15 @@ def _fail(exc: FacelensError) -> NoReturn:
               help="Serve without API keys, every caller an admin. Loopback addresses only; for local tests.")
 @click.option("--graceful-shutdown", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds requests in flight may take to finish after SIGTERM/Ctrl-C.")
+@click.option("--signing-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The search log's Ed25519 signing key file (default: $FACELENS_LOG_SIGNING_KEY, else "
+                   "HOME/service/log-signing.key); made on first use. Keep it off the data folder.")
 @click.option("--access-log/--no-access-log", default=True, help="Log each request (method, path, status).")
 def serve(host: str, port: int, home: Path | None, model: str | None, processes: int, workers: int | None, threads: int,
           max_request_mb: float, rate_limit: float, rate_burst: int, request_timeout: float, header_timeout: float,
           max_connections: int, max_faces_per_image: int | None, purpose_default: str,
           purpose_optional: tuple[str, ...], purpose_required: tuple[str, ...], insecure_no_auth: bool,
-          graceful_shutdown: float, access_log: bool) -> None:
+          graceful_shutdown: float, signing_key: Path | None, access_log: bool) -> None:
     """Run the HTTP service (OpenAPI documentation at /docs). Stop it with Ctrl-C or SIGTERM: requests
     in flight finish, then the collections are saved and closed."""
     import os
@@ -106,7 +109,8 @@ def serve(host: str, port: int, home: Path | None, model: str | None, processes:
             max_request_bytes=int(max_request_mb * 1024 * 1024), rate_limit=rate_limit, rate_burst=rate_burst,
             request_timeout_s=request_timeout, header_timeout_s=header_timeout, max_connections=max_connections,
             max_faces_per_image=max_faces_per_image, purpose_default=purpose_default,  # type: ignore[arg-type]
-            purpose_overrides=overrides, insecure_no_auth=insecure_no_auth, graceful_shutdown_s=graceful_shutdown)
+            purpose_overrides=overrides, insecure_no_auth=insecure_no_auth, graceful_shutdown_s=graceful_shutdown,
+            signing_key=signing_key)
         from .app import check_can_serve, create_app
 
         if processes == 1:

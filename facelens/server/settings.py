@@ -59,6 +59,9 @@ class ServerSettings:
     insecure_no_auth: serve without API keys, every caller acting as a global admin. Refused unless
         ``host`` is a loopback address.
     graceful_shutdown_s: on shutdown, how long requests in flight may take to finish.
+    signing_key: the search log's Ed25519 signing key file (None: ``$FACELENS_LOG_SIGNING_KEY``, else
+        ``<home>/service/log-signing.key``); keep it off the data folder so that whoever can write the
+        log cannot also sign (docs/service.md, The search log).
     """
 
     home: Path
@@ -78,9 +81,12 @@ class ServerSettings:
     purpose_overrides: Mapping[str, PurposePolicy] = field(default_factory=dict)
     insecure_no_auth: bool = False
     graceful_shutdown_s: float = 30.0
+    signing_key: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser())
+        if self.signing_key is not None:
+            object.__setattr__(self, "signing_key", Path(self.signing_key).expanduser())
         object.__setattr__(self, "purpose_overrides", dict(self.purpose_overrides))
         positive = {"max_request_bytes": self.max_request_bytes, "request_timeout_s": self.request_timeout_s,
                     "workers": self.workers, "rate_burst": self.rate_burst, "header_timeout_s": self.header_timeout_s,
@@ -105,7 +111,8 @@ class ServerSettings:
     def to_json(self) -> str:
         """These settings as JSON (:meth:`from_json` reads them back)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return json.dumps({**fields, "home": str(self.home), "purpose_overrides": dict(self.purpose_overrides)})
+        return json.dumps({**fields, "home": str(self.home), "purpose_overrides": dict(self.purpose_overrides),
+                           "signing_key": None if self.signing_key is None else str(self.signing_key)})
 
     @classmethod
     def from_json(cls, text: str) -> ServerSettings:

@@ -54,7 +54,7 @@ def collection_generation(home: Path, name: str) -> str:
     opening it for writing; raises :class:`CollectionNotFoundError` when there is none."""
     import sqlite3
 
-    from .collection import DB_NAME, legacy_generation
+    from .collection import _TOMBSTONE, DB_NAME, legacy_generation
 
     db = collection_dir(home, name) / DB_NAME
     if not db.is_file():
@@ -67,4 +67,6 @@ def collection_generation(home: Path, name: str) -> str:
             conn.close()
     except sqlite3.Error:
         raise CollectionNotFoundError(f"no collection named {name!r}") from None
+    if _TOMBSTONE in meta:  # defensive: a deletion renames the folder away before its tombstone commits
+        raise CollectionNotFoundError(f"no collection named {name!r}")
     return meta.get("generation") or legacy_generation(meta)

@@ -735,6 +735,32 @@ class FaceStore:
         finally:
             self._write_lock.release()
 
+    def _scrub_centroids(self, erased: npt.NDArray[np.float32]) -> bool:
+        """Remove erased embeddings from the approximate index's coarse quantizer: k-means leaves a
+        list whose training sample held one point with that point as its centroid, i.e. a face's exact
+        float32 embedding, saved with the index. Such a centroid of a list now empty is replaced by the
+        mean of its 8 nearest centroids (no code depends on it); when its list still holds faces,
+        returns True: the index must be retrained (from SQLite, which no longer holds the face)."""
+        import faiss
+
+        with self._rw.write():
+            if _factory_of(self._index) == INDEX_FACTORY:
+                return False
+            ivf: Any = faiss.extract_index_ivf(self._index)
+            quantizer: Any = faiss.downcast_index(ivf.quantizer)
+            cents = faiss.rev_swig_ptr(quantizer.get_xb(), ivf.nlist * self.dim).reshape(ivf.nlist, self.dim)
+            e = np.ascontiguousarray(erased, dtype=np.float32)
+            d2 = (e * e).sum(1)[:, None] + (cents * cents).sum(1)[None, :] - 2 * (e @ cents.T)
+            same = np.unique(np.nonzero(d2 < 1e-6)[1])  # equal up to float rounding
+            for c in same.tolist():
+                if ivf.invlists.list_size(c):
+                    log.warning("collection %s: an erased face was a centroid of the vector index; retraining it",
+                                self._meta["name"])
+                    return True
+                near = np.argsort(-(cents @ cents[c]))[1:9]
+                cents[c] = cents[near].mean(axis=0)
+            return False
+
     # -- the float16 re-rank file ------------------------------------------------------------------
     def _write_rerank(self, vids: npt.NDArray[np.int64], vecs: npt.NDArray[np.float32] | None) -> None:
         """Write these faces' float16 rows (zeros when ``vecs`` is None: deleted faces). Every process
@@ -841,10 +867,11 @@ class FaceStore:
         return list(self._write(fn))
 
     @staticmethod
-    def _delete_in(conn: sqlite3.Connection, face_ids: Sequence[str]) -> list[str]:
+    def _delete_in(conn: sqlite3.Connection, face_ids: Sequence[str], erased: list[bytes]) -> list[str]:
+        """Delete these faces in ``conn``'s transaction; their embeddings are appended to ``erased``."""
         deleted = []
         for fid in face_ids:
-            row = conn.execute("SELECT vid, image_id FROM faces WHERE face_id = ?", (fid,)).fetchone()
+            row = conn.execute("SELECT vid, image_id, embedding FROM faces WHERE face_id = ?", (fid,)).fetchone()
             if row is None:
                 continue
             conn.execute("DELETE FROM faces WHERE vid = ?", (row[0],))
@@ -853,13 +880,15 @@ class FaceStore:
             conn.execute("DELETE FROM images WHERE image_id = ? AND NOT EXISTS "
                          "(SELECT 1 FROM faces WHERE image_id = ?)", (row[1], row[1]))
             deleted.append(fid)
+            erased.append(row[2])
         return deleted
 
     def delete_faces(self, face_ids: Sequence[str]) -> list[str]:
         """Erase these faces (unknown ids are ignored); returns the ids that were deleted. When this
         returns, no file of the collection holds their embeddings or, for an image left without faces,
         its external id (see :meth:`_erase_wal` for the one case that can stay pending)."""
-        return list(self._write(lambda conn: self._delete_in(conn, face_ids), erases=True))
+        erased: list[bytes] = []
+        return list(self._write(lambda conn: self._delete_in(conn, face_ids, erased), erased=erased))
 
     # -- reading ----------------------------------------------------------------------------------
     _SELECT = ("SELECT f.face_id, NULLIF(i.external_image_id, ''), i.image_sha256, f.person_id, f.bbox, "
@@ -889,9 +918,10 @@ class FaceStore:
         return int(self._reader().execute("SELECT COUNT(*) FROM persons").fetchone()[0])
 
     # -- persons ----------------------------------------------------------------------------------
-    def _write(self, fn: Any, *, erases: bool = False) -> Any:
-        """Run ``fn(conn)`` in one write transaction, then bring the index up to date; ``erases``: the
-        transaction deletes faces, so every copy of them on disk is removed before returning.
+    def _write(self, fn: Any, *, erased: list[bytes] | None = None) -> Any:
+        """Run ``fn(conn)`` in one write transaction, then bring the index up to date. ``erased``: the
+        transaction deletes faces and ``fn`` appends their embeddings there; every copy of them on disk
+        is removed before returning.
 
         The transaction checks under SQLite's writer lock that the collection was not deleted (see
         :meth:`delete`): the write is committed before any deletion, or raises CollectionNotFoundError.
@@ -907,8 +937,10 @@ class FaceStore:
                 raise
         try:
             self.refresh()
-            if erases:
+            if erased is not None:
                 os.fsync(self._rerank_fd)  # the zeroed float16 rows, on disk before the call returns
+                if erased and self._scrub_centroids(np.frombuffer(b"".join(erased), "<f4").reshape(-1, self.dim)):
+                    self._rebuild(_factory_of(self._index))
                 self.save_index()  # an approximate index's saved file holds the erased faces' codes
                 self._erase_wal(wait_s=_ERASE_WAIT_S)
             elif self._save_due():
@@ -965,10 +997,11 @@ class FaceStore:
         def fn(conn: sqlite3.Connection) -> list[str]:
             self._require_person(conn, person_id)
             ids = [r[0] for r in conn.execute("SELECT face_id FROM faces WHERE person_id = ?", (person_id,))]
-            self._delete_in(conn, ids)
+            self._delete_in(conn, ids, erased)
             conn.execute("DELETE FROM persons WHERE person_id = ?", (person_id,))
             return ids
-        return list(self._write(fn, erases=True))
+        erased: list[bytes] = []
+        return list(self._write(fn, erased=erased))
 
     def get_face(self, face_id: str) -> tuple[StoredFace, npt.NDArray[np.float32]]:
         """A stored face and its embedding; raises :class:`FaceNotFoundError`."""

@@ -246,3 +246,60 @@ def test_an_erased_face_that_is_a_centroid_of_a_used_list_retrains_the_index(
     assert store.search(x[1], 1)[0][0][0].external_image_id == "img-00001."
     assert store.check().consistent and store.face_count() == len(x) - 1
     store.close()
+
+
+def test_erasure_through_the_cli_leaves_no_bytes_on_disk(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    eng = facelens.Engine(home=str(home), threads=2)
+    partly, embeddings, ids = fill(eng)
+    eng.close()
+    env = {**os.environ, "PYTHONPATH": str(Path(facelens.__file__).resolve().parents[1])}
+    for args in (["person", "delete", "erase", f"person-{ERASED_PERSON}"], ["faces", "delete", "erase", partly]):
+        done = subprocess.run([sys.executable, "-m", "facelens", *args, "--json", "--home", str(home)],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"deleted": [partly], "unknown": []}
+    assert found_in(home, secrets_of(embeddings, ids)) == []
+
+
+def test_erasure_through_the_service_leaves_no_bytes_on_disk(tmp_path: Path) -> None:
+    """The service's search log names past candidates by person and face id (who was searched for,
+    by design) but never holds embeddings: it is left out of the id check only."""
+    import httpx
+
+    from facelens.server import ServerSettings
+
+    from ._service import LiveService, make_key
+
+    home = tmp_path / "home"
+    token = make_key(home, name="admin", admin=True)
+    live = LiveService(ServerSettings(home=home, workers=2, engine_threads=1, rate_limit=0))
+    try:
+        http = httpx.Client(base_url=live.url, timeout=60, headers={"Authorization": f"Bearer {token}"})
+        assert http.post("/v1/collections", json={"name": "erase"}).status_code == 201
+        for p, which in [*((p, "a") for p in PEOPLE), (ERASED_PERSON, "b")]:
+            r = http.post("/v1/collections/erase/faces", files={"image": portrait(p, which).read_bytes()},
+                          data={"person_id": f"person-{p}", "external_image_id": f"ext-{p}-{which}"})
+            assert r.status_code == 200 and len(r.json()["indexed"]) == 1, r.text
+        found = http.post("/v1/collections/erase/search/image", data={"purpose": "test"},
+                          files={"image": portrait(ERASED_PERSON, "b").read_bytes()})
+        assert found.status_code == 200, found.text
+        faces = http.get("/v1/collections/erase/faces", params={"limit": 1000}).json()["faces"]
+        erased = [f for f in faces if f["person_id"] == f"person-{ERASED_PERSON}"
+                  or f["external_image_id"] == f"ext-{PARTLY}-a"]
+        reader = facelens.Engine(home=str(home), threads=1)  # to read the embeddings before they go
+        embeddings = [reader._store("erase").get_face(f["face_id"])[1] for f in erased]
+        reader.close()
+        assert http.delete(f"/v1/collections/erase/persons/person-{ERASED_PERSON}").status_code == 200
+        [partly] = [f["face_id"] for f in erased if f["external_image_id"] == f"ext-{PARTLY}-a"]
+        assert http.delete(f"/v1/collections/erase/faces/{partly}").json() == {"deleted": [partly], "unknown": []}
+        ids = [f"person-{ERASED_PERSON}", f"ext-{ERASED_PERSON}-a", f"ext-{ERASED_PERSON}-b", f"ext-{PARTLY}-a"]
+        vectors = secrets_of(embeddings, [])
+        assert found_in(home, vectors) == []
+        log_files = " in service/search-log.sqlite"  # the log's database and its -wal
+        named = found_in(home, secrets_of([], ids))
+        assert any(log_files in h for h in named), named  # the search above was logged with the person
+        assert [h for h in named if log_files not in h] == []
+    finally:
+        live.stop()
+    assert found_in(home, secrets_of(embeddings, [])) == []

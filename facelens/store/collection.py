@@ -38,7 +38,7 @@ DB_NAME = "faces.sqlite"
 _SAVE_EVERY = 10_000  # persist the vector index after this many changes (and on close)
 INDEX_FACTORY = "IDMap2,Flat"  # exact inner-product search; ids are the faces' row ids
 # The exact index holds the raw float32 embeddings, so it is never written to disk: it is rebuilt from
-# SQLite when a collection is opened (docs/collections.md: 0.5 s at 100k faces). Only approximate
+# SQLite when a collection is opened (docs/collections.md: 1.4 s at 99k faces). Only approximate
 # indexes (IVF, above EXACT_LIMIT) are saved, and saved again after every erasure.
 _TOMBSTONE = "deleted"  # meta key: the collection was deleted (committed with the rename of its folder)
 _GRAVE_PREFIX = ".deleted-"  # a deleted collection's folder is renamed to this (never a valid name) first
@@ -723,6 +723,14 @@ class FaceStore:
                 done = False
             finally:
                 self._conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
+            if done and self.is_current():
+                # SQLite truncates without syncing: make the truncation itself survive a power loss
+                with contextlib.suppress(FileNotFoundError):
+                    fd = os.open(self.path / f"{DB_NAME}-wal", os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
             if not done and wait_s > 0:
                 log.warning("collection %s: other processes still read the write-ahead log, which holds "
                             "erased rows until it can be truncated; retrying at the next operation",

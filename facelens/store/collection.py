@@ -459,7 +459,7 @@ class FaceStore:
         collection is still this one: neither tombstoned nor moved. Raises CollectionNotFoundError
         (with no transaction left open) otherwise. A deletion commits under the same lock, so nothing
         written in this transaction can outlive the collection unseen."""
-        if self._closed:
+        if not self.is_current():  # (checked again below, under the lock)
             raise self._gone()
         try:
             self._conn.execute("BEGIN IMMEDIATE")

@@ -245,3 +245,53 @@ def test_a_page_token_out_of_range_is_an_invalid_argument(home: Path, token: str
         eng.list_faces("pages", next_token=token)
     assert len(eng.list_faces("pages", next_token=str(2**63 - 1))[0]) == 0
     eng.close()
+
+
+def test_the_cli_deleting_and_recreating_a_collection_beside_a_running_service(home: Path) -> None:
+    """The service holds the collection open; `facelens collection delete` and `create` run beside it
+    (other processes): the service answers 404 at once, then serves the new collection's faces only,
+    and what it saves on shutdown leaves the new collection consistent."""
+    import httpx
+
+    from facelens.server import ServerSettings
+
+    from ._service import LiveService, make_key
+
+    env = {**os.environ, "PYTHONPATH": str(Path(facelens.__file__).resolve().parents[1])}
+
+    def cli(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "facelens", *args, "--home", str(home)],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+
+    old, new = PEOPLE[0], PEOPLE[1]
+    cli("collection", "create", "served")
+    cli("index", "served", str(portrait(old)), "--person", old)
+    token = make_key(home, name="admin", admin=True)
+    live = LiveService(ServerSettings(home=home, workers=2, engine_threads=1, rate_limit=0))
+    try:
+        http = httpx.Client(base_url=live.url, timeout=60, headers={"Authorization": f"Bearer {token}"})
+
+        def search(person: str) -> httpx.Response:
+            return http.post("/v1/collections/served/search/image", data={"purpose": "test"},
+                             files={"image": portrait(person, "b").read_bytes()})
+
+        assert [m["person_id"] for m in search(old).json()["results"][0]["matches"]] == [old]
+        cli("collection", "delete", "served")
+        assert search(old).status_code == 404
+        r = http.post("/v1/collections/served/faces", files={"image": portrait(new).read_bytes()})
+        assert r.status_code == 404, r.text  # not acknowledged, then lost
+        cli("collection", "create", "served")
+        cli("index", "served", str(portrait(new)), "--person", new)
+        assert search(old).json()["results"][0]["matches"] == []
+        assert [m["person_id"] for m in search(new).json()["results"][0]["matches"]] == [new]
+        r = http.post("/v1/collections/served/faces", files={"image": portrait(PEOPLE[2]).read_bytes()},
+                      data={"person_id": PEOPLE[2]})
+        assert r.status_code == 200, r.text
+    finally:
+        live.stop()
+    eng = facelens.Engine(home=str(home))
+    report = eng.check_collection("served")
+    assert report.consistent and report.faces == 2, report
+    assert sorted(p for p, _ in eng.list_persons("served")) == sorted([new, PEOPLE[2]])
+    eng.close()

@@ -769,6 +769,12 @@ class FaceStore:
                 cents[c] = cents[near].mean(axis=0)
             return False
 
+    @property
+    def erasure_pending(self) -> bool:
+        """Whether an erasure could not yet truncate the write-ahead log (readers in other processes
+        held it), so that erased rows may still be in its older frames; see :meth:`_erase_wal`."""
+        return self._erase_pending
+
     # -- the float16 re-rank file ------------------------------------------------------------------
     def _write_rerank(self, vids: npt.NDArray[np.int64], vecs: npt.NDArray[np.float32] | None) -> None:
         """Write these faces' float16 rows (zeros when ``vecs`` is None: deleted faces). Every process

@@ -365,6 +365,12 @@ class FaceStore:
             self._load_index()
             # a process killed between an erasure's commit and its truncation of the WAL left it to others
             self._erase_wal(wait_s=0.0, track=False)
+        except (OSError, sqlite3.Error) as exc:
+            gone = _path_identity(self._db_path) != self._ident  # deleted while opening
+            self._release()
+            if gone:
+                raise CollectionNotFoundError(f"no collection named {path.name!r} (it was deleted)") from exc
+            raise
         except BaseException:
             self._release()
             raise

@@ -38,7 +38,7 @@ DB_NAME = "faces.sqlite"
 _SAVE_EVERY = 10_000  # persist the vector index after this many changes (and on close)
 INDEX_FACTORY = "IDMap2,Flat"  # exact inner-product search; ids are the faces' row ids
 # The exact index holds the raw float32 embeddings, so it is never written to disk: it is rebuilt from
-# SQLite when a collection is opened (docs/collections.md: 1.4 s at 99k faces). Only approximate
+# SQLite when a collection is opened (docs/collections.md: 0.7 s at 99k faces). Only approximate
 # indexes (IVF, above EXACT_LIMIT) are saved, and saved again after every erasure.
 _TOMBSTONE = "deleted"  # meta key: the collection was deleted (committed with the rename of its folder)
 _GRAVE_PREFIX = ".deleted-"  # a deleted collection's folder is renamed to this (never a valid name) first

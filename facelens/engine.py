@@ -6,8 +6,8 @@ import dataclasses
 import hashlib
 import logging
 import re
-import shutil
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ from .calibration.table import Policy, fpir_to_fmr
 from .config import EngineConfig, check_fmr
 from .errors import (
     CalibrationError,
-    CollectionNotFoundError,
     FacelensError,
     InvalidArgumentError,
     ModelMismatchError,
@@ -85,6 +84,13 @@ def image_sha256(image: ImageInput) -> str:
     return h.hexdigest()
 
 
+def _close_stores(stores: dict[str, FaceStore], lock: threading.Lock) -> None:
+    with lock:
+        for store in stores.values():
+            store.close()
+        stores.clear()
+
+
 class Engine:
     """A face recognition engine: models opened once, then used for any number of images.
 
@@ -117,6 +123,9 @@ class Engine:
         self._stores: dict[str, FaceStore] = {}
         self._collection_calibrations: dict[str, ScoreCalibration] = {}
         self._stores_lock = threading.Lock()
+        # closes the stores (saving approximate indexes) on close(), garbage collection or exit, so
+        # that short-lived engines (the CLI's) save what they wrote too
+        self._finalizer = weakref.finalize(self, _close_stores, self._stores, self._stores_lock)
         log.info("engine opened: model %s (sha256 %s)", self.model_name, self.model_sha256[:12])
 
     # -- what this engine is ----------------------------------------------------------------------
@@ -243,13 +252,22 @@ class Engine:
 
     # -- collections ------------------------------------------------------------------------------
     def _open_store(self, name: str) -> FaceStore:
-        """The collection's store, opened once per engine."""
+        """The collection's store, opened once per engine and reopened when the collection of that
+        name is no longer the one opened (deleted, or deleted and created again, by any process)."""
         path = collection_dir(self.home, name)
-        with self._stores_lock:
-            store = self._stores.get(name)
-            if store is None:
-                store = FaceStore.open(path, name=name)
-                self._stores[name] = store
+        stale = None
+        try:
+            with self._stores_lock:
+                store = self._stores.get(name)
+                if store is not None and not store.is_current():
+                    stale, store = self._stores.pop(name), None
+                    self._collection_calibrations.pop(name, None)
+                if store is None:
+                    store = FaceStore.open(path, name=name)
+                    self._stores[name] = store
+        finally:
+            if stale is not None:
+                stale.close()  # saves nothing: it no longer owns the collection
         return store
 
     def _store(self, name: str) -> FaceStore:
@@ -279,7 +297,11 @@ class Engine:
         if profile is not None:
             profile.save(path / COLLECTION_CALIBRATION)
         with self._stores_lock:
+            stale = self._stores.pop(name, None)  # a deleted collection's store (deleted elsewhere)
+            self._collection_calibrations.pop(name, None)
             self._stores[name] = store
+        if stale is not None:
+            stale.close()
         return self.describe_collection(name)
 
     def collection_calibration(self, name: str) -> ScoreCalibration:
@@ -316,16 +338,17 @@ class Engine:
         return collection_generation(self.home, name)
 
     def delete_collection(self, name: str) -> None:
-        """Delete a collection and everything in it; raises CollectionNotFoundError."""
+        """Delete a collection and everything in it, for every process at once; raises
+        CollectionNotFoundError. Other engines (threads, processes) holding it open get
+        CollectionNotFoundError from their next call on it (or, once a collection of that name is
+        created again, that new collection); none of their writes outlives the deletion unnoticed."""
         path = collection_dir(self.home, name)
         with self._stores_lock:
             store = self._stores.pop(name, None)
             self._collection_calibrations.pop(name, None)
             if store is not None:
-                store.close()
-            if not (path / "faces.sqlite").is_file():
-                raise CollectionNotFoundError(f"no collection named {name!r}")
-            shutil.rmtree(path)
+                store.close(save=False)
+            FaceStore.delete(path, name=name)
 
     def check_collection(self, name: str, *, repair: bool = False) -> CheckReport:
         """Compare the vector index with the metadata (the truth); ``repair`` rebuilds it if they differ."""
@@ -491,16 +514,14 @@ class Engine:
                             collection_size=size, face=face)
 
     def close(self) -> None:
-        """Release the model sessions (also done when the engine is garbage-collected).
+        """Release the model sessions and close the collections (also done when the engine is
+        garbage-collected or the interpreter exits: an approximate index is saved then).
 
         Later calls that need the models raise :class:`FacelensError`.
         """
         self._pipeline = None
         self.backend = None
-        with self._stores_lock:
-            for store in self._stores.values():
-                store.close()
-            self._stores.clear()
+        self._finalizer()
 
     def __enter__(self) -> Engine:
         return self

@@ -6,9 +6,12 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import mmap
 import os
+import shutil
 import sqlite3
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +37,13 @@ SCHEMA_VERSION = 1
 DB_NAME = "faces.sqlite"
 _SAVE_EVERY = 10_000  # persist the vector index after this many changes (and on close)
 INDEX_FACTORY = "IDMap2,Flat"  # exact inner-product search; ids are the faces' row ids
+# The exact index holds the raw float32 embeddings, so it is never written to disk: it is rebuilt from
+# SQLite when a collection is opened (docs/collections.md: 0.7 s at 99k faces). Only approximate
+# indexes (IVF, above EXACT_LIMIT) are saved, and saved again after every erasure.
+_TOMBSTONE = "deleted"  # meta key: the collection was deleted (committed with the rename of its folder)
+_GRAVE_PREFIX = ".deleted-"  # a deleted collection's folder is renamed to this (never a valid name) first
+_BUSY_TIMEOUT_S = 30.0  # how long a statement waits for another process's writer lock
+_ERASE_WAIT_S = 5.0  # how long an erasure waits for readers to let go of the WAL before leaving it pending
 # Above this many faces the index becomes approximate: an inverted file (IVF) whose lists hold 4-bit
 # product-quantisation codes scanned with SIMD "fast-scan" (d/8 bytes a face: 64 bytes for 512-d, so
 # 10M faces take 640 MB), searched in the lists nearest the query; the RERANK x k best candidates are
@@ -160,8 +170,15 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+def _uri(path: Path, mode: str) -> str:
+    """A SQLite URI for ``path``: ``mode`` ``rw`` opens an existing file only (never creates an empty
+    one where a deleted collection was), ``ro`` reads only, ``rwc`` may create."""
+    return f"file:{urllib.parse.quote(str(path.absolute()))}?mode={mode}"
+
+
+def _connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(_uri(path, "rwc" if create else "rw"), uri=True, isolation_level=None,
+                           check_same_thread=False, timeout=_BUSY_TIMEOUT_S)
     # A face row is ~2.3 KB (its float32 embedding is 2 KB): with SQLite's default 4 KB pages only one
     # fits a page and a face takes 4.2 KB on disk; with 16 KB pages, 2.4 KB (42 GB vs 24 GB at 10M faces).
     # Only takes effect when the database is created (before WAL mode); existing files keep theirs.
@@ -169,8 +186,68 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")  # an acknowledged image survives a crash, not just a kill
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA secure_delete=ON")  # an erased face's embedding is overwritten, not just unlinked
+    # an erased face's cells, index entries and freed pages are overwritten with zeros, not just unlinked
+    conn.execute("PRAGMA secure_delete=ON")
     return conn
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return (st.st_dev, st.st_ino)
+
+
+def _tombstoned(conn: sqlite3.Connection) -> bool:
+    """Whether the collection of this connection was deleted (its tombstone row is committed, or
+    written by this connection's own transaction)."""
+    return conn.execute("SELECT 1 FROM meta WHERE key = ?", (_TOMBSTONE,)).fetchone() is not None
+
+
+def _sweep_graves(root: Path) -> None:
+    """Remove what deletions left behind: folders renamed away by a delete that was killed before it
+    could remove them."""
+    if not root.is_dir():
+        return
+    for grave in root.glob(f"{_GRAVE_PREFIX}*"):
+        shutil.rmtree(grave, ignore_errors=True)
+
+
+def _path_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path`` now, or None when there is none."""
+    try:
+        return _identity(os.stat(path))
+    except OSError:
+        return None
+
+
+def _open_db(db: Path, *, name: str) -> tuple[int, sqlite3.Connection]:
+    """Open a collection's database file (a descriptor held for its identity, and a connection);
+    raises :class:`CollectionNotFoundError` when there is none."""
+    try:
+        fd = os.open(db, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CollectionNotFoundError(f"no collection named {name!r}") from None
+    try:
+        conn = _connect(db)
+    except sqlite3.OperationalError:  # removed in between
+        os.close(fd)
+        raise CollectionNotFoundError(f"no collection named {name!r}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, conn
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in folder ``path`` durable (POSIX: fsync the folder)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class _RWLock:
@@ -236,44 +313,80 @@ class FaceStore:
     Every search first applies changes other processes committed (the ``changes`` log), and maps index
     hits back through SQLite, so a deleted face is never returned even by a stale index.
 
+    Lifetime (docs/collections.md): the store holds its database file open and compares that file's
+    identity (device, inode) with the one at the collection's path before every read; every write
+    transaction also checks the collection's tombstone under SQLite's writer lock. A collection
+    deleted or re-created by any process therefore raises :class:`CollectionNotFoundError` here from
+    the next operation on, a write either commits before the deletion or fails, and a store that no
+    longer owns its path never writes anything there (see :meth:`is_current`).
+
     Concurrency within a process: searches run in parallel (FAISS searches are read-only; each thread
     reads SQLite through its own connection, which sees only committed data); a writer commits on the
     writer connection, then takes the index exclusively only to apply the change, so a search waits for
     at most one index update, never for a commit's fsync.
     """
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, db_fd: int) -> None:
+        """Open the store over ``conn``, a connection to the file that ``db_fd`` holds open (both opened
+        from ``path``); raises :class:`CollectionNotFoundError` when that file is deleted or is no
+        longer the one at ``path``. Takes ownership of ``conn`` and ``db_fd``."""
         self.path = path
+        self._db_path = path / DB_NAME
         self._conn = conn  # the writer connection: used under self._write_lock (and while opening)
+        self._db_fd = db_fd  # held so that the file's identity (inode) cannot be reused while open
+        self._ident = _identity(os.fstat(db_fd))
         self._write_lock = threading.RLock()  # one SQLite write transaction at a time in this process
         self._rw = _RWLock()  # the FAISS index: searches share it, updates take it alone
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
-        self._meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        if int(self._meta.get("schema_version", 0)) != SCHEMA_VERSION:
-            raise CollectionError(f"{path}: unsupported collection format {self._meta.get('schema_version')!r}")
-        self.dim = int(self._meta["dim"])
-        self._index: Any = None
-        self._seq = 0
-        self._unsaved = 0
-        self._trained_on = int(self._meta.get("trained_on", "0") or 0)
-        self._rerank_fd = os.open(self.path / RERANK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        self._rerank_map: npt.NDArray[np.float16] | None = None
-        self._load_index()
+        self._erase_pending = False  # the WAL may still hold erased rows (a checkpoint was blocked)
+        self._rerank_fd = -1
+        try:
+            self._meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if int(self._meta.get("schema_version", 0)) != SCHEMA_VERSION:
+                raise CollectionError(f"{path}: unsupported collection format {self._meta.get('schema_version')!r}")
+            self._meta.setdefault("name", path.name)
+            if _TOMBSTONE in self._meta:
+                raise CollectionNotFoundError(f"no collection named {self._meta['name']!r} (it was deleted)")
+            self.dim = int(self._meta["dim"])
+            self._index: Any = None
+            self._seq = 0
+            self._unsaved = 0
+            self._trained_on = int(self._meta.get("trained_on", "0") or 0)
+            self._rerank_fd = os.open(self.path / RERANK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._rerank_map: npt.NDArray[np.float16] | None = None
+            self._rerank_mmap: mmap.mmap | None = None
+            # Everything was opened by path: it is this collection's only if the path still names the
+            # file held open (a folder renamed away by a deletion never comes back, so no file opened
+            # in between can be another collection's).
+            self._require_current()
+            self._load_index()
+            # a process killed between an erasure's commit and its truncation of the WAL left it to others
+            self._erase_wal(wait_s=0.0, track=False)
+        except (OSError, sqlite3.Error) as exc:
+            gone = _path_identity(self._db_path) != self._ident  # deleted while opening
+            self._release()
+            if gone:
+                raise CollectionNotFoundError(f"no collection named {path.name!r} (it was deleted)") from exc
+            raise
+        except BaseException:
+            self._release()
+            raise
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: Path, *, name: str, model_name: str, model_sha256: str, dim: int,
                calibration: str | None = None) -> FaceStore:
         """Create a new, empty collection folder at ``path``."""
+        _sweep_graves(path.parent)
         try:
             path.mkdir(parents=True, exist_ok=False)
         except FileExistsError:
             raise CollectionExistsError(f"collection {name!r} already exists") from None
         try:
-            conn = _connect(path / DB_NAME)
+            conn = _connect(path / DB_NAME, create=True)
             conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
             meta = {"schema_version": str(SCHEMA_VERSION), "name": name, "model_name": model_name,
                     "model_sha256": model_sha256, "dim": str(dim), "created": _now(),
@@ -282,18 +395,48 @@ class FaceStore:
             conn.execute("BEGIN")
             conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
             conn.execute("COMMIT")
+            fd = os.open(path / DB_NAME, os.O_RDONLY | os.O_CLOEXEC)
         except BaseException:
-            import shutil
-
             shutil.rmtree(path, ignore_errors=True)
             raise
-        return cls(path, conn)
+        return cls(path, conn, fd)
 
     @classmethod
     def open(cls, path: Path, *, name: str) -> FaceStore:
-        if not (path / DB_NAME).is_file():
-            raise CollectionNotFoundError(f"no collection named {name!r}")
-        return cls(path, _connect(path / DB_NAME))
+        """Open the collection at ``path``; raises :class:`CollectionNotFoundError` if there is none."""
+        fd, conn = _open_db(path / DB_NAME, name=name)
+        return cls(path, conn, fd)
+
+    @classmethod
+    def delete(cls, path: Path, *, name: str) -> None:
+        """Delete the collection at ``path``, for every process at once; raises CollectionNotFoundError.
+
+        Under SQLite's writer lock, the collection's folder is renamed away (to a name no collection can
+        have) and a tombstone row is committed: every other process's next read finds its file gone
+        from the path, its next write finds the tombstone, and the name is free for a new collection
+        the moment the rename is done. The renamed folder is then removed. Open stores elsewhere
+        release their files at their next operation."""
+        fd, conn = _open_db(path / DB_NAME, name=name)
+        grave: Path | None = None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if _tombstoned(conn) or _path_identity(path / DB_NAME) != _identity(os.fstat(fd)):
+                    raise CollectionNotFoundError(f"no collection named {name!r}")
+                conn.execute("INSERT INTO meta VALUES (?, ?)", (_TOMBSTONE, _now()))
+                grave = path.parent / f"{_GRAVE_PREFIX}{uuid.uuid4().hex}"
+                os.rename(path, grave)  # the moment of deletion
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
+            os.close(fd)
+        _fsync_dir(path.parent)
+        shutil.rmtree(grave, ignore_errors=True)
+        _sweep_graves(path.parent)
 
     @property
     def meta(self) -> dict[str, str]:
@@ -303,6 +446,39 @@ class FaceStore:
     def generation(self) -> str:
         """This collection's identity (see :func:`new_generation`)."""
         return self._meta.get("generation") or legacy_generation(self._meta)
+
+    # -- lifetime ---------------------------------------------------------------------------------
+    def is_current(self) -> bool:
+        """Whether this store is open and still the collection at its path: False once it was closed,
+        deleted, or deleted and created again (by any process). One stat() call."""
+        return not self._closed and _path_identity(self._db_path) == self._ident
+
+    def _gone(self) -> CollectionNotFoundError:
+        return CollectionNotFoundError(f"collection {self._meta['name']!r} was closed or deleted")
+
+    def _require_current(self) -> None:
+        if not self.is_current():
+            raise self._gone()
+
+    def _begin_owned(self) -> None:
+        """BEGIN IMMEDIATE on the writer connection (caller holds self._write_lock), then make sure the
+        collection is still this one: neither tombstoned nor moved. Raises CollectionNotFoundError
+        (with no transaction left open) otherwise. A deletion commits under the same lock, so nothing
+        written in this transaction can outlive the collection unseen."""
+        if not self.is_current():  # (checked again below, under the lock)
+            raise self._gone()
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            if not self.is_current():
+                raise self._gone() from None
+            raise
+        try:
+            if _tombstoned(self._conn) or not self.is_current():
+                raise self._gone()
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     # -- the vector index -------------------------------------------------------------------------
     def _index_files(self) -> list[tuple[int, Path]]:
@@ -331,8 +507,16 @@ class FaceStore:
             except RuntimeError as exc:
                 log.warning("%s: vector index unreadable (%s); rebuilding from SQLite", path, exc)
                 self._index = None
-        if self._index is None or self._index.d != self.dim:
-            self._rebuild(choose_factory(self.face_count(), self.dim))
+        if self._index is not None and (self._index.d != self.dim or _factory_of(self._index) == INDEX_FACTORY):
+            self._index = None  # another dimension, or an exact index saved by an older version (raw vectors)
+        if self._index is None:
+            factory = choose_factory(self.face_count(), self.dim)
+            if factory == INDEX_FACTORY:
+                self._restore_rerank_file()
+                self._index, self._seq, self._trained_on = self._build(factory, rerank=False)
+                self.save_index()  # saves nothing: removes what older versions or killed saves left
+            else:
+                self._rebuild(factory)
         else:
             self._restore_rerank_file()
             self.refresh()
@@ -346,17 +530,19 @@ class FaceStore:
         log.info("%s: rewriting the float16 re-rank file from SQLite", self.path)
         cur = self._conn.execute("SELECT vid, embedding FROM faces ORDER BY vid")
         while rows := cur.fetchmany(65536):
-            self._write_rerank(*_decode(rows, self.dim))
+            self._write_rerank_live(*_decode(rows, self.dim))
 
-    def _build(self, factory: str) -> tuple[Any, int, int]:
+    def _build(self, factory: str, *, rerank: bool = True) -> tuple[Any, int, int]:
         """Build an index of ``factory`` from a consistent snapshot of SQLite, on its own connection so
-        that this thread's searches and writes are not held up. Returns (index, snapshot seq, n)."""
+        that this thread's searches and writes are not held up (``rerank``: write the float16 rows
+        too). Returns (index, snapshot seq, n)."""
         import faiss
 
-        conn = sqlite3.connect(f"file:{self.path / DB_NAME}?mode=ro", uri=True, timeout=30.0)
+        conn = sqlite3.connect(_uri(self._db_path, "ro"), uri=True, timeout=_BUSY_TIMEOUT_S)
         try:
             conn.execute("BEGIN")  # one read transaction: a snapshot, whatever other writers do
             seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
+            self._require_current()  # the snapshot is this collection's (opened by path)
             n = int(conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
             index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
 
@@ -370,7 +556,8 @@ class FaceStore:
             while rows := cur.fetchmany(65536):
                 ids, vecs = _decode(rows, self.dim)
                 index.add_with_ids(vecs, ids)
-                self._write_rerank(ids, vecs)
+                if rerank:
+                    self._write_rerank_live(ids, vecs)
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -381,14 +568,14 @@ class FaceStore:
         index, seq, n = self._build(factory)
         with self._rw.write():
             self._index, self._seq, self._trained_on = index, seq, n
-            self.refresh()
             self._unsaved = 1
-            self.save_index()
+        self.refresh()
+        self.save_index()
         self._set_meta(index_factory=factory, trained_on=str(n))
 
     def _set_meta(self, **values: str) -> None:
         with self._write_lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._begin_owned()
             self._conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
             self._conn.execute("COMMIT")
             self._meta.update(values)
@@ -414,14 +601,15 @@ class FaceStore:
         log.info("collection %s: %d faces, rebuilding the vector index as %s", self._meta["name"], n, wanted)
         self._rebuild(wanted)
 
-    def refresh(self) -> None:
-        """Apply the changes committed (by any process) since the index was last brought up to date."""
+    def refresh(self) -> bool:
+        """Apply the changes committed (by any process) since the index was last brought up to date;
+        returns whether any of them deleted faces."""
         with self._rw.write():
             reader = self._reader()
             rows = reader.execute("SELECT seq, op, vid FROM changes WHERE seq > ? ORDER BY seq",
                                       (self._seq,)).fetchall()
             if not rows:
-                return
+                return False
             final: dict[int, str] = {}
             for _, op, vid in rows:
                 final[vid] = op
@@ -440,41 +628,75 @@ class FaceStore:
                 if got:
                     ids, vecs = _decode(got, self.dim)
                     self._index.add_with_ids(vecs, ids)
-                    self._write_rerank(ids, vecs)
+                    self._write_rerank_live(ids, vecs)
             self._seq = int(rows[-1][0])
             self._unsaved += len(rows)
-            # Saving writes the whole index: do it once per 50% growth (at least _SAVE_EVERY changes), so
-            # its total cost stays within a few times the final size. Unsaved changes are replayed from
-            # SQLite's change log when the collection is next opened.
-            if self._unsaved >= max(_SAVE_EVERY, self._index.ntotal // 2):
-                self.save_index()
+            return bool(dels.size)
 
-    def save_index(self) -> None:
-        """Persist the vector index as ``vectors.<seq>.faiss`` (atomic rename), removing older files."""
+    def _save_due(self) -> bool:
+        """Saving writes the whole index: do it once per 50% growth (at least _SAVE_EVERY changes), so
+        its total cost stays within a few times the final size. Unsaved changes are replayed from
+        SQLite's change log when the collection is next opened. The exact index is never saved."""
+        return (_factory_of(self._index) != INDEX_FACTORY
+                and self._unsaved >= max(_SAVE_EVERY, self._index.ntotal // 2))
+
+    def save_index(self) -> bool:
+        """Persist the approximate vector index as ``vectors.<seq>.faiss`` (atomic rename), removing
+        older files and temporary files of killed saves; returns whether a file was written.
+
+        Runs under SQLite's writer lock, after applying every committed change, and only while this
+        store is still the collection at its path: no process saves an index that misses a committed
+        deletion, nor writes into a collection that replaced a deleted one. The exact index is not
+        saved (it holds the raw embeddings): saving it only removes files left by older versions."""
         import faiss
 
-        with self._rw.write():
-            if self._unsaved == 0 and self._index_files():
-                return
-            final = self.path / f"vectors.{self._seq}.faiss"
-            tmp = self.path / f".vectors.{self._seq}.{os.getpid()}.tmp"
-            faiss.write_index(self._index, str(tmp))
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.fsync(self._rerank_fd)
-            os.replace(tmp, final)
-            for seq, old in self._index_files():
-                if seq < self._seq:
-                    old.unlink(missing_ok=True)
-            self._unsaved = 0
+        with self._write_lock:
+            try:
+                self._begin_owned()
+            except CollectionNotFoundError:
+                return False
+            try:
+                self.refresh()
+                with self._rw.write():
+                    for stale in self.path.glob(".vectors.*.tmp"):  # killed saves (no save runs now)
+                        stale.unlink(missing_ok=True)
+                    if _factory_of(self._index) == INDEX_FACTORY:
+                        for _, old in self._index_files():
+                            old.unlink()
+                        self._unsaved = 0
+                        return False
+                    if self._unsaved == 0 and self._index_files():
+                        return False
+                    final = self.path / f"vectors.{self._seq}.faiss"
+                    tmp = self.path / f".vectors.{self._seq}.{os.getpid()}.tmp"
+                    faiss.write_index(self._index, str(tmp))
+                    with open(tmp, "rb") as f:
+                        os.fsync(f.fileno())
+                    os.fsync(self._rerank_fd)
+                    os.replace(tmp, final)
+                    for seq, old in self._index_files():
+                        if seq < self._seq:
+                            old.unlink(missing_ok=True)
+                    _fsync_dir(self.path)
+                    self._unsaved = 0
+                    return True
+            finally:
+                self._conn.execute("ROLLBACK")  # nothing was written to SQLite: this only releases the lock
 
     def _reader(self) -> sqlite3.Connection:
-        """This thread's read connection (each statement sees what was committed when it ran)."""
-        if self._closed:
-            raise CollectionNotFoundError(f"collection {self._meta['name']!r} was closed or deleted")
+        """This thread's read connection (each statement sees what was committed when it ran). Raises
+        :class:`CollectionNotFoundError` once the collection was closed, deleted or re-created."""
+        self._require_current()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path / DB_NAME, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn = sqlite3.connect(_uri(self._db_path, "rw"), uri=True, isolation_level=None,
+                                   check_same_thread=False, timeout=_BUSY_TIMEOUT_S)
+            try:
+                conn.execute("SELECT 1 FROM meta LIMIT 1").fetchone()  # opens the WAL, by path too
+                self._require_current()  # ... so check the path still names this collection after
+            except BaseException:
+                conn.close()
+                raise
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
@@ -483,8 +705,81 @@ class FaceStore:
     def _catch_up(self) -> None:
         """Apply other writers' committed changes, if there are any (one cheap query when there are not)."""
         top = self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
-        if int(top) > self._seq:
-            self.refresh()
+        if int(top) > self._seq and self.refresh():
+            self._erase_pending = True  # the deleting process may have died before truncating the WAL
+        if self._erase_pending:
+            self._erase_wal(wait_s=0.0, blocking=False)
+
+    # -- erasure ----------------------------------------------------------------------------------
+    def _erase_wal(self, *, wait_s: float, blocking: bool = True, track: bool = True) -> bool:
+        """Copy the write-ahead log into the database and truncate it to zero bytes, so that rows an
+        erasure deleted (zeroed in the database by secure_delete) no longer survive in older WAL frames.
+        Waits up to ``wait_s`` for readers in other processes that still use the WAL; if they hold it
+        longer, the erasure stays pending (``track``), is logged, and this store's next search or
+        write finishes it. Returns whether the WAL is now empty."""
+        if not self._write_lock.acquire(blocking=blocking):
+            return False
+        try:
+            if self._closed or self._conn.in_transaction:
+                return False
+            self._conn.execute(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
+            try:
+                done = int(self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]) == 0
+            except sqlite3.OperationalError:  # locked: another process is writing
+                done = False
+            finally:
+                self._conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
+            if done and self.is_current():
+                # SQLite truncates without syncing: make the truncation itself survive a power loss
+                with contextlib.suppress(FileNotFoundError):
+                    fd = os.open(self.path / f"{DB_NAME}-wal", os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            if not done and wait_s > 0:
+                log.warning("collection %s: other processes still read the write-ahead log, which holds "
+                            "erased rows until it can be truncated; retrying at the next operation",
+                            self._meta["name"])
+            elif done and self._erase_pending:
+                log.info("collection %s: pending erasure finished (write-ahead log truncated)", self._meta["name"])
+            if track or done:
+                self._erase_pending = not done
+            return done
+        finally:
+            self._write_lock.release()
+
+    def _scrub_centroids(self, erased: npt.NDArray[np.float32]) -> bool:
+        """Remove erased embeddings from the approximate index's coarse quantizer: k-means leaves a
+        list whose training sample held one point with that point as its centroid, i.e. a face's exact
+        float32 embedding, saved with the index. Such a centroid of a list now empty is replaced by the
+        mean of its 8 nearest centroids (no code depends on it); when its list still holds faces,
+        returns True: the index must be retrained (from SQLite, which no longer holds the face)."""
+        import faiss
+
+        with self._rw.write():
+            if _factory_of(self._index) == INDEX_FACTORY:
+                return False
+            ivf: Any = faiss.extract_index_ivf(self._index)
+            quantizer: Any = faiss.downcast_index(ivf.quantizer)
+            cents = faiss.rev_swig_ptr(quantizer.get_xb(), ivf.nlist * self.dim).reshape(ivf.nlist, self.dim)
+            e = np.ascontiguousarray(erased, dtype=np.float32)
+            d2 = (e * e).sum(1)[:, None] + (cents * cents).sum(1)[None, :] - 2 * (e @ cents.T)
+            same = np.unique(np.nonzero(d2 < 1e-6)[1])  # equal up to float rounding
+            for c in same.tolist():
+                if ivf.invlists.list_size(c):
+                    log.warning("collection %s: an erased face was a centroid of the vector index; retraining it",
+                                self._meta["name"])
+                    return True
+                near = np.argsort(-(cents @ cents[c]))[1:9]
+                cents[c] = cents[near].mean(axis=0)
+            return False
+
+    @property
+    def erasure_pending(self) -> bool:
+        """Whether an erasure could not yet truncate the write-ahead log (readers in other processes
+        held it), so that erased rows may still be in its older frames; see :meth:`_erase_wal`."""
+        return self._erase_pending
 
     # -- the float16 re-rank file ------------------------------------------------------------------
     def _write_rerank(self, vids: npt.NDArray[np.int64], vecs: npt.NDArray[np.float32] | None) -> None:
@@ -503,6 +798,18 @@ class FaceStore:
         for run_ids, run in zip(np.split(vids, breaks), np.split(data, breaks), strict=True):
             os.pwrite(self._rerank_fd, run.tobytes(), int(run_ids[0]) * row_bytes)
 
+    def _write_rerank_live(self, vids: npt.NDArray[np.int64], vecs: npt.NDArray[np.float32]) -> None:
+        """Write live faces' float16 rows read from SQLite earlier, then zero again those deleted
+        meanwhile: a deletion zeroes its rows after it commits, so a row written after that zeroing was
+        written after the commit, and the check that follows it sees the deletion."""
+        if len(vids) == 0:
+            return
+        self._write_rerank(vids, vecs)
+        lo, hi = int(np.min(vids)), int(np.max(vids))
+        live = {r[0] for r in self._reader().execute("SELECT vid FROM faces WHERE vid BETWEEN ? AND ?", (lo, hi))}
+        gone = np.array([v for v in np.asarray(vids).tolist() if v not in live], dtype=np.int64)
+        self._write_rerank(gone, None)
+
     def _rerank_rows(self, vids: npt.NDArray[np.int64]) -> npt.NDArray[np.float16]:
         """The float16 rows of these vids (zeros for rows not written)."""
         need = (int(vids.max()) + 1) if len(vids) else 0
@@ -511,9 +818,11 @@ class FaceStore:
             size = os.fstat(self._rerank_fd).st_size // (2 * self.dim)
             if size == 0:
                 return np.zeros((len(vids), self.dim), np.float16)
-            m = np.memmap(self.path / RERANK_FILE, dtype="<f2", mode="r", shape=(size, self.dim))
-            self._rerank_map = m
-        rows = np.asarray(m)  # a plain ndarray over the map: indexing skips np.memmap's per-call overhead
+            # mapped from the file held open, never by path: the path may name another collection now
+            mm = mmap.mmap(self._rerank_fd, size * 2 * self.dim, prot=mmap.PROT_READ)
+            m = np.frombuffer(mm, dtype="<f2").reshape(size, self.dim)
+            self._rerank_map, self._rerank_mmap = m, mm  # (the old map is released with its last user)
+        rows = m
         inside = vids < rows.shape[0]
         if inside.all():
             return rows[vids]
@@ -549,8 +858,8 @@ class FaceStore:
                 if f.embedding.shape != (self.dim,):
                     raise InvalidArgumentError(f"embedding must have shape ({self.dim},), got {f.embedding.shape}")
 
-        def fn(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
-            out = []
+        def fn(conn: sqlite3.Connection) -> list[tuple[list[StoredFace], bool]]:
+            out: list[tuple[int, bool]] = []
             now = _now()
             for external_image_id, image_sha256, person_id, faces in images:
                 row = conn.execute("SELECT image_id FROM images WHERE external_image_id = ? AND image_sha256 = ?",
@@ -572,16 +881,17 @@ class FaceStore:
                          np.ascontiguousarray(f.embedding, dtype="<f4").tobytes())).lastrowid
                     conn.execute("INSERT INTO changes (op, vid) VALUES ('add', ?)", (vid,))
                 out.append((int(image_id), True))  # type: ignore[arg-type]
-            return out
+            # the faces as committed, read in the same transaction (the store may be deleted right after)
+            return [(self._faces_where("f.image_id = ?", (image_id,), conn=conn), added) for image_id, added in out]
 
-        written = self._write(fn)
-        return [(self._faces_where("f.image_id = ?", (image_id,)), added) for image_id, added in written]
+        return list(self._write(fn))
 
     @staticmethod
-    def _delete_in(conn: sqlite3.Connection, face_ids: Sequence[str]) -> list[str]:
+    def _delete_in(conn: sqlite3.Connection, face_ids: Sequence[str], erased: list[bytes]) -> list[str]:
+        """Delete these faces in ``conn``'s transaction; their embeddings are appended to ``erased``."""
         deleted = []
         for fid in face_ids:
-            row = conn.execute("SELECT vid, image_id FROM faces WHERE face_id = ?", (fid,)).fetchone()
+            row = conn.execute("SELECT vid, image_id, embedding FROM faces WHERE face_id = ?", (fid,)).fetchone()
             if row is None:
                 continue
             conn.execute("DELETE FROM faces WHERE vid = ?", (row[0],))
@@ -590,19 +900,24 @@ class FaceStore:
             conn.execute("DELETE FROM images WHERE image_id = ? AND NOT EXISTS "
                          "(SELECT 1 FROM faces WHERE image_id = ?)", (row[1], row[1]))
             deleted.append(fid)
+            erased.append(row[2])
         return deleted
 
     def delete_faces(self, face_ids: Sequence[str]) -> list[str]:
-        """Delete these faces (unknown ids are ignored); returns the ids that were deleted."""
-        return list(self._write(lambda conn: self._delete_in(conn, face_ids)))
+        """Erase these faces (unknown ids are ignored); returns the ids that were deleted. When this
+        returns, no file of the collection holds their embeddings or, for an image left without faces,
+        its external id (see :meth:`_erase_wal` for the one case that can stay pending)."""
+        erased: list[bytes] = []
+        return list(self._write(lambda conn: self._delete_in(conn, face_ids, erased), erased=erased))
 
     # -- reading ----------------------------------------------------------------------------------
     _SELECT = ("SELECT f.face_id, NULLIF(i.external_image_id, ''), i.image_sha256, f.person_id, f.bbox, "
                "f.det_score, f.quality, f.created, f.vid FROM faces f JOIN images i USING (image_id)")
     _SELECT_EMBEDDING = _SELECT.replace("f.vid FROM", "f.vid, f.embedding FROM")
 
-    def _faces_where(self, where: str, args: Sequence[Any]) -> list[StoredFace]:
-        rows = self._reader().execute(f"{self._SELECT} WHERE {where} ORDER BY f.vid", tuple(args)).fetchall()
+    def _faces_where(self, where: str, args: Sequence[Any], *,
+                     conn: sqlite3.Connection | None = None) -> list[StoredFace]:
+        rows = (conn or self._reader()).execute(f"{self._SELECT} WHERE {where} ORDER BY f.vid", tuple(args)).fetchall()
         return [self._face(r) for r in rows]
 
     @staticmethod
@@ -623,20 +938,36 @@ class FaceStore:
         return int(self._reader().execute("SELECT COUNT(*) FROM persons").fetchone()[0])
 
     # -- persons ----------------------------------------------------------------------------------
-    def _write(self, fn: Any) -> Any:
-        """Run ``fn(conn)`` in one write transaction, then bring the index up to date."""
+    def _write(self, fn: Any, *, erased: list[bytes] | None = None) -> Any:
+        """Run ``fn(conn)`` in one write transaction, then bring the index up to date. ``erased``: the
+        transaction deletes faces and ``fn`` appends their embeddings there; every copy of them on disk
+        is removed before returning.
+
+        The transaction checks under SQLite's writer lock that the collection was not deleted (see
+        :meth:`delete`): the write is committed before any deletion, or raises CollectionNotFoundError.
+        What follows the commit cannot undo it, so a deletion racing that part does not fail the call."""
         with self._write_lock:
-            if self._closed:
-                raise CollectionNotFoundError(f"collection {self._meta['name']!r} was closed or deleted")
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._begin_owned()
             try:
                 result = fn(self._conn)
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
-        self.refresh()
-        self._maybe_rebuild()
+        try:
+            self.refresh()
+            if erased is not None:
+                os.fsync(self._rerank_fd)  # the zeroed float16 rows, on disk before the call returns
+                if erased and self._scrub_centroids(np.frombuffer(b"".join(erased), "<f4").reshape(-1, self.dim)):
+                    self._rebuild(_factory_of(self._index))
+                self.save_index()  # an approximate index's saved file holds the erased faces' codes
+                self._erase_wal(wait_s=_ERASE_WAIT_S)
+            elif self._save_due():
+                self.save_index()
+            self._maybe_rebuild()
+        except CollectionNotFoundError:
+            log.info("collection %s was deleted just after a write committed", self._meta["name"])
         return result
 
     def create_person(self, person_id: str, *, exist_ok: bool = False) -> bool:
@@ -686,10 +1017,11 @@ class FaceStore:
         def fn(conn: sqlite3.Connection) -> list[str]:
             self._require_person(conn, person_id)
             ids = [r[0] for r in conn.execute("SELECT face_id FROM faces WHERE person_id = ?", (person_id,))]
-            self._delete_in(conn, ids)
+            self._delete_in(conn, ids, erased)
             conn.execute("DELETE FROM persons WHERE person_id = ?", (person_id,))
             return ids
-        return list(self._write(fn))
+        erased: list[bytes] = []
+        return list(self._write(fn, erased=erased))
 
     def get_face(self, face_id: str) -> tuple[StoredFace, npt.NDArray[np.float32]]:
         """A stored face and its embedding; raises :class:`FaceNotFoundError`."""
@@ -712,6 +1044,8 @@ class FaceStore:
                 start = int(after)
             except ValueError:
                 raise InvalidArgumentError(f"invalid page token {after!r}") from None
+            if not 0 <= start < 2**63:  # SQLite integers are 64-bit: a bigger token was never handed out
+                raise InvalidArgumentError(f"invalid page token {after!r}")
         rows = self._reader().execute(f"{self._SELECT} WHERE f.vid > ? ORDER BY f.vid LIMIT ?",
                                   (start, limit + 1)).fetchall()
         more = len(rows) > limit
@@ -811,7 +1145,7 @@ class FaceStore:
             bad = np.any(self._rerank_rows(ids) != want.astype(np.float16), axis=1)
             wrong += int(bad.sum())
             if repair and bad.any():
-                self._write_rerank(ids[bad], want[bad])
+                self._write_rerank_live(ids[bad], want[bad])
         n_rows = os.fstat(self._rerank_fd).st_size // (2 * self.dim)
         for start in range(0, n_rows, 65536):
             ids = np.arange(start, min(start + 65536, n_rows), dtype=np.int64)
@@ -822,23 +1156,37 @@ class FaceStore:
                 self._write_rerank(stray, None)
         return wrong
 
-    def close(self) -> None:
-        """Save the index and close. Searches in flight finish first; later calls raise
-        :class:`CollectionNotFoundError`."""
+    def close(self, *, save: bool = True) -> None:
+        """Save the index (if ``save`` and this store still owns the collection) and close. Searches in
+        flight finish first; later calls raise :class:`CollectionNotFoundError`."""
         # lock order everywhere: _write_lock before _rw, never the other way round
-        with self._write_lock, self._rw.write():
+        with self._write_lock:
             if self._closed:
                 return
             try:
-                self.save_index()
+                if save:
+                    self.save_index()
+            except (sqlite3.Error, OSError) as exc:
+                log.warning("collection %s: vector index not saved on close (%s); it is rebuilt from "
+                            "SQLite when next opened", self._meta["name"], exc)
             finally:
-                self._closed = True
-                self._conn.close()
-                for reader in self._readers:
-                    reader.close()
-                self._readers.clear()
-                self._rerank_map = None
-                os.close(self._rerank_fd)
+                with self._rw.write():
+                    self._release()
+
+    def _release(self) -> None:
+        """Close every connection and file (under both locks, or while opening)."""
+        self._closed = True
+        for conn in (self._conn, *self._readers):
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._readers.clear()
+        self._rerank_map = self._rerank_mmap = None
+        for fd in (self._rerank_fd, self._db_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._rerank_fd = self._db_fd = -1
 
 
 def _decode(rows: Sequence[Any], dim: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:

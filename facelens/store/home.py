@@ -54,17 +54,26 @@ def collection_generation(home: Path, name: str) -> str:
     opening it for writing; raises :class:`CollectionNotFoundError` when there is none."""
     import sqlite3
 
-    from .collection import DB_NAME, legacy_generation
+    from .collection import _TOMBSTONE, DB_NAME, legacy_generation
 
     db = collection_dir(home, name) / DB_NAME
-    if not db.is_file():
-        raise CollectionNotFoundError(f"no collection named {name!r}")
+    try:
+        fd = os.open(db, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CollectionNotFoundError(f"no collection named {name!r}") from None
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30.0)
         try:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         finally:
             conn.close()
-    except sqlite3.Error:
+        st, held = os.stat(db), os.fstat(fd)
+    except (sqlite3.Error, OSError):
         raise CollectionNotFoundError(f"no collection named {name!r}") from None
+    finally:
+        os.close(fd)
+    # what was read is the collection at the path now, not one a deletion renamed away meanwhile (a
+    # renamed folder never comes back, so the descriptor opened first pins the file read)
+    if (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino) or _TOMBSTONE in meta:
+        raise CollectionNotFoundError(f"no collection named {name!r}")
     return meta.get("generation") or legacy_generation(meta)

@@ -1,0 +1,198 @@
+"""Defects found by using facelens as a careless or hostile user would: each one-line error, exit code and refusal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from facelens.cli import main
+
+from .conftest import PORTRAITS, portrait
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _one_line_error(err: str) -> None:
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and all(not ln.startswith(" ") for ln in lines), err
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A collection 'c' holding the two photos of C001079."""
+    h = str(tmp_path_factory.mktemp("home"))
+    assert _run("collection", "create", "c", "--home", h)[0] == 0
+    code, _, err = _run("index", "c", str(portrait("C001079")), str(portrait("C001082")), "--home", h)
+    assert code == 0, err
+    return h
+
+
+def _face_ids(home: str) -> list[str]:
+    return [f["face_id"] for f in json.loads(_run("faces", "list", "c", "--home", home, "--json")[1])["faces"]]
+
+
+# -- faces delete of unknown ids: exit 3 naming them ------------------------------------------------------
+
+
+def test_faces_delete_only_unknown_ids_exits_3(home: str) -> None:
+    before = _face_ids(home)
+    code, out, err = _run("faces", "delete", "c", "nope", "--home", home)
+    assert code == 3
+    assert "deleted 0 face(s)" in out and "no face 'nope' in collection 'c'" in err
+    _one_line_error(err)
+    assert _face_ids(home) == before
+
+
+def test_faces_delete_some_unknown_deletes_the_others_and_exits_3(tmp_path: Path) -> None:
+    h = str(tmp_path)
+    _run("collection", "create", "c", "--home", h)
+    _run("index", "c", str(portrait("C001079")), str(portrait("C001082")), "--home", h)
+    victim, keep = _face_ids(h)
+    code, out, err = _run("faces", "delete", "c", victim, "ghost1", "ghost2", "--home", h, "--json")
+    assert code == 3
+    assert json.loads(out) == {"deleted": [victim], "unknown": ["ghost1", "ghost2"]}
+    assert "no faces 'ghost1', 'ghost2' in collection 'c'" in err
+    assert _face_ids(h) == [keep]
+    assert _run("faces", "delete", "c", keep, "--home", h)[0] == 0
+
+
+def test_person_associate_unknown_face_exits_3(home: str) -> None:
+    assert _run("person", "create", "c", "someone", "--home", home)[0] == 0
+    known = _face_ids(home)[0]
+    code, out, err = _run("person", "associate", "c", "someone", known, "ghost", "--home", home, "--json")
+    assert code == 3 and json.loads(out) == {"associated": [known], "unknown": ["ghost"]}
+    assert "no face 'ghost'" in err
+
+
+# -- numbers out of range: one line, exit 2 ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ("faces", "list", "c", "--next-token", "99999999999999999999999"),
+    ("faces", "list", "c", "--next-token", "abc"),
+    ("faces", "list", "c", "--limit", "0"),
+    ("faces", "list", "c", "--limit", "-1"),
+    ("faces", "list", "c", "--limit", "99999999999999999999999"),
+    ("faces", "list", "c", "--limit", "9223372036854775807"),
+    ("search", "c", str(portrait("C001079", "b")), "--max-results", "0"),
+    ("search", "c", str(portrait("C001079", "b")), "--max-fmr", "0"),
+    ("search", "c", str(portrait("C001079", "b")), "--max-fpir", "nan"),
+    ("search", "c", str(portrait("C001079", "b")), "--min-score", "5"),
+    ("person", "search", "c", str(portrait("C001079", "b")), "--max-results", "-3"),
+])
+def test_out_of_range_numbers_are_usage_errors(home: str, args: tuple[str, ...]) -> None:
+    code, _, err = _run(*args, "--home", home)
+    assert code == 2, err
+    _one_line_error(err)
+
+
+@pytest.mark.parametrize("option", [
+    ("--threads", "99999999999999999999"), ("--threads", "-1"), ("--det-size", "3200000"), ("--det-size", "7"),
+    ("--det-threshold", "nan"), ("--det-threshold", "2"), ("--min-face-size", "nan"), ("--min-face-size", "inf"),
+    ("--max-pixels", "0"), ("--max-faces", "0"),
+])
+def test_detect_engine_options_out_of_range_are_usage_errors(option: tuple[str, str]) -> None:
+    code, _, err = _run("detect", *option, str(portrait("C001079")))
+    assert code == 2, err
+    _one_line_error(err)
+
+
+def test_compare_max_fmr_zero_is_a_usage_error() -> None:
+    code, _, err = _run("compare", str(portrait("C001079")), str(portrait("C001079", "b")), "--max-fmr", "0")
+    assert code == 2 and "max_fmr" in err
+    _one_line_error(err)
+
+
+def test_filesystem_errors_are_one_line_with_exit_3(tmp_path: Path) -> None:
+    """A --home that is inside a file cannot hold collections: one line, exit 3 (input error)."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, _, err = _run("collection", "create", "c", "--home", str(afile / "sub"))
+    assert code == 3, err
+    assert str(afile) in err
+    _one_line_error(err)
+
+
+def test_the_exit_code_table_maps_each_error_family() -> None:
+    from facelens import cli
+    from facelens.errors import (
+        CollectionNotFoundError,
+        ImageTooLargeError,
+        InvalidArgumentError,
+        ModelFileError,
+        NoFaceError,
+    )
+    from facelens.server.errors import InsecureSettingsError
+
+    assert cli._exit_code(InvalidArgumentError("x")) == 2
+    assert cli._exit_code(InsecureSettingsError("x")) == 2
+    assert cli._exit_code(ModelFileError("x", path="p")) == 4
+    assert cli._exit_code(ImageTooLargeError(width=1, height=1, max_pixels=1)) == 3
+    assert cli._exit_code(NoFaceError("x")) == 3
+    assert cli._exit_code(CollectionNotFoundError("x")) == 3
+    assert cli._exit_code(OverflowError("x")) == 2
+    assert cli._exit_code(NotADirectoryError("x")) == 3
+
+
+# -- images that are not regular files -----------------------------------------------------------------------
+
+
+def test_detect_on_a_fifo_does_not_hang(tmp_path: Path) -> None:
+    """A real process, as a user runs it: `mkfifo x.jpg; facelens detect x.jpg` used to block forever."""
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "facelens", "detect", str(fifo), str(portrait("C001079"))],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 3, proc.stderr
+    assert f"{fifo}: is a FIFO (named pipe), not a regular image file" in proc.stderr
+    assert ": 1 face" in proc.stdout  # the other image is still processed
+    _one_line_error(proc.stderr)
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "/dev/null", str(PORTRAITS)])
+def test_detect_on_devices_and_folders_is_an_input_error(path: str) -> None:
+    if not os.path.exists(path):
+        pytest.skip(f"no {path}")
+    code, _, err = _run("detect", path)
+    assert code == 3
+    assert "not a regular image file" in err or "is a directory" in err
+    _one_line_error(err)
+
+
+def test_index_folder_skips_symlinks_and_non_regular_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Links inside the folder are not followed, even to images: outside the folder, or loops."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(portrait("C001082").read_bytes())
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "mine.jpg").write_bytes(portrait("C001079").read_bytes())
+    (folder / "link-to-file.jpg").symlink_to(outside / "secret.jpg")
+    (folder / "link-to-dir").symlink_to(outside)
+    (folder / "loop").symlink_to(folder)
+    os.mkfifo(folder / "pipe.jpg")
+    home = str(tmp_path / "h")
+    _run("collection", "create", "c", "--home", home)
+    code, out, err = _run("index", "c", str(folder), "--home", home, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [r["external_image_id"] for r in doc["images"]] == ["sub/mine.jpg"]
+    assert "skipped 3 symbolic link(s)" in caplog.text
+    # A link named on the command line is the user's choice: it is followed.
+    code, out, _ = _run("index", "c", str(folder / "link-to-file.jpg"), "--home", home, "--json")
+    assert code == 0 and json.loads(out)["summary"]["faces_indexed"] == 1

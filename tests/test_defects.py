@@ -196,3 +196,33 @@ def test_index_folder_skips_symlinks_and_non_regular_files(tmp_path: Path, caplo
     # A link named on the command line is the user's choice: it is followed.
     code, out, _ = _run("index", "c", str(folder / "link-to-file.jpg"), "--home", home, "--json")
     assert code == 0 and json.loads(out)["summary"]["faces_indexed"] == 1
+
+
+# -- the README's collection example runs as written on a fresh home ------------------------------------------
+
+
+def test_readme_collection_example_runs_as_written(tmp_path: Path) -> None:
+    """Each line of the README's collection block, run from the project root with an empty FACELENS_HOME."""
+    import glob
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("# collections live in", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    assert len(block) >= 4
+    outputs = []
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        for line in block:
+            words = shlex.split(line.split("#", 1)[0])
+            assert words[0] == ".venv/bin/facelens", line
+            args = [a for w in words[1:] for a in (sorted(glob.glob(w)) if "*" in w else [w])]
+            result = CliRunner(env={"FACELENS_HOME": str(tmp_path)}).invoke(main, args)
+            assert result.exit_code == 0, (line, result.output)
+            outputs.append(result.stdout)
+    finally:
+        os.chdir(cwd)
+    search = next(out for line, out in zip(block, outputs, strict=True) if " search " in line)
+    best = search.splitlines()[1].split()
+    assert best[1] == "C001079_a.jpg"  # found by the other photo of the same person...
+    assert 0.5 < float(best[best.index("score") + 1]) < 0.99  # ...not by itself at 1.0

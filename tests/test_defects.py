@@ -8,10 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import facelens
 from facelens.cli import main
+from facelens.quality import LIMITS, refusal_reasons
+from facelens.types import QualityFilter, RefusalReason
 
 from .conftest import PORTRAITS, portrait
 
@@ -226,3 +230,46 @@ def test_readme_collection_example_runs_as_written(tmp_path: Path) -> None:
     best = search.splitlines()[1].split()
     assert best[1] == "C001079_a.jpg"  # found by the other photo of the same person...
     assert 0.5 < float(best[best.index("score") + 1]) < 0.99  # ...not by itself at 1.0
+
+
+def test_demo_on_a_folder_without_portraits_is_a_usage_error(tmp_path: Path) -> None:
+    code, _, err = _run("demo", str(tmp_path))
+    assert code == 2 and "at least two portraits" in err
+    _one_line_error(err)
+
+
+# -- a dog's face: the detector's second look tells it apart ----------------------------------------------------
+
+DOGS = ROOT.parent / "shared" / "data" / "samples" / "dlib" / "faces" / "dogs.jpg"
+
+
+def _second_look(engine: facelens.Engine, image: Path) -> tuple[facelens.Face, float]:
+    from facelens.imageio import decode_image
+
+    assert engine.backend is not None
+    rgb = decode_image(image)
+    face = engine.detect(rgb)[0]
+    return face, engine.backend.detector.confirm_score(rgb, np.array(face.bbox.as_list(), dtype=np.float32))
+
+
+@pytest.mark.skipif(not DOGS.exists(), reason="needs ../shared/data (dlib's dogs.jpg, not copied: licence unclear)")
+def test_dogs_face_is_refused_by_the_second_look(engine: facelens.Engine) -> None:
+    face, confirmed = _second_look(engine, DOGS)
+    assert 0.6 < face.score < 0.65 and face.acceptable  # the first look alone lets it through AUTO
+    assert confirmed < 0.5
+    reasons = refusal_reasons(face.score, face.pose, face.quality, QualityFilter.AUTO, confirmed_score=confirmed)
+    assert RefusalReason.LOW_CONFIDENCE in reasons
+
+
+@pytest.mark.parametrize("image", sorted(PORTRAITS.glob("*.jpg"))[::3], ids=lambda p: p.name)
+def test_real_faces_pass_the_second_look(engine: facelens.Engine, image: Path) -> None:
+    face, confirmed = _second_look(engine, image)
+    assert confirmed >= LIMITS[QualityFilter.HIGH].min_confirmed_score
+    assert refusal_reasons(face.score, face.pose, face.quality, QualityFilter.AUTO, confirmed_score=confirmed) == ()
+
+
+def test_second_look_on_a_box_with_no_face_is_zero(engine: facelens.Engine) -> None:
+    assert engine.backend is not None
+    grey = np.full((300, 300, 3), 128, dtype=np.uint8)
+    assert engine.backend.detector.confirm_score(grey, np.array([100, 100, 200, 200], dtype=np.float32)) == 0.0
+    assert engine.backend.detector.confirm_score(grey, np.array([5, 5, 5.5, 5.5], dtype=np.float32)) == 0.0

@@ -196,6 +196,10 @@ def _decode_stream(fp: IO[bytes], *, max_pixels: int, source: str) -> np.ndarray
         # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that. Our own limit decides;
         # its warning must not leak to users (or become an error under ``-W error``).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Pillow also warns about corrupt metadata ("Corrupt EXIF data", TIFF tags); the image is then
+        # either decoded or refused with ImageDecodeError, so the warning is only noise on a user's
+        # terminal (or, under ``-W error``, a traceback).
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
         try:
             img = Image.open(fp)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -3,9 +3,12 @@
 Exit codes (stable, documented in docs/cli.md):
   0  success (``compare``: the faces match)
   1  ``compare`` only: the faces do not match at the requested false-match rate
-  2  usage error (bad option or argument)
-  3  input error: an image could not be read, or an image needed a face and had none
+  2  usage error (bad option or argument, a number out of range)
+  3  input error: an image could not be read, or an image needed a face and had none; an unknown
+     collection, face or person; a folder facelens cannot use
   4  model or calibration error (missing/corrupt model file, no calibration)
+
+``_EXIT_CODES`` below is the one table from errors to these codes.
 """
 
 from __future__ import annotations

@@ -495,6 +495,8 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from .imageio import check_image_file
+
     images = _expand_images(paths)
     if external_id is not None and len(images) != 1:
         click.echo("facelens: error: --external-id needs exactly one image", err=True)
@@ -507,6 +509,7 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
     def one(item: tuple[str, str]) -> dict[str, Any]:
         path, default_id = item
         try:
+            check_image_file(path)  # before the engine opens it to hash it: a FIFO would block there
             r = engine.index_faces(name, path, external_image_id=external_id or default_id, person_id=person_id,
                                    max_faces=max_faces, quality_filter=quality_filter)
         except (ImageDecodeError, InvalidArgumentError) as exc:

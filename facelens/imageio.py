@@ -33,7 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facelens.errors import ImageDecodeError, ImageTooLargeError, InvalidArgumentError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageInput", "decode_image", "describe_source"]
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageInput", "check_image_file", "decode_image", "describe_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,22 +153,31 @@ def _check_max_pixels(max_pixels: int) -> int:
 # --------------------------------------------------------------------------- encoded input
 
 
-def _decode_path(path: str, *, max_pixels: int) -> np.ndarray:
-    """Decode the image file at ``path`` (also the error source label)."""
-    if not path:
+def check_image_file(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`~facelens.errors.ImageDecodeError` unless ``path`` names an existing regular file.
+
+    Call it before opening a path given by a user: opening a FIFO blocks until someone writes to it,
+    and a device such as ``/dev/zero`` never ends, so both are refused by what they are, as are
+    directories and missing files. Symbolic links are followed. :func:`decode_image` does this itself.
+    """
+    source = os.fsdecode(path)
+    if not source:
         raise ImageDecodeError("empty path", source="''")
     try:
-        mode = os.stat(path).st_mode
+        mode = os.stat(source).st_mode
     except FileNotFoundError:
-        raise ImageDecodeError("file does not exist", source=path) from None
+        raise ImageDecodeError("file does not exist", source=source) from None
     except OSError as exc:
-        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}", source=path) from None
+        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}", source=source) from None
     if stat.S_ISDIR(mode):
-        raise ImageDecodeError("is a directory, not an image file", source=path)
+        raise ImageDecodeError("is a directory, not an image file", source=source)
     if not stat.S_ISREG(mode):
-        # Opening a FIFO blocks until someone writes to it, and a device (/dev/zero) never ends:
-        # refuse before opening, so that a careless path cannot hang or exhaust the process.
-        raise ImageDecodeError(f"is {_file_kind(mode)}, not a regular image file", source=path)
+        raise ImageDecodeError(f"is {_file_kind(mode)}, not a regular image file", source=source)
+
+
+def _decode_path(path: str, *, max_pixels: int) -> np.ndarray:
+    """Decode the image file at ``path`` (also the error source label)."""
+    check_image_file(path)
     try:
         with open(path, "rb") as fp:
             if not fp.read(1):

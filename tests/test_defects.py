@@ -273,3 +273,30 @@ def test_second_look_on_a_box_with_no_face_is_zero(engine: facelens.Engine) -> N
     grey = np.full((300, 300, 3), 128, dtype=np.uint8)
     assert engine.backend.detector.confirm_score(grey, np.array([100, 100, 200, 200], dtype=np.float32)) == 0.0
     assert engine.backend.detector.confirm_score(grey, np.array([5, 5, 5.5, 5.5], dtype=np.float32)) == 0.0
+
+
+def test_index_a_fifo_or_device_does_not_hang(tmp_path: Path) -> None:
+    """`facelens index` hashes each file before decoding it: the check must come before that too."""
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    home = str(tmp_path / "h")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    facelens_cmd = [sys.executable, "-m", "facelens"]
+    subprocess.run([*facelens_cmd, "collection", "create", "c", "--home", home], check=True, env=env, timeout=60)
+    devices = [d for d in ("/dev/zero",) if os.path.exists(d)]
+    proc = subprocess.run([*facelens_cmd, "index", "c", str(fifo), *devices, str(portrait("C001079")), "--home", home],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 3, proc.stderr
+    assert "is a FIFO (named pipe), not a regular image file" in proc.stderr
+    assert "1 faces indexed from" in proc.stdout
+    _one_line_error(proc.stderr)
+
+
+def test_check_image_file_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    from facelens.errors import ImageDecodeError
+    from facelens.imageio import check_image_file
+
+    check_image_file(portrait("C001079"))
+    for bad, words in ((tmp_path, "directory"), (tmp_path / "nope.jpg", "does not exist"), ("", "empty path")):
+        with pytest.raises(ImageDecodeError, match=words):
+            check_image_file(bad)

@@ -72,6 +72,7 @@ _EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (CollectionError, EXIT_INPUT),
     (FacelensError, EXIT_INPUT),
     (OverflowError, EXIT_USAGE),  # a number too large for SQLite or onnxruntime
+    (UnicodeError, EXIT_INPUT),  # text that is not valid UTF-8 (a file name's raw bytes)
     (OSError, EXIT_INPUT),  # the filesystem refused (a --home that is a file, a full disk...)
 )
 
@@ -94,7 +95,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (FacelensError, OverflowError, OSError) as exc:
+        except (FacelensError, OverflowError, OSError, UnicodeError) as exc:
             if isinstance(exc, BrokenPipeError):  # `facelens ... | head`: the reader left, nothing to say
                 sys.exit(EXIT_OK)
             _log.debug("command failed", exc_info=True)
@@ -440,6 +441,11 @@ def collection_check(state: _State, /, name: str, repair: bool, as_json: bool, h
     sys.exit(EXIT_OK if r.consistent or r.repaired else EXIT_NO_MATCH)
 
 
+def _text_id(name: str) -> str:
+    """A file name as an external image id: bytes that are not UTF-8 become escapes (b'\\xff' -> '\\xff')."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _expand_images(paths: tuple[str, ...]) -> list[tuple[str, str]]:
     """(file, default external id) for each image: a file's name, or its path inside a given folder.
 
@@ -452,7 +458,7 @@ def _expand_images(paths: tuple[str, ...]) -> list[tuple[str, str]]:
     for p in paths:
         path = Path(p)
         if not path.is_dir():
-            out.append((p, path.name))
+            out.append((p, _text_id(path.name)))
             continue
         skipped: list[str] = []
         found: list[Path] = []
@@ -466,7 +472,7 @@ def _expand_images(paths: tuple[str, ...]) -> list[tuple[str, str]]:
                     skipped.append(str(f))
                 elif f.suffix.lower() in _IMAGE_SUFFIXES and stat.S_ISREG(f.lstat().st_mode):
                     found.append(f)
-        out += [(str(f), f.relative_to(path).as_posix()) for f in sorted(found)]
+        out += [(str(f), _text_id(f.relative_to(path).as_posix())) for f in sorted(found)]
         if skipped:
             _log.warning("%s: skipped %d symbolic link(s) inside the folder: %s", p, len(skipped),
                          ", ".join(sorted(skipped)[:5]) + (", ..." if len(skipped) > 5 else ""))

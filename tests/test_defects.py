@@ -300,3 +300,17 @@ def test_check_image_file_refuses_what_is_not_a_regular_file(tmp_path: Path) -> 
     for bad, words in ((tmp_path, "directory"), (tmp_path / "nope.jpg", "does not exist"), ("", "empty path")):
         with pytest.raises(ImageDecodeError, match=words):
             check_image_file(bad)
+
+
+def test_index_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
+    """Linux file names are bytes; b'\\xff.jpg' becomes the external id '\\\\xff.jpg' instead of a traceback."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    name = os.fsdecode(b"\xff.jpg")
+    (folder / name).write_bytes(portrait("C001079").read_bytes())
+    home = str(tmp_path / "h")
+    _run("collection", "create", "c", "--home", home)
+    for target in (str(folder), str(folder / name)):
+        code, out, err = _run("index", "c", target, "--home", home, "--json")
+        assert code == 0, err
+        assert json.loads(out)["images"][0]["external_image_id"] == "\\xff.jpg"

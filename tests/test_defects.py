@@ -314,3 +314,15 @@ def test_index_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
         code, out, err = _run("index", "c", target, "--home", home, "--json")
         assert code == 0, err
         assert json.loads(out)["images"][0]["external_image_id"] == "\\xff.jpg"
+
+
+@pytest.mark.parametrize("env", [
+    {"FACELENS_THREADS": "99999999999999999999"}, {"FACELENS_DET_SIZE": "3200000"},
+    {"FACELENS_MIN_FACE_SIZE": "nan"}, {"FACELENS_MIN_FACE_SIZE": "inf"}, {"FACELENS_DET_THRESHOLD": "nan"},
+])
+def test_environment_settings_out_of_range_are_usage_errors(env: dict[str, str]) -> None:
+    """The same limits as the options, for values that come from the environment (config.py checks them)."""
+    result = CliRunner(env=env).invoke(main, ["detect", str(portrait("C001079"))])
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2, result.stderr
+    _one_line_error(result.stderr)

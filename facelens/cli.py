@@ -3,15 +3,21 @@
 Exit codes (stable, documented in docs/cli.md):
   0  success (``compare``: the faces match)
   1  ``compare`` only: the faces do not match at the requested false-match rate
-  2  usage error (bad option or argument)
-  3  input error: an image could not be read, or an image needed a face and had none
+  2  usage error (bad option or argument, a number out of range)
+  3  input error: an image could not be read, or an image needed a face and had none; an unknown
+     collection, face or person; a folder facelens cannot use
   4  model or calibration error (missing/corrupt model file, no calibration)
+
+``_EXIT_CODES`` below is the one table from errors to these codes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -28,6 +34,7 @@ from .errors import (
     ModelError,
     NoFaceError,
 )
+from .server.errors import InsecureSettingsError, SearchLogError
 from .types import QualityFilter
 
 if TYPE_CHECKING:
@@ -36,22 +43,63 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3, 4
 
+_log = logging.getLogger(__name__)
+
 _QUALITY_CHOICES = click.Choice([q.value for q in QualityFilter], case_sensitive=False)
 
 
-def _exit_code(exc: FacelensError) -> int:
-    if isinstance(exc, (ImageDecodeError, NoFaceError, CollectionError)):
-        return EXIT_INPUT
-    if isinstance(exc, (ModelError, CalibrationError)):
-        return EXIT_MODEL
-    if isinstance(exc, InvalidArgumentError):
-        return EXIT_USAGE
-    return EXIT_INPUT
+class _FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses nan and infinity (click's range checks let nan through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
 
 
-def _fail(exc: FacelensError) -> NoReturn:
-    click.echo(f"facelens: error: {exc}", err=True)
+# The one table from errors to exit codes (docs/cli.md), most specific first: the first class an error is
+# an instance of decides. The service's own errors are settings or usage problems (no API key, auth off
+# on a public address, a file that is not a search log).
+_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (InvalidArgumentError, EXIT_USAGE),
+    (InsecureSettingsError, EXIT_USAGE),
+    (SearchLogError, EXIT_USAGE),
+    (ModelError, EXIT_MODEL),
+    (CalibrationError, EXIT_MODEL),
+    (ImageDecodeError, EXIT_INPUT),
+    (NoFaceError, EXIT_INPUT),
+    (CollectionError, EXIT_INPUT),
+    (FacelensError, EXIT_INPUT),
+    (OverflowError, EXIT_USAGE),  # a number too large for SQLite or onnxruntime
+    (UnicodeError, EXIT_INPUT),  # text that is not valid UTF-8 (a file name's raw bytes)
+    (OSError, EXIT_INPUT),  # the filesystem refused (a --home that is a file, a full disk...)
+)
+
+
+def _exit_code(exc: BaseException) -> int:
+    """The documented exit code for an error a command did not handle itself."""
+    return next(code for cls, code in _EXIT_CODES if isinstance(exc, cls))
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    """One line on stderr, ``facelens: error: <what>``, and the error's exit code; never a traceback."""
+    text = str(exc) if not isinstance(exc, OverflowError) else f"a number is out of range ({exc})"
+    click.echo(f"facelens: error: {text}", err=True)
     sys.exit(_exit_code(exc))
+
+
+class _Group(click.Group):
+    """The ``facelens`` group: an error no command caught becomes one line and its exit code (table above)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (FacelensError, OverflowError, OSError, UnicodeError) as exc:
+            if isinstance(exc, BrokenPipeError):  # `facelens ... | head`: the reader left, nothing to say
+                sys.exit(EXIT_OK)
+            _log.debug("command failed", exc_info=True)
+            _fail(exc)
 
 
 class _State:
@@ -75,13 +123,13 @@ def _engine_options(f: Any) -> Any:
     options = [
         click.option("--model", default=None,
                      help="buffalo_s (default), dlib, or a model folder with facelens-model.json."),
-        click.option("--threads", type=click.IntRange(min=0), default=None,
+        click.option("--threads", type=click.IntRange(0, 1024), default=None,
                      help="onnxruntime threads per model (0: one per core)."),
-        click.option("--det-size", type=int, default=None,
+        click.option("--det-size", type=click.IntRange(32, 8192), default=None,
                      help="Detector letterbox side in pixels (multiple of 32, default 640)."),
-        click.option("--det-threshold", type=click.FloatRange(0, 1), default=None,
+        click.option("--det-threshold", type=_FiniteFloatRange(0, 1), default=None,
                      help="Minimum detector score for a face (default 0.5)."),
-        click.option("--min-face-size", type=click.FloatRange(min=0), default=None,
+        click.option("--min-face-size", type=_FiniteFloatRange(min=0), default=None,
                      help="Ignore faces whose shorter box side is below this many pixels."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=None,
                      help="Refuse images with more pixels than this (default 40,000,000)."),
@@ -95,7 +143,7 @@ def _collect(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="facelens")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors; the exit code tells the result.")
@@ -393,17 +441,41 @@ def collection_check(state: _State, /, name: str, repair: bool, as_json: bool, h
     sys.exit(EXIT_OK if r.consistent or r.repaired else EXIT_NO_MATCH)
 
 
+def _text_id(name: str) -> str:
+    """A file name as an external image id: bytes that are not UTF-8 become escapes (b'\\xff' -> '\\xff')."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _expand_images(paths: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(file, default external id) for each image: a file's name, or its path inside a given folder."""
+    """(file, default external id) for each image: a file's name, or its path inside a given folder.
+
+    Inside a folder only regular files with an image suffix are taken, and symbolic links are skipped,
+    files and folders alike: a link can point out of the folder (``photos/x -> /``), loop, or index
+    the same photo twice under two ids. The skipped links are named in a warning. A path given on
+    the command line is used as given, link or not.
+    """
     out: list[tuple[str, str]] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
-            for f in sorted(path.rglob("*")):
-                if f.is_file() and f.suffix.lower() in _IMAGE_SUFFIXES:
-                    out.append((str(f), f.relative_to(path).as_posix()))
-        else:
-            out.append((p, path.name))
+        if not path.is_dir():
+            out.append((p, _text_id(path.name)))
+            continue
+        skipped: list[str] = []
+        found: list[Path] = []
+        for root, dirs, files in os.walk(path):  # does not descend into linked folders
+            here = Path(root)
+            skipped += [str(here / d) for d in dirs if (here / d).is_symlink()]
+            dirs[:] = sorted(d for d in dirs if not (here / d).is_symlink())
+            for name in files:
+                f = here / name
+                if f.is_symlink():
+                    skipped.append(str(f))
+                elif f.suffix.lower() in _IMAGE_SUFFIXES and stat.S_ISREG(f.lstat().st_mode):
+                    found.append(f)
+        out += [(str(f), _text_id(f.relative_to(path).as_posix())) for f in sorted(found)]
+        if skipped:
+            _log.warning("%s: skipped %d symbolic link(s) inside the folder: %s", p, len(skipped),
+                         ", ".join(sorted(skipped)[:5]) + (", ..." if len(skipped) > 5 else ""))
     return out
 
 
@@ -429,13 +501,13 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from .imageio import check_image_file
+
     images = _expand_images(paths)
     if external_id is not None and len(images) != 1:
         click.echo("facelens: error: --external-id needs exactly one image", err=True)
         sys.exit(EXIT_USAGE)
     # Parallelism comes from the workers; one onnxruntime thread each avoids oversubscribing the cores.
-    import os
-
     threads = None if os.environ.get("FACELENS_THREADS") else (1 if workers > 1 else 0)
     engine = _collection_engine(state, home, threads=threads)
     _call(engine.describe_collection, name)  # fail early on an unknown collection
@@ -443,6 +515,7 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
     def one(item: tuple[str, str]) -> dict[str, Any]:
         path, default_id = item
         try:
+            check_image_file(path)  # before the engine opens it to hash it: a FIFO would block there
             r = engine.index_faces(name, path, external_image_id=external_id or default_id, person_id=person_id,
                                    max_faces=max_faces, quality_filter=quality_filter)
         except (ImageDecodeError, InvalidArgumentError) as exc:
@@ -517,6 +590,9 @@ def search(state: _State, /, name: str, image: str | None, face_id: str | None, 
                       f"score {m.score:.3f}  false-match rate {_rate(m.fmr, m.fmr_extrapolated)}")
 
 
+_MAX_PAGE = 1_000_000  # faces per `faces list` page
+
+
 @main.group()
 def faces() -> None:
     """List and delete the faces stored in a collection."""
@@ -524,14 +600,19 @@ def faces() -> None:
 
 @faces.command("list")
 @click.argument("name")
-@click.option("--limit", type=click.IntRange(min=1), default=100, help="Faces per page.")
+@click.option("--limit", type=click.IntRange(1, _MAX_PAGE), default=100, help="Faces per page.")
 @click.option("--next-token", default=None, help="Token printed by the previous page.")
 @_json_and_home
 @click.pass_obj
 def faces_list(state: _State, /, name: str, limit: int, next_token: str | None, as_json: bool,
                home: Path | None) -> None:
     """List the faces of collection NAME, oldest first, a page at a time."""
-    page, token = _call(_collection_engine(state, home).list_faces, name, limit=limit, next_token=next_token)
+    try:
+        page, token = _call(_collection_engine(state, home).list_faces, name, limit=limit, next_token=next_token)
+    except OverflowError:  # a token made up, not printed by a previous page
+        click.echo(f"facelens: error: invalid page token {next_token!r}: pass the token a previous page printed",
+                   err=True)
+        sys.exit(EXIT_USAGE)
     doc = {"faces": [f.to_dict() for f in page], "next_token": token}
     lines = [f"{f.face_id}  {f.external_image_id or '-'}  person {f.person_id or '-'}" for f in page]
     if token:
@@ -545,11 +626,22 @@ def faces_list(state: _State, /, name: str, limit: int, next_token: str | None, 
 @_json_and_home
 @click.pass_obj
 def faces_delete(state: _State, /, name: str, face_ids: tuple[str, ...], as_json: bool, home: Path | None) -> None:
-    """Delete faces from collection NAME by id (unknown ids are reported)."""
+    """Delete faces from collection NAME by id.
+
+    The ids that exist are deleted; if any id is unknown, it is named on stderr and the exit code is 3.
+    """
     deleted = _call(_collection_engine(state, home).delete_faces, name, list(face_ids))
     unknown = [f for f in face_ids if f not in deleted]
-    _emit(state, as_json, {"deleted": deleted, "unknown": unknown},
-          f"deleted {len(deleted)} face(s)" + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    _emit(state, as_json, {"deleted": deleted, "unknown": unknown}, f"deleted {len(deleted)} face(s)")
+    _unknown_faces(name, unknown)
+
+
+def _unknown_faces(name: str, unknown: list[str]) -> None:
+    """Name the unknown face ids on stderr and exit 3, if there are any."""
+    if unknown:
+        faces = "face" if len(unknown) == 1 else "faces"
+        click.echo(f"facelens: error: no {faces} {', '.join(map(repr, unknown))} in collection {name!r}", err=True)
+        sys.exit(EXIT_INPUT)
 
 
 @main.group()
@@ -587,12 +679,12 @@ def person_list(state: _State, /, name: str, as_json: bool, home: Path | None) -
 @click.pass_obj
 def person_associate(state: _State, /, name: str, person_id: str, face_ids: tuple[str, ...], as_json: bool,
                      home: Path | None) -> None:
-    """Give FACE_IDS to PERSON_ID."""
+    """Give FACE_IDS to PERSON_ID (unknown ids are named on stderr, exit code 3; the others are given)."""
     done = _call(_collection_engine(state, home).associate_faces, name, person_id, list(face_ids))
     unknown = [f for f in face_ids if f not in done]
-    note = f"; unknown: {', '.join(unknown)}" if unknown else ""
     _emit(state, as_json, {"associated": done, "unknown": unknown},
-          f"associated {len(done)} face(s) with {person_id!r}{note}")
+          f"associated {len(done)} face(s) with {person_id!r}")
+    _unknown_faces(name, unknown)
 
 
 @person.command("disassociate")

@@ -68,16 +68,16 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "quality_filter", QualityFilter.parse(self.quality_filter))
-        if self.det_size < 32 or self.det_size % 32:
-            raise InvalidArgumentError(f"det_size must be a multiple of 32 and >= 32, got {self.det_size}")
+        if not 32 <= self.det_size <= 8192 or self.det_size % 32:
+            raise InvalidArgumentError(f"det_size must be a multiple of 32 from 32 to 8192, got {self.det_size}")
         for name in ("det_threshold", "nms_threshold"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise InvalidArgumentError(f"{name} must be in [0, 1], got {v}")
-        if self.min_face_size < 0:
-            raise InvalidArgumentError(f"min_face_size must be >= 0, got {self.min_face_size}")
-        if self.threads < 0:
-            raise InvalidArgumentError(f"threads must be >= 0, got {self.threads}")
+        if not self.min_face_size >= 0 or self.min_face_size == float("inf"):  # nan too
+            raise InvalidArgumentError(f"min_face_size must be a finite number >= 0, got {self.min_face_size}")
+        if not 0 <= self.threads <= 1024:
+            raise InvalidArgumentError(f"threads must be from 0 to 1024, got {self.threads}")
         if self.max_pixels <= 0:
             raise InvalidArgumentError(f"max_pixels must be > 0, got {self.max_pixels}")
         if self.max_faces_per_image < 1:

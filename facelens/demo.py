@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine import Engine
-from .errors import NoFaceError
+from .errors import InvalidArgumentError, NoFaceError
 
 __all__ = ["run_demo"]
 
@@ -24,6 +24,9 @@ def run_demo(engine: Engine, folder: Path, *, max_fmr: float | None = None,
     """
     out = say or (lambda _line: None)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _EXTENSIONS)
+    if len(files) < 2:
+        raise InvalidArgumentError(f"{folder}: the demo needs at least two portraits named ID_x.jpg, "
+                                   f"found {len(files)}")
     faces = {}
     for p in files:
         found = engine.analyze(str(p), max_faces=1)

@@ -22,17 +22,18 @@ import logging
 import operator
 import os
 import re
+import stat
 import struct
 import warnings
 from typing import IO, Any, Union
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facelens.errors import ImageDecodeError, ImageTooLargeError, InvalidArgumentError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageInput", "decode_image", "describe_source"]
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageInput", "check_image_file", "decode_image", "describe_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +106,11 @@ def decode_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     Raises:
         ImageTooLargeError: the image has more than ``max_pixels`` pixels (or more than Pillow's
             process-wide ``PIL.Image.MAX_IMAGE_PIXELS`` hard limit, which facelens does not touch).
-        ImageDecodeError: the input is empty, truncated, corrupt, not an image, a missing file, a
-            directory, or an array of a shape or dtype listed as unsupported above.
+        ImageDecodeError: the input is empty, truncated, corrupt, not an image, a missing or
+            unreadable file, a directory, anything else that is not a regular file (a FIFO, a device
+            such as ``/dev/zero``: refused before it is opened, so it cannot block or run forever), or
+            an array of a shape or dtype listed as unsupported above. Its message never holds an
+            object's repr or a memory address.
         InvalidArgumentError: ``max_pixels`` is not a positive integer, or ``image`` is of a type
             not listed above.
 
@@ -149,14 +153,31 @@ def _check_max_pixels(max_pixels: int) -> int:
 # --------------------------------------------------------------------------- encoded input
 
 
+def check_image_file(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`~facelens.errors.ImageDecodeError` unless ``path`` names an existing regular file.
+
+    Call it before opening a path given by a user: opening a FIFO blocks until someone writes to it,
+    and a device such as ``/dev/zero`` never ends, so both are refused by what they are, as are
+    directories and missing files. Symbolic links are followed. :func:`decode_image` does this itself.
+    """
+    source = os.fsdecode(path)
+    if not source:
+        raise ImageDecodeError("empty path", source="''")
+    try:
+        mode = os.stat(source).st_mode
+    except FileNotFoundError:
+        raise ImageDecodeError("file does not exist", source=source) from None
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}", source=source) from None
+    if stat.S_ISDIR(mode):
+        raise ImageDecodeError("is a directory, not an image file", source=source)
+    if not stat.S_ISREG(mode):
+        raise ImageDecodeError(f"is {_file_kind(mode)}, not a regular image file", source=source)
+
+
 def _decode_path(path: str, *, max_pixels: int) -> np.ndarray:
     """Decode the image file at ``path`` (also the error source label)."""
-    if not path:
-        raise ImageDecodeError("empty path", source="''")
-    if not os.path.exists(path):
-        raise ImageDecodeError("file does not exist", source=path)
-    if os.path.isdir(path):
-        raise ImageDecodeError("is a directory, not an image file", source=path)
+    check_image_file(path)
     try:
         with open(path, "rb") as fp:
             if not fp.read(1):
@@ -164,8 +185,15 @@ def _decode_path(path: str, *, max_pixels: int) -> np.ndarray:
             fp.seek(0)
             return _decode_stream(fp, max_pixels=max_pixels, source=path)
     except OSError as exc:
-        # Opening or reading the file itself failed (permissions, I/O error, a FIFO...).
-        raise ImageDecodeError(f"cannot read file: {exc}", source=path) from exc
+        # Opening or reading the file itself failed (permissions, I/O error...).
+        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}", source=path) from exc
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, for error messages ("a FIFO (named pipe)", ...)."""
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((words for test, words in kinds if test(mode)), "not a regular file")
 
 
 def _decode_stream(fp: IO[bytes], *, max_pixels: int, source: str) -> np.ndarray:
@@ -177,6 +205,10 @@ def _decode_stream(fp: IO[bytes], *, max_pixels: int, source: str) -> np.ndarray
         # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that. Our own limit decides;
         # its warning must not leak to users (or become an error under ``-W error``).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Pillow also warns about corrupt metadata ("Corrupt EXIF data", TIFF tags); the image is then
+        # either decoded or refused with ImageDecodeError, so the warning is only noise on a user's
+        # terminal (or, under ``-W error``, a traceback).
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
         try:
             img = Image.open(fp)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -214,9 +246,20 @@ def _decode_stream(fp: IO[bytes], *, max_pixels: int, source: str) -> np.ndarray
             return _to_rgb_array(upright, source=source)
 
 
+# Object representations Pillow puts in its messages ("cannot identify image file <_io.BytesIO object at
+# 0x7f...>"): they tell a client nothing about the image and leak the server's memory layout.
+_OBJECT_REPR_RE = re.compile(r"<[^<>]*(?:\bat 0x[0-9a-fA-F]+|\bname=[^<>]*)>")
+_ADDRESS_RE = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
+
+
 def _reason(exc: BaseException) -> str:
-    """A short human description of a Pillow exception, for error messages."""
-    text = str(exc)
+    """A short human description of a Pillow exception, for error messages.
+
+    Never contains an object's repr or a memory address: this text reaches HTTP clients.
+    """
+    if isinstance(exc, UnidentifiedImageError):
+        return "unknown or unsupported image format"
+    text = _ADDRESS_RE.sub("(address)", _OBJECT_REPR_RE.sub("the data", str(exc))).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

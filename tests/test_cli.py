@@ -157,8 +157,9 @@ def test_cli_collection_workflow(tmp_path: Path) -> None:
     page = json.loads(out)
     assert len(page["faces"]) == 5 and page["next_token"]
     victim = doc["matches"][1]["face_id"]
-    code, out, _ = _run("faces", "delete", "people", victim, "nope", "--home", home, "--json")
+    code, out, err = _run("faces", "delete", "people", victim, "nope", "--home", home, "--json")
     assert json.loads(out) == {"deleted": [victim], "unknown": ["nope"]}
+    assert code == 3 and "no face 'nope' in collection 'people'" in err
     code, out, _ = _run("collection", "describe", "people", "--home", home, "--json")
     assert json.loads(out)["face_count"] == 15
     assert _run("collection", "check", "people", "--home", home)[0] == 0

@@ -7,6 +7,8 @@ of a photo (JPEG artefacts included), not synthetic flat colours.
 from __future__ import annotations
 
 import io
+import os
+import re
 import struct
 import time
 import warnings
@@ -517,6 +519,83 @@ def test_decode_directory(tmp_path: Path) -> None:
     with pytest.raises(ImageDecodeError, match="directory") as info:
         decode_image(tmp_path)
     assert info.value.source == str(tmp_path)
+
+
+def test_decode_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """Opening a FIFO for reading blocks until a writer comes; decode must refuse it before opening."""
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    t0 = time.perf_counter()
+    with pytest.raises(ImageDecodeError, match="FIFO") as info:
+        decode_image(fifo)
+    assert time.perf_counter() - t0 < 5
+    assert info.value.source == str(fifo) and "not a regular image file" in str(info.value)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_decode_character_device_is_refused() -> None:
+    """/dev/zero never ends and /dev/null is empty: both are devices, refused by what they are."""
+    for dev in ("/dev/zero", "/dev/null"):
+        with pytest.raises(ImageDecodeError, match="character device") as info:
+            decode_image(dev)
+        assert info.value.source == dev
+
+
+def test_decode_symlink_to_an_image_is_read(tmp_path: Path, upright: npt.NDArray[np.uint8]) -> None:
+    link = tmp_path / "link.jpg"
+    link.symlink_to(UPRIGHT_JPEG)
+    assert np.array_equal(decode_image(link), upright)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file")
+def test_decode_unreadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "secret.jpg"
+    path.write_bytes(UPRIGHT_JPEG.read_bytes())
+    path.chmod(0)
+    with pytest.raises(ImageDecodeError, match="cannot read file: Permission denied") as info:
+        decode_image(path)
+    assert info.value.source == str(path)
+
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{4,}|object at|<_io\.")
+
+
+def _garbage_inputs() -> dict[str, bytes]:
+    jpeg = UPRIGHT_JPEG.read_bytes()
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(png, "PNG")
+    gif = io.BytesIO()
+    Image.new("P", (64, 64)).save(gif, "GIF")
+    rng = np.random.default_rng(7)
+    return {
+        "random": rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+        "text": b"hello, world",
+        "one byte": b"\x00",
+        "truncated jpeg": jpeg[: len(jpeg) // 3],
+        "jpeg header only": jpeg[:200],
+        "jpeg with garbage body": jpeg[:600] + rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+        "truncated png": png.getvalue()[:60],
+        "png signature only": png.getvalue()[:8],
+        "truncated gif": gif.getvalue()[:20],
+        "bmp header only": b"BM" + b"\x00" * 30,
+        "tiff header only": b"II*\x00" + b"\xff" * 12,
+        "webp header only": b"RIFF\x10\x00\x00\x00WEBPVP8 " + b"\x00" * 8,
+    }
+
+
+@pytest.mark.parametrize("name", list(_garbage_inputs()))
+def test_decode_error_messages_hold_no_object_repr_or_address(name: str, tmp_path: Path) -> None:
+    """Pillow says "cannot identify image file <_io.BytesIO object at 0x7f...>"; clients must not see that."""
+    data = _garbage_inputs()[name]
+    path = tmp_path / "bad.img"
+    path.write_bytes(data)
+    for source in (data, bytearray(data), path):
+        with pytest.raises(ImageDecodeError) as info, warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow's warnings about the corrupt data must not escape either
+            decode_image(source)
+        message = str(info.value)
+        assert not _ADDRESS.search(message), message
+        assert message.startswith(str(path) if isinstance(source, Path) else "<bytes>")
 
 
 def test_decode_eps_refused(tmp_path: Path) -> None:

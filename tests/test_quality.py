@@ -7,9 +7,12 @@ import math
 import numpy as np
 import pytest
 
+import facelens
 from facelens import InvalidArgumentError, Pose, Quality, QualityFilter, RefusalReason
 from facelens.align import ARCFACE_TEMPLATE_112, align_face, similarity_transform
 from facelens.quality import LIMITS, estimate_pose, refusal_reasons
+
+from .conftest import PORTRAITS
 
 
 def _rotate(points: np.ndarray, degrees: float, centre: tuple[float, float] = (56, 56)) -> np.ndarray:
@@ -18,16 +21,30 @@ def _rotate(points: np.ndarray, degrees: float, centre: tuple[float, float] = (5
     return (points - centre) @ rot.T + centre
 
 
-def test_pose_of_the_template_is_frontal() -> None:
+def test_pose_of_the_template_is_straight_but_reads_as_looking_up() -> None:
+    """The ArcFace template's nose sits higher between eyes and mouth than a detected frontal face's.
+
+    Pitch is centred on real frontal portraits (test below), so the template reads about +16 degrees.
+    """
     pose = estimate_pose(ARCFACE_TEMPLATE_112)
-    assert abs(pose.yaw) < 1 and abs(pose.pitch) < 1 and abs(pose.roll) < 1
+    assert abs(pose.yaw) < 1 and abs(pose.roll) < 1
+    assert pose.pitch == pytest.approx(15.9, abs=0.5)
+
+
+def test_pose_pitch_of_frontal_official_portraits_averages_zero(engine: facelens.Engine) -> None:
+    """The 16 bundled portraits are frontal official photos: pitch ~0 on average (it read -13 before)."""
+    pitches = [engine.detect(p)[0].pose.pitch for p in sorted(PORTRAITS.glob("*.jpg"))]
+    assert len(pitches) == 16
+    assert abs(float(np.mean(pitches))) < 3
+    assert max(abs(p) for p in pitches) < 20
 
 
 @pytest.mark.parametrize("angle", [-30.0, -10.0, 15.0, 40.0])
 def test_pose_roll_follows_in_plane_rotation(angle: float) -> None:
+    upright = estimate_pose(ARCFACE_TEMPLATE_112)
     pose = estimate_pose(_rotate(ARCFACE_TEMPLATE_112.astype(np.float64), angle))
     assert pose.roll == pytest.approx(angle, abs=0.5)
-    assert abs(pose.yaw) < 1 and abs(pose.pitch) < 1  # roll does not leak into yaw/pitch
+    assert abs(pose.yaw) < 1 and pose.pitch == pytest.approx(upright.pitch, abs=1)  # roll does not leak
 
 
 def test_pose_yaw_sign_and_mirror_symmetry() -> None:
@@ -42,9 +59,12 @@ def test_pose_yaw_sign_and_mirror_symmetry() -> None:
 
 
 def test_pose_pitch_sign() -> None:
+    straight = estimate_pose(ARCFACE_TEMPLATE_112).pitch
     up = ARCFACE_TEMPLATE_112.astype(np.float64).copy()
     up[2, 1] -= 8  # nose tip projects towards the eyes when the face looks up
-    assert estimate_pose(up).pitch > 5
+    down = ARCFACE_TEMPLATE_112.astype(np.float64).copy()
+    down[2, 1] += 8
+    assert estimate_pose(up).pitch > straight + 5 and estimate_pose(down).pitch < straight - 5
 
 
 _GOOD = Quality(sharpness=60, brightness=50, face_size=120)
@@ -73,10 +93,22 @@ def test_refusal_reasons_name_each_failure(score: float, pose: Pose, quality: Qu
     assert refusal_reasons(score, pose, quality, QualityFilter.NONE) == ()
 
 
+@pytest.mark.parametrize("level", [QualityFilter.LOW, QualityFilter.MEDIUM, QualityFilter.AUTO, QualityFilter.HIGH])
+def test_a_low_second_look_score_is_low_confidence(level: QualityFilter) -> None:
+    floor = LIMITS[level].min_confirmed_score
+    assert refusal_reasons(0.9, _FRONTAL, _GOOD, level, confirmed_score=floor - 0.01) == (
+        RefusalReason.LOW_CONFIDENCE,)
+    assert refusal_reasons(0.9, _FRONTAL, _GOOD, level, confirmed_score=floor) == ()
+    assert refusal_reasons(0.9, _FRONTAL, _GOOD, level, confirmed_score=None) == ()  # no second look
+    assert refusal_reasons(0.9, _FRONTAL, _GOOD, QualityFilter.NONE, confirmed_score=0.0) == ()
+
+
 def test_quality_levels_are_ordered_from_lenient_to_strict() -> None:
     low, med, high = LIMITS[QualityFilter.LOW], LIMITS[QualityFilter.MEDIUM], LIMITS[QualityFilter.HIGH]
     for attr in ("min_face_size", "min_score", "min_sharpness", "min_brightness"):
         assert getattr(low, attr) <= getattr(med, attr) <= getattr(high, attr)
+    assert LIMITS[QualityFilter.LOW].min_confirmed_score <= LIMITS[QualityFilter.MEDIUM].min_confirmed_score
+    assert LIMITS[QualityFilter.MEDIUM].min_confirmed_score <= LIMITS[QualityFilter.HIGH].min_confirmed_score
     for attr in ("max_yaw", "max_pitch"):
         assert getattr(low, attr) >= getattr(med, attr) >= getattr(high, attr)
     # a face only the lenient level accepts
@@ -117,10 +149,10 @@ def test_quality_limits_table_in_the_docs_matches_the_code() -> None:
     from pathlib import Path
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "quality.md").read_text()
-    rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:8]]
+    rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:9]]
             for line in doc.splitlines() if line.startswith(("| LOW |", "| MEDIUM / AUTO |", "| HIGH |"))}
     for name, level in (("LOW", QualityFilter.LOW), ("MEDIUM / AUTO", QualityFilter.MEDIUM),
                         ("HIGH", QualityFilter.HIGH)):
         lim = LIMITS[level]
         assert rows[name] == [lim.min_face_size, lim.min_score, lim.min_sharpness, lim.min_brightness,
-                              lim.max_yaw, lim.max_pitch]
+                              lim.max_yaw, lim.max_pitch, lim.min_confirmed_score]

@@ -244,7 +244,7 @@ def _dimensions(data: bytearray, rng: random.Random, _seeds: list[bytes]) -> str
     elif data[:2] == b"BM" and len(data) >= 26:
         data[18:26] = struct.pack("<ii", rng.choice([w32 & 0x7FFFFFFF, -1, 0]), rng.choice([h32 & 0x7FFFFFFF, -h16]))
         return "bmp header size"
-    elif bytes(data[:4]) in (b"II*\x00", b"MM\x00*"):
+    elif bytes(data[:4]) in (b"II*\x00", b"MM\x00*") and len(data) >= 8:
         fmt = "<" if data[:2] == b"II" else ">"
         ifd = struct.unpack(fmt + "I", data[4:8])[0]
         if ifd + 2 <= len(data):
@@ -360,7 +360,10 @@ def make_case(rng: random.Random, seeds: dict[str, bytes]) -> tuple[str, bytes, 
         if not data:
             break
         mutate = rng.choices(funcs, weights=weights)[0]
-        applied.append(mutate(data, rng, pool))
+        try:
+            applied.append(mutate(data, rng, pool))
+        except (struct.error, IndexError, ValueError, OverflowError) as exc:  # a header too short to edit
+            applied.append(f"{mutate.__name__} skipped ({type(exc).__name__})")
     return key, bytes(data), applied
 
 

@@ -357,6 +357,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "requests_with_real_images": dict(real_images),
         "requests_by_operation_and_status": dict(sorted(counts.items())),
         "service_alive_at_end": alive, "serve_exit_status": exit_status,
+        "graceful_stop": exit_status in (0, -signal.SIGTERM) and "Application shutdown complete" in log_text,
         "log_verify_exit": verify.returncode, "log_verify": verify.stdout.strip()[:500],
         "tracebacks_in_service_log": log_text.count("Traceback (most recent call last)"),
         "home": str(home),

@@ -1,4 +1,4 @@
-"""Inputs found by the fuzzers (benchmarks/fuzz_decode.py, benchmarks/fuzz_api.py) that break a promise, kept as regression tests.
+"""Inputs found by the fuzzers (benchmarks/fuzz_decode.py, fuzz_api.py) that break a promise, as regression tests.
 
 Each case file lives in benchmarks/fuzz_cases/. A case that still fails is marked xfail(strict=True): once
 the bug is fixed the test passes, strict xfail turns that into a failure, and the fixer removes the mark.

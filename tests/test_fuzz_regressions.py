@@ -1,0 +1,67 @@
+"""Inputs found by the fuzzers (benchmarks/fuzz_decode.py, fuzz_api.py) that break a promise, as regression tests.
+
+Each case file lives in benchmarks/fuzz_cases/. A case that still fails is marked xfail(strict=True): once
+the bug is fixed the test passes, strict xfail turns that into a failure, and the fixer removes the mark.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facelens.errors import ImageDecodeError
+from facelens.imageio import decode_image
+
+CASES = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_cases"
+
+EXIF_TRANSPOSE = (
+    "decode_image lets ImageOps.exif_transpose's exception escape: a WebP whose EXIF has a valid orientation "
+    "(8) but a corrupt value in another tag makes Pillow fail re-serialising the EXIF "
+    "(_apply_exif_orientation only guards getexif(), not exif_transpose())"
+)
+
+
+def _decodes_or_refuses(data: bytes) -> None:
+    """The promise for any bytes: an (H, W, 3) uint8 array, or ImageDecodeError (ImageTooLargeError included)."""
+    try:
+        arr = decode_image(data)
+    except ImageDecodeError:
+        return
+    assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3 and arr.flags.c_contiguous
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason=EXIF_TRANSPOSE + " (TypeError from _limit_rational)")
+def test_fuzz_webp_exif_rational_holding_a_string_is_refused_or_decoded() -> None:
+    _decodes_or_refuses((CASES / "exception-54f5e5947f6a.webp").read_bytes())
+
+
+@pytest.mark.xfail(strict=True, raises=struct.error, reason=EXIF_TRANSPOSE + " (struct.error from _pack)")
+def test_fuzz_webp_exif_integer_tag_holding_a_non_integer_is_refused_or_decoded() -> None:
+    _decodes_or_refuses((CASES / "exception-78edf818a96b.webp").read_bytes())
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="GET /v1/log?after=2**63 answers 500: the route passes an integer beyond SQLite's 64-bit "
+                          "INTEGER to the query (OverflowError); `after` has no upper bound")
+def test_fuzz_log_after_beyond_sqlite_integer_is_a_client_error(tmp_path: Path) -> None:
+    import json
+
+    import httpx
+
+    from facelens.server import ServerSettings
+
+    from ._service import LiveService, make_key
+
+    case = json.loads((CASES / "api-log-after-overflow.json").read_text())
+    token = make_key(tmp_path, name="fuzz-regression", admin=True)
+    service = LiveService(ServerSettings(home=tmp_path, workers=1, rate_limit=0))
+    try:
+        r = httpx.request(case["method"], f"{service.url}{case['path']}", params=case["query"],
+                          headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    finally:
+        service.stop()
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] in ("invalid_request", "invalid_argument")

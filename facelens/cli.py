@@ -503,6 +503,10 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
 
     from .imageio import check_image_file
 
+    if person_id is not None:
+        from .engine import _check_person_id
+
+        _check_person_id(person_id)  # one usage error (exit 2), not one error per image
     images = _expand_images(paths)
     if external_id is not None and len(images) != 1:
         click.echo("facelens: error: --external-id needs exactly one image", err=True)

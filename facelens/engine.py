@@ -24,7 +24,7 @@ from .errors import (
     ModelMismatchError,
     NoFaceError,
 )
-from .imageio import ImageInput, decode_image, describe_source
+from .imageio import ImageInput, check_image_file, decode_image, describe_source
 from .models.backends import Backend, open_backend
 from .pipeline import FaceList, Pipeline, check_cancelled
 from .store import FaceRecord, FaceStore, collection_dir, collection_generation, default_home, list_collection_names
@@ -74,6 +74,7 @@ def image_sha256(image: ImageInput) -> str:
     elif isinstance(image, (bytes, bytearray, memoryview)):
         h.update(image)
     else:
+        check_image_file(image)  # a FIFO or a device would block open() or never end
         try:
             with open(image, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):

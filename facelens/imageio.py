@@ -335,7 +335,20 @@ def _apply_exif_orientation(img: Image.Image, *, source: str) -> Image.Image:
         if orientation != 1:
             logger.debug("%s: ignoring invalid EXIF orientation %r", source, orientation)
         return img
-    return ImageOps.exif_transpose(img)
+    try:
+        return ImageOps.exif_transpose(img)
+    except _DECODE_FAILURES:
+        # Pillow re-serialises the whole EXIF block after turning the pixels, and a corrupt value in
+        # another tag makes that fail (found by benchmarks/fuzz_decode.py): turn the pixels ourselves
+        logger.warning("%s: corrupt EXIF metadata; applied orientation %d without it", source, orientation,
+                       exc_info=True)
+        return img.transpose(_TRANSPOSE[orientation])
+
+
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose does)
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
 
 
 def _to_rgb_array(img: Image.Image, *, source: str) -> np.ndarray:

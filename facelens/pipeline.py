@@ -154,12 +154,18 @@ class Pipeline:
         dets = dets[:kept]
         aligned: list[npt.NDArray[np.uint8]] = []
         faces: list[Face] = []
+        # the detector's second look (SCRFD.confirm_score) refuses face-like patterns such as animals;
+        # it costs a detector run per face, so it is taken only for faces nothing else refuses
+        confirm = getattr(self.backend.detector, "confirm_score", None) if qf is not QualityFilter.NONE else None
         for d in dets:
             check_cancelled()
             crop = align_face(rgb, d.landmarks)
             box = BBox(*(float(v) for v in d.box))
             pose = estimate_pose(d.landmarks)
             quality = measure_quality(crop, min(box.width, box.height))
+            reasons = refusal_reasons(d.score, pose, quality, qf)
+            if confirm is not None and not reasons:
+                reasons = refusal_reasons(d.score, pose, quality, qf, confirmed_score=confirm(rgb, d.box))
             aligned.append(crop)
             faces.append(Face(
                 bbox=box,
@@ -167,7 +173,7 @@ class Pipeline:
                 landmarks=tuple((float(x), float(y)) for x, y in d.landmarks),
                 pose=pose,
                 quality=quality,
-                refusal_reasons=refusal_reasons(d.score, pose, quality, qf),
+                refusal_reasons=reasons,
                 quality_filter=qf,
             ))
         if embed_acceptable is not None:

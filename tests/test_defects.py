@@ -168,6 +168,19 @@ def test_detect_on_a_fifo_does_not_hang(tmp_path: Path) -> None:
     _one_line_error(proc.stderr)
 
 
+def test_index_faces_of_a_fifo_from_python_does_not_hang(tmp_path: Path) -> None:
+    """The engine hashes an image before decoding it (to find it already indexed): that read must refuse a
+    FIFO too, from Python as from the CLI. In a subprocess, so that a regression fails instead of hanging."""
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    code = ("import sys, facelens.engine as e\n"
+            "try:\n    e.image_sha256(sys.argv[1])\n"
+            "except facelens.errors.ImageDecodeError as exc:\n    print('refused:', exc)\n")
+    proc = subprocess.run([sys.executable, "-c", "import facelens.errors\n" + code, str(fifo)], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0 and "refused:" in proc.stdout and "FIFO" in proc.stdout, proc.stderr
+
+
 @pytest.mark.parametrize("path", ["/dev/zero", "/dev/null", str(PORTRAITS)])
 def test_detect_on_devices_and_folders_is_an_input_error(path: str) -> None:
     if not os.path.exists(path):
@@ -255,10 +268,15 @@ def _second_look(engine: facelens.Engine, image: Path) -> tuple[facelens.Face, f
 @pytest.mark.skipif(not DOGS.exists(), reason="needs ../shared/data (dlib's dogs.jpg, not copied: licence unclear)")
 def test_dogs_face_is_refused_by_the_second_look(engine: facelens.Engine) -> None:
     face, confirmed = _second_look(engine, DOGS)
-    assert 0.6 < face.score < 0.65 and face.acceptable  # the first look alone lets it through AUTO
+    assert 0.6 < face.score < 0.65
+    # the first look alone lets it through AUTO...
+    assert refusal_reasons(face.score, face.pose, face.quality, QualityFilter.AUTO) == ()
     assert confirmed < 0.5
     reasons = refusal_reasons(face.score, face.pose, face.quality, QualityFilter.AUTO, confirmed_score=confirmed)
     assert RefusalReason.LOW_CONFIDENCE in reasons
+    # ...and the engine takes the second look: the dog is refused, so never indexed
+    assert face.refusal_reasons == (RefusalReason.LOW_CONFIDENCE,)
+    assert engine.detect(DOGS, quality_filter="NONE")[0].refusal_reasons == ()  # NONE: no second look either
 
 
 @pytest.mark.parametrize("image", sorted(PORTRAITS.glob("*.jpg"))[::3], ids=lambda p: p.name)
@@ -266,6 +284,7 @@ def test_real_faces_pass_the_second_look(engine: facelens.Engine, image: Path) -
     face, confirmed = _second_look(engine, image)
     assert confirmed >= LIMITS[QualityFilter.HIGH].min_confirmed_score
     assert refusal_reasons(face.score, face.pose, face.quality, QualityFilter.AUTO, confirmed_score=confirmed) == ()
+    assert face.acceptable  # as the engine judged it, second look included
 
 
 def test_second_look_on_a_box_with_no_face_is_zero(engine: facelens.Engine) -> None:
@@ -326,3 +345,8 @@ def test_environment_settings_out_of_range_are_usage_errors(env: dict[str, str])
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == 2, result.stderr
     _one_line_error(result.stderr)
+
+
+def test_index_with_an_invalid_person_id_is_one_usage_error(tmp_path: Path) -> None:
+    code, out, err = _run("index", "nowhere", str(PORTRAITS), "--person", "bad/id", "--home", str(tmp_path))
+    assert code == 2 and "invalid person id" in err and err.count("error") == 1, err

@@ -307,3 +307,31 @@ def test_erasure_through_the_service_leaves_no_bytes_on_disk(tmp_path: Path) -> 
     finally:
         live.stop()
     assert found_in(home, secrets_of(embeddings, [])) == []
+
+
+def test_a_deleted_collection_is_scrubbed_before_its_files_are_unlinked(tmp_path: Path) -> None:
+    """Deleting a whole collection unlinks its files; the disk blocks must not keep the faces. Another
+    process still holding the files open is what reads those blocks: hold descriptors on them here,
+    delete, and read through the descriptors."""
+    home = tmp_path / "home"
+    eng = facelens.Engine(home=str(home), threads=2)
+    partly, embeddings, ids = fill(eng)
+    folder = home / "collections" / "erase"
+    eng.check_collection("erase")  # writes the re-rank rows of every face
+    held = {p.name: os.open(p, os.O_RDONLY) for p in folder.iterdir() if p.is_file()}
+    assert "faces.sqlite" in held and "rerank.f16" in held
+    secrets = secrets_of(embeddings, ids)
+    try:
+        def held_bytes() -> dict[str, bytes]:
+            return {name: os.pread(fd, os.fstat(fd).st_size, 0) for name, fd in held.items()}
+
+        before = [f"{w} in {n}" for n, data in held_bytes().items() for w, s in secrets.items() if s in data]
+        assert any("float32 in faces.sqlite" in h for h in before) and any("float16 in rerank.f16" in h for h in before)
+        eng.delete_collection("erase")
+        assert not folder.exists()
+        after = [f"{w} in {n}" for n, data in held_bytes().items() for w, s in secrets.items() if s in data]
+        assert after == []
+    finally:
+        for fd in held.values():
+            os.close(fd)
+        eng.close()

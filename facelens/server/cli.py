@@ -17,8 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
-from ..errors import CalibrationError, FacelensError, InvalidArgumentError, ModelError
-from .errors import InsecureSettingsError, SearchLogError
+from ..errors import FacelensError
 
 __all__ = ["keys", "log", "serve"]
 
@@ -38,12 +37,10 @@ def _home(home: Path | None) -> Path:
 
 
 def _fail(exc: FacelensError) -> NoReturn:
-    """One line on stderr and the exit codes of every facelens command (docs/cli.md): settings, key and
-    argument errors 2, model and calibration errors 4, the rest (unknown key, collection...) 3."""
-    click.echo(f"facelens: error: {exc}", err=True)
-    if isinstance(exc, (InsecureSettingsError, InvalidArgumentError, SearchLogError)):
-        sys.exit(2)
-    sys.exit(4 if isinstance(exc, (ModelError, CalibrationError)) else 3)
+    """One line on stderr and the documented exit code: the one table in facelens/cli.py decides."""
+    from ..cli import _fail as fail
+
+    fail(exc)
 
 
 @click.command()

@@ -203,11 +203,55 @@ def _tombstoned(conn: sqlite3.Connection) -> bool:
 
 def _sweep_graves(root: Path) -> None:
     """Remove what deletions left behind: folders renamed away by a delete that was killed before it
-    could remove them."""
+    could remove them (scrubbed first, as by the delete itself)."""
     if not root.is_dir():
         return
     for grave in root.glob(f"{_GRAVE_PREFIX}*"):
+        _scrub(grave)
         shutil.rmtree(grave, ignore_errors=True)
+
+
+def _scrub(folder: Path) -> None:
+    """Overwrite a deleted collection's biometric data before its files are unlinked, so that the disk
+    blocks freed do not keep embeddings or ids: every row is deleted in one transaction (secure_delete
+    zeroes the pages; other processes still holding the file see an empty collection, never a torn
+    one), the WAL is truncated, and the derived files (re-rank rows, saved vector index) are zeroed in
+    place (same size, so a process that memory-maps the re-rank file reads zeros, not a fault)."""
+    db = folder / DB_NAME
+    if db.is_file():
+        try:
+            conn = _connect(db)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for table in ("faces", "images", "persons", "changes"):
+                    conn.execute(f"DELETE FROM {table}")
+                conn.execute("COMMIT")
+                conn.execute(f"PRAGMA busy_timeout={int(_ERASE_WAIT_S * 1000)}")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:  # a damaged file: its blocks are zeroed below instead
+            log.warning("%s: could not scrub the deleted collection's database (%s); zeroing it", folder, exc)
+            _zero_file(db)
+    for f in folder.iterdir():
+        if f.is_file() and not f.is_symlink() and not f.name.startswith(DB_NAME):
+            _zero_file(f)
+
+
+def _zero_file(path: Path) -> None:
+    """Overwrite a file's bytes with zeros in place and sync them."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        block = bytes(1 << 20)
+        for start in range(0, size, len(block)):
+            os.pwrite(fd, block[: min(len(block), size - start)], start)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _path_identity(path: Path) -> tuple[int, int] | None:
@@ -435,6 +479,7 @@ class FaceStore:
             conn.close()
             os.close(fd)
         _fsync_dir(path.parent)
+        _scrub(grave)
         shutil.rmtree(grave, ignore_errors=True)
         _sweep_graves(path.parent)
 
@@ -1176,12 +1221,19 @@ class FaceStore:
     def _release(self) -> None:
         """Close every connection and file (under both locks, or while opening)."""
         self._closed = True
-        for conn in (self._conn, *self._readers):
-            try:
+        for conn in self._readers:
+            with contextlib.suppress(sqlite3.Error):
                 conn.close()
-            except sqlite3.Error:
-                pass
         self._readers.clear()
+        with contextlib.suppress(sqlite3.Error):
+            # Empty the WAL before letting go: when the last connection closes SQLite unlinks the WAL
+            # without overwriting it, and a process still holding the file (or the freed blocks) would
+            # keep whatever erased rows its frames held. Other processes reading: no wait, they finish it.
+            self._conn.execute("PRAGMA busy_timeout=0")
+            if not self._conn.in_transaction:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
         self._rerank_map = self._rerank_mmap = None
         for fd in (self._rerank_fd, self._db_fd):
             if fd >= 0:

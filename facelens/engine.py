@@ -293,10 +293,15 @@ class Engine:
             profile = load_calibration(calibration, model_sha256=self.model_sha256)
         path = collection_dir(self.home, name)
         path.parent.mkdir(parents=True, exist_ok=True)
+        own = profile  # (bound for the closure: mypy cannot narrow a variable captured by a lambda)
+
+        def prepare(folder: Path) -> None:
+            if own is not None:
+                own.save(folder / COLLECTION_CALIBRATION)
+
         store = FaceStore.create(path, name=name, model_name=self.model_name, model_sha256=self.model_sha256,
-                                 dim=self.embedding_size, calibration=profile.name if profile else None)
-        if profile is not None:
-            profile.save(path / COLLECTION_CALIBRATION)
+                                 dim=self.embedding_size, calibration=profile.name if profile else None,
+                                 prepare=prepare)
         with self._stores_lock:
             stale = self._stores.pop(name, None)  # a deleted collection's store (deleted elsewhere)
             self._collection_calibrations.pop(name, None)

@@ -300,3 +300,46 @@ def test_the_cli_deleting_and_recreating_a_collection_beside_a_running_service(h
     assert report.consistent and report.faces == 2, report
     assert sorted(p for p, _ in eng.list_persons("served")) == sorted([new, PEOPLE[2]])
     eng.close()
+
+
+_OPENER = textwrap.dedent("""
+    import json, sys, time
+    import facelens
+    from facelens import CollectionNotFoundError
+    eng = facelens.Engine(home=sys.argv[1], threads=1)
+    seen = {"ok": 0, "not_found": 0}
+    end = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end:
+        try:
+            eng.list_faces("cradle")
+            seen["ok"] += 1
+        except CollectionNotFoundError:
+            seen["not_found"] += 1
+    print(json.dumps(seen), flush=True)
+""")
+
+
+def test_a_collection_being_created_is_never_seen_half_made(home: Path) -> None:
+    """Another process opening the name while it is created and deleted again and again gets the
+    collection or CollectionNotFoundError, never a database without its tables (the soak benchmark
+    found a 500, "no such table: meta", from a service process opening a collection mid-create)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(facelens.__file__).resolve().parents[1])}
+    opener = subprocess.Popen([sys.executable, "-c", _OPENER, str(home), "8"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
+    a = facelens.Engine(home=str(home), threads=1)
+    try:
+        deadline = time.monotonic() + 9
+        cycles = 0
+        while opener.poll() is None and time.monotonic() < deadline:
+            a.create_collection("cradle")
+            a.delete_collection("cradle")
+            cycles += 1
+        out, err = opener.communicate(timeout=60)
+    finally:
+        if opener.poll() is None:
+            opener.kill()
+        a.close()
+    assert opener.returncode == 0, err[-2000:]
+    seen = json.loads(out)
+    assert cycles > 10 and seen["ok"] > 0 and seen["not_found"] > 0, (cycles, seen)
+    assert not [p for p in (home / "collections").iterdir() if p.name.startswith(".")]  # no cradle left

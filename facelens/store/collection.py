@@ -11,9 +11,10 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ INDEX_FACTORY = "IDMap2,Flat"  # exact inner-product search; ids are the faces' 
 # indexes (IVF, above EXACT_LIMIT) are saved, and saved again after every erasure.
 _TOMBSTONE = "deleted"  # meta key: the collection was deleted (committed with the rename of its folder)
 _GRAVE_PREFIX = ".deleted-"  # a deleted collection's folder is renamed to this (never a valid name) first
+_CRADLE_PREFIX = ".creating-"  # a collection is built in such a folder, then renamed into place
+_CRADLE_MAX_AGE_S = 3600.0  # a cradle older than this was left by a killed create: removed
 _BUSY_TIMEOUT_S = 30.0  # how long a statement waits for another process's writer lock
 _ERASE_WAIT_S = 5.0  # how long an erasure waits for readers to let go of the WAL before leaving it pending
 # Above this many faces the index becomes approximate: an inverted file (IVF) whose lists hold 4-bit
@@ -209,6 +212,11 @@ def _sweep_graves(root: Path) -> None:
     for grave in root.glob(f"{_GRAVE_PREFIX}*"):
         _scrub(grave)
         shutil.rmtree(grave, ignore_errors=True)
+    now = time.time()
+    for cradle in root.glob(f"{_CRADLE_PREFIX}*"):  # (empty collections: nothing to scrub)
+        with contextlib.suppress(OSError):
+            if now - cradle.stat().st_mtime > _CRADLE_MAX_AGE_S:
+                shutil.rmtree(cradle, ignore_errors=True)
 
 
 def _scrub(folder: Path) -> None:
@@ -422,28 +430,45 @@ class FaceStore:
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: Path, *, name: str, model_name: str, model_sha256: str, dim: int,
-               calibration: str | None = None) -> FaceStore:
-        """Create a new, empty collection folder at ``path``."""
+               calibration: str | None = None, prepare: Callable[[Path], None] | None = None) -> FaceStore:
+        """Create a new, empty collection folder at ``path``; raises CollectionExistsError.
+
+        The collection is built in a hidden folder beside ``path`` (schema, meta, and whatever
+        ``prepare(folder)`` adds, such as its calibration profile) and renamed into place whole, so no
+        other process ever opens a half-made collection."""
         _sweep_graves(path.parent)
+        if path.exists():
+            raise CollectionExistsError(f"collection {name!r} already exists")
+        cradle = path.parent / f"{_CRADLE_PREFIX}{uuid.uuid4().hex}"
+        cradle.mkdir(parents=True)
         try:
-            path.mkdir(parents=True, exist_ok=False)
-        except FileExistsError:
-            raise CollectionExistsError(f"collection {name!r} already exists") from None
-        try:
-            conn = _connect(path / DB_NAME, create=True)
-            conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
-            meta = {"schema_version": str(SCHEMA_VERSION), "name": name, "model_name": model_name,
-                    "model_sha256": model_sha256, "dim": str(dim), "created": _now(),
-                    "index_factory": INDEX_FACTORY, "calibration": calibration or "",
-                    "generation": new_generation()}
-            conn.execute("BEGIN")
-            conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-            conn.execute("COMMIT")
-            fd = os.open(path / DB_NAME, os.O_RDONLY | os.O_CLOEXEC)
+            conn = _connect(cradle / DB_NAME, create=True)
+            try:
+                conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+                meta = {"schema_version": str(SCHEMA_VERSION), "name": name, "model_name": model_name,
+                        "model_sha256": model_sha256, "dim": str(dim), "created": _now(),
+                        "index_factory": INDEX_FACTORY, "calibration": calibration or "",
+                        "generation": new_generation()}
+                conn.execute("BEGIN")
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+                conn.execute("COMMIT")
+            finally:
+                conn.close()  # (its journal files name the hidden folder: open again once in place)
+            if prepare is not None:
+                prepare(cradle)
+            _fsync_dir(cradle)
+            try:
+                # atomic; refused when a collection (a non-empty folder) took the name meanwhile
+                os.rename(cradle, path)
+            except OSError as exc:
+                if path.exists():
+                    raise CollectionExistsError(f"collection {name!r} already exists") from None
+                raise CollectionError(f"cannot create collection {name!r}: {exc}") from exc
+            _fsync_dir(path.parent)
         except BaseException:
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(cradle, ignore_errors=True)
             raise
-        return cls(path, conn, fd)
+        return cls.open(path, name=name)
 
     @classmethod
     def open(cls, path: Path, *, name: str) -> FaceStore:

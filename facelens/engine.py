@@ -347,7 +347,7 @@ class Engine:
                               model_name=m["model_name"], model_sha256=m["model_sha256"],
                               index_factory=store.index_factory, created=m["created"],
                               calibration=own or (self.calibration.name if self._calibration_path else ""),
-                              generation=store.generation)
+                              generation=store.generation, lead_floor_fmr=_lead_floor(store))
 
     def collection_generation(self, name: str) -> str:
         """The identity of the collection named ``name`` now (a new one each time a collection of that

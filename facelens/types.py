@@ -422,9 +422,10 @@ class CollectionInfo:
     created: str
     calibration: str = ""
     generation: str = ""  # the collection's identity: another one after it is deleted and re-created
+    lead_floor_fmr: float | None = None  # the false-match rate an investigation's candidates must reach
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "face_count": self.face_count, "person_count": self.person_count,
                 "model_name": self.model_name, "model_sha256": self.model_sha256,
                 "index_factory": self.index_factory, "created": self.created, "calibration": self.calibration,
-                "generation": self.generation}
+                "generation": self.generation, "lead_floor_fmr": self.lead_floor_fmr}

@@ -286,22 +286,33 @@ class CandidateOut(Out):
     bbox: list[float]
 
 
-class SearchResultOut(Out):
-    """The engine's search result (docs/cli.md, search --json): the mode, then matches (identify) or
-    candidates (investigate), the operating point and the number of faces searched."""
-
-    mode: SearchModeName
-    matches: list[MatchOut] | None = Field(default=None, description="identify mode: the matches, best first")
-    candidates: list[CandidateOut] | None = Field(default=None, description=(
-        "investigate mode: the ranked leads, best first (never matches)"))
-    max_candidates: int | None = None
-    lead_floor_fmr: float | None = Field(default=None, description="investigate mode: the collection's lead floor")
-    notice: str | None = Field(default=None, description="investigate mode: that the candidates are leads to review")
+class _SearchResultOut(Out):
     threshold: float
     max_fmr: float
     collection_size: int
     searched_face: FaceOut | None = None
     searched_face_id: str | None = None
+
+
+class IdentifyResultOut(_SearchResultOut):
+    """An identification (docs/cli.md, search --json): the matches and the operating point."""
+
+    mode: Literal["identify"]
+    matches: list[MatchOut] = Field(description="The matches, best first")
+
+
+class InvestigateResultOut(_SearchResultOut):
+    """An investigation (docs/identification.md): ranked candidates, leads to review, never matches."""
+
+    mode: Literal["investigate"]
+    candidates: list[CandidateOut] = Field(description="The ranked leads, best first")
+    max_candidates: int
+    lead_floor_fmr: float = Field(description="The collection's lead floor (a per-comparison false-match rate)")
+    notice: str = Field(description="That the candidates are leads a person must review")
+
+
+SearchResultOut = Annotated[IdentifyResultOut | InvestigateResultOut, Field(discriminator="mode")]
+"""The engine's search result, by its ``mode``: ``matches`` (identify) or ``candidates`` (investigate)."""
 
 
 class SearchImageOut(Out):
@@ -313,9 +324,18 @@ class SearchImageOut(Out):
     log_entry: LogRef
 
 
-class SearchOneOut(SearchResultOut):
+class IdentifyOneOut(IdentifyResultOut):
     collection: str
     log_entry: LogRef
+
+
+class InvestigateOneOut(InvestigateResultOut):
+    collection: str
+    log_entry: LogRef
+
+
+SearchOneOut = Annotated[IdentifyOneOut | InvestigateOneOut, Field(discriminator="mode")]
+"""One search result (by face id, for persons) with the collection and the log entry that records it."""
 
 
 class LogEntryOut(Out):

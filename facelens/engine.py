@@ -649,9 +649,12 @@ def lead_meaning(rank: int, score: float, fmr: float, extrapolated: bool, expect
 
 def _about(n: float) -> str:
     """A large count to two significant figures, in words a reader takes in at once (1,200; 4.9 million)."""
+    def two(x: float) -> str:
+        return f"{float(f'{x:.2g}'):,.0f}" if x >= 10 else f"{x:.2g}"
+
     if n < 1e6:
-        return f"{float(f'{n:.2g}'):,.0f}"
+        return two(n)
     if n < 1e15:
         div, unit = next((d, u) for d, u in ((1e12, "trillion"), (1e9, "billion"), (1e6, "million")) if n >= d)
-        return f"{n / div:.2g} {unit}"
+        return f"{two(n / div)} {unit}"
     return f"{n:.1e}"

@@ -273,3 +273,17 @@ def test_service_investigations_are_answered_and_logged_with_their_mode(tmp_path
         assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "invalid_request"
     finally:
         live.stop()
+
+
+@pytest.mark.parametrize(("expected", "says"), [
+    (4.1, "the score alone does not single this face out"),
+    (0.23, "one search in about 4 for someone absent would show a stranger this high"),
+    (8e-12, "strangers rarely score this high: one search in about 120 billion for someone absent"),
+])
+def test_a_leads_meaning_reads_its_expected_strangers_in_words(expected: float, says: str) -> None:
+    from facelens.engine import lead_meaning
+
+    text = lead_meaning(2, 0.5, expected / 8, False, expected, 8)
+    assert text.startswith("Lead 2, not a match: score 0.500. Among the 8 faces searched") and says in text
+    assert "measured on the calibration's pairs of strangers" in text and text.endswith(
+        "It must be reviewed by a person before anything is done.")

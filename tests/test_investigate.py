@@ -277,7 +277,7 @@ def test_service_investigations_are_answered_and_logged_with_their_mode(tmp_path
 
 @pytest.mark.parametrize(("expected", "says"), [
     (4.1, "the score alone does not single this face out"),
-    (0.23, "one search in about 4 for someone absent would show a stranger this high"),
+    (0.23, "one search in about 4.3 for someone absent would show a stranger this high"),
     (8e-12, "strangers rarely score this high: one search in about 120 billion for someone absent"),
 ])
 def test_a_leads_meaning_reads_its_expected_strangers_in_words(expected: float, says: str) -> None:

@@ -30,6 +30,7 @@ from .errors import (
 )
 from .types import (
     BBox,
+    Candidate,
     CollectionInfo,
     Comparison,
     Face,
@@ -41,6 +42,7 @@ from .types import (
     Quality,
     QualityFilter,
     RefusalReason,
+    SearchMode,
     SearchResult,
 )
 
@@ -60,6 +62,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BBox",
+    "Candidate",
     "CalibrationError",
     "CollectionError",
     "CollectionExistsError",
@@ -88,6 +91,7 @@ __all__ = [
     "Quality",
     "QualityFilter",
     "RefusalReason",
+    "SearchMode",
     "SearchResult",
     "__version__",
 ]

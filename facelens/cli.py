@@ -35,11 +35,11 @@ from .errors import (
     NoFaceError,
 )
 from .server.errors import InsecureSettingsError, SearchLogError
-from .types import QualityFilter
+from .types import LEAD_NOTICE, QualityFilter, SearchMode
 
 if TYPE_CHECKING:
     from .engine import Engine
-    from .types import Comparison, Face, OperatingPoint
+    from .types import Comparison, Face, OperatingPoint, SearchResult
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3, 4
 
@@ -380,12 +380,15 @@ def collection() -> None:
 @click.option("--calibration", "calibration", default=None, type=click.Path(dir_okay=False, exists=True),
               help="Calibration profile for this collection's searches (from `facelens calibrate`; default: the "
               "model's shipped profile).")
+@click.option("--lead-floor", "lead_floor", type=_FiniteFloatRange(min=0, max=1, min_open=True), default=None,
+              metavar="FMR", help="Investigations list candidates scoring at least the threshold of this "
+              "per-comparison false-match rate (default 1e-3).")
 @click.pass_obj
 def collection_create(state: _State, /, name: str, as_json: bool, home: Path | None, model: str | None,
-                      calibration: str | None) -> None:
+                      calibration: str | None, lead_floor: float | None) -> None:
     """Create an empty collection NAME bound to the engine's model."""
     engine = _collection_engine(state, home, model=model)
-    info = _call(engine.create_collection, name, calibration=calibration)
+    info = _call(engine.create_collection, name, calibration=calibration, lead_floor_fmr=lead_floor)
     _emit(state, as_json, info.to_dict(), f"created collection {name!r} (model {info.model_name}) in {engine.home}")
 
 
@@ -557,41 +560,75 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
     sys.exit(EXIT_INPUT if errors else EXIT_OK)
 
 
+def _mode_options(f: Any) -> Any:
+    """--mode identify|investigate and --max-candidates: what a search is for (docs/identification.md)."""
+    f = click.option("--max-candidates", type=click.IntRange(min=1), default=None, help="investigate: at most this "
+                     "many candidates (default 10).")(f)
+    return click.option("--mode", type=click.Choice([m.value for m in SearchMode], case_sensitive=False),
+                        default=SearchMode.IDENTIFY.value, show_default=True, help="identify: matches at a strict, "
+                        "measured rate; investigate: ranked candidates, leads that a person must review.")(f)
+
+
+def _search_lines(r: SearchResult, *, persons: bool = False) -> list[str]:
+    """The text of one search result: its matches, or in investigate mode its leads and what they mean."""
+    if r.mode is SearchMode.INVESTIGATE:
+        op = r.operating_point
+        lines = [f"investigation of {r.collection_size:,} faces: {len(r.candidates)} lead"
+                 f"{'s' if len(r.candidates) != 1 else ''} (of at most {r.max_candidates}) above the lead floor "
+                 f"(false-match rate {op.max_fmr:.2g} per comparison, score >= {op.threshold:.4f}; {op.policy} "
+                 f"policy, set by {op.limited_by})", f"  {LEAD_NOTICE}"]
+        for c in r.candidates:
+            lines.append(f"  lead {c.rank}  {c.face_id}  {c.external_image_id or '-'}  person {c.person_id or '-'}  "
+                         f"score {c.score:.3f}  false-match rate {_rate(c.fmr, c.fmr_extrapolated)}  "
+                         f"expected strangers this high: {c.expected_strangers:.2g}")
+            lines.append(f"    {c.meaning}")
+        return lines
+    what = "person(s)" if persons else f"match{'es' if len(r.matches) != 1 else ''}"
+    lines = [f"searched {r.collection_size:,} faces at {_operating_point_words(r.operating_point)}: "
+             f"{len(r.matches)} {what}"]
+    if persons:
+        lines += [f"  {m.person_id}  score {m.score:.3f}  false-match rate {_rate(m.fmr, m.fmr_extrapolated)}  "
+                  f"(face {m.face_id})" for m in r.matches]
+    else:
+        lines += [f"  {m.face_id}  {m.external_image_id or '-'}  person {m.person_id or '-'}  "
+                  f"score {m.score:.3f}  false-match rate {_rate(m.fmr, m.fmr_extrapolated)}" for m in r.matches]
+    return lines
+
+
 @main.command()
 @click.argument("name")
 @click.argument("image", required=False)
 @click.option("--face-id", default=None, help="Search with a face already in the collection instead of an image.")
-@click.option("--max-results", type=click.IntRange(min=1), default=10, help="At most this many matches.")
+@_mode_options
+@click.option("--max-results", type=click.IntRange(min=1), default=None, help="identify: at most this many matches "
+              "(default 10).")
 @_threshold_options
 @click.option("--all-faces", is_flag=True, help="Search with every face of the image, not just the largest.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (keys in docs/cli.md).")
 @_home_option
 @click.pass_obj
-def search(state: _State, /, name: str, image: str | None, face_id: str | None, max_results: int,
-           max_fmr: float | None, max_fpir: float | None, min_score: float | None, all_faces: bool, as_json: bool,
-           home: Path | None) -> None:
-    """Search collection NAME for the face in IMAGE (or --face-id); matches best first."""
+def search(state: _State, /, name: str, image: str | None, face_id: str | None, mode: str,
+           max_candidates: int | None, max_results: int | None, max_fmr: float | None, max_fpir: float | None,
+           min_score: float | None, all_faces: bool, as_json: bool, home: Path | None) -> None:
+    """Search collection NAME for the face in IMAGE (or --face-id): matches best first, or with
+    --mode investigate ranked candidates (leads for a person to review)."""
     if (image is None) == (face_id is None):
         click.echo("facelens: error: give either IMAGE or --face-id", err=True)
         sys.exit(EXIT_USAGE)
     engine = _collection_engine(state, home)
+    kw = {"mode": mode, "max_candidates": max_candidates, "max_results": max_results, "max_fmr": max_fmr,
+          "max_fpir": max_fpir, "min_score": min_score}
     if face_id is not None:
-        results = [_call(engine.search_faces, name, face_id, max_results=max_results, max_fmr=max_fmr,
-                         max_fpir=max_fpir, min_score=min_score)]
+        results = [_call(engine.search_faces, name, face_id, **kw)]
     else:
-        results = _call(engine.search_faces_by_image, name, image, max_results=max_results, max_fmr=max_fmr,
-                        max_fpir=max_fpir, min_score=min_score, all_faces=all_faces)
+        results = _call(engine.search_faces_by_image, name, image, all_faces=all_faces, **kw)
     if as_json:
         doc = results[0].to_dict() if not all_faces else {"results": [r.to_dict() for r in results]}
         doc.update(collection=name)
         click.echo(json.dumps(doc, indent=2))
         return
     for r in results:
-        state.say(f"searched {r.collection_size:,} faces at {_operating_point_words(r.operating_point)}: "
-                  f"{len(r.matches)} match{'es' if len(r.matches) != 1 else ''}")
-        for m in r.matches:
-            state.say(f"  {m.face_id}  {m.external_image_id or '-'}  person {m.person_id or '-'}  "
-                      f"score {m.score:.3f}  false-match rate {_rate(m.fmr, m.fmr_extrapolated)}")
+        state.say("\n".join(_search_lines(r)))
 
 
 _MAX_PAGE = 1_000_000  # faces per `faces list` page
@@ -719,23 +756,24 @@ def person_delete(state: _State, /, name: str, person_id: str, as_json: bool, ho
 @person.command("search")
 @click.argument("name")
 @click.argument("image")
-@click.option("--max-results", type=click.IntRange(min=1), default=10, help="At most this many persons.")
+@_mode_options
+@click.option("--max-results", type=click.IntRange(min=1), default=None, help="identify: at most this many "
+              "persons (default 10).")
 @_threshold_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (as `search`, one match per person).")
 @_home_option
 @click.pass_obj
-def person_search(state: _State, /, name: str, image: str, max_results: int, max_fmr: float | None,
-                  max_fpir: float | None, min_score: float | None, as_json: bool, home: Path | None) -> None:
-    """Search collection NAME for the persons whose best face matches the largest face in IMAGE."""
-    r = _call(_collection_engine(state, home).search_persons_by_image, name, image, max_results=max_results,
-              max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score)
+def person_search(state: _State, /, name: str, image: str, mode: str, max_candidates: int | None,
+                  max_results: int | None, max_fmr: float | None, max_fpir: float | None, min_score: float | None,
+                  as_json: bool, home: Path | None) -> None:
+    """Search collection NAME for the persons whose best face matches the largest face in IMAGE (with
+    --mode investigate: ranked candidate persons, leads for a person to review)."""
+    r = _call(_collection_engine(state, home).search_persons_by_image, name, image, mode=mode,
+              max_candidates=max_candidates, max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir,
+              min_score=min_score)
     doc = r.to_dict()
     doc.update(collection=name)
-    lines = [f"searched {r.collection_size:,} faces at {_operating_point_words(r.operating_point)}: "
-             f"{len(r.matches)} person(s)"]
-    lines += [f"  {m.person_id}  score {m.score:.3f}  false-match rate {_rate(m.fmr, m.fmr_extrapolated)}  "
-              f"(face {m.face_id})" for m in r.matches]
-    _emit(state, as_json, doc, "\n".join(lines))
+    _emit(state, as_json, doc, "\n".join(_search_lines(r, persons=True)))
 
 
 def run() -> None:

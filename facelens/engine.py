@@ -30,6 +30,7 @@ from .pipeline import FaceList, Pipeline, check_cancelled
 from .store import FaceRecord, FaceStore, collection_dir, collection_generation, default_home, list_collection_names
 from .store.collection import CheckReport, StoredFace
 from .types import (
+    Candidate,
     CollectionInfo,
     Comparison,
     Face,
@@ -38,16 +39,24 @@ from .types import (
     OperatingPoint,
     QualityFilter,
     RefusalReason,
+    SearchMode,
     SearchResult,
 )
 
-__all__ = ["Engine", "FaceList", "SearchResultList"]
+__all__ = ["DEFAULT_LEAD_FLOOR_FMR", "DEFAULT_MAX_CANDIDATES", "Engine", "FaceList", "SearchResultList"]
 
 log = logging.getLogger(__name__)
 
 _EXTERNAL_ID = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 _PERSON_ID = re.compile(r"[A-Za-z0-9_.\-:]{1,128}")
 COLLECTION_CALIBRATION = "calibration.npz"  # a collection's own calibration profile, when it has one
+DEFAULT_LEAD_FLOOR_FMR = 1e-3
+"""An investigation's candidates score at least the threshold of this per-comparison false-match rate, unless
+the collection sets its own (``lead_floor_fmr``): with 1,000 faces, about one stranger is expected above it."""
+DEFAULT_MAX_CANDIDATES = 10
+"""An investigation lists at most this many candidates unless asked for another number (NIST's FRTE 1:N
+evaluations use candidate lists of this length)."""
+DEFAULT_MAX_RESULTS = 10  # an identification returns at most this many matches unless asked for another number
 
 
 class SearchResultList(list[SearchResult]):
@@ -282,12 +291,17 @@ class Engine:
                 f"{self.model_sha256[:12]}...). Open the engine with model={meta['model_name']!r}.")
         return store
 
-    def create_collection(self, name: str, *, calibration: str | Path | None = None) -> CollectionInfo:
+    def create_collection(self, name: str, *, calibration: str | Path | None = None,
+                          lead_floor_fmr: float | None = None) -> CollectionInfo:
         """Create an empty collection bound to this engine's model; raises CollectionExistsError.
 
         ``calibration``: a calibration profile (``facelens calibrate``) for this collection's searches,
-        copied into the collection; by default the model's shipped profile is used.
+        copied into the collection; by default the model's shipped profile is used. ``lead_floor_fmr``: the
+        collection's lead floor for investigations (default :data:`DEFAULT_LEAD_FLOOR_FMR`; see
+        :meth:`set_lead_floor`).
         """
+        if lead_floor_fmr is not None:
+            lead_floor_fmr = check_fmr(lead_floor_fmr, "lead_floor_fmr")
         profile = None
         if calibration is not None:
             profile = load_calibration(calibration, model_sha256=self.model_sha256)
@@ -302,6 +316,8 @@ class Engine:
         store = FaceStore.create(path, name=name, model_name=self.model_name, model_sha256=self.model_sha256,
                                  dim=self.embedding_size, calibration=profile.name if profile else None,
                                  prepare=prepare)
+        if lead_floor_fmr is not None:
+            store.set_lead_floor_fmr(repr(lead_floor_fmr))
         with self._stores_lock:
             stale = self._stores.pop(name, None)  # a deleted collection's store (deleted elsewhere)
             self._collection_calibrations.pop(name, None)
@@ -336,7 +352,7 @@ class Engine:
                               model_name=m["model_name"], model_sha256=m["model_sha256"],
                               index_factory=store.index_factory, created=m["created"],
                               calibration=own or (self.calibration.name if self._calibration_path else ""),
-                              generation=store.generation)
+                              generation=store.generation, lead_floor_fmr=_lead_floor(store))
 
     def collection_generation(self, name: str) -> str:
         """The identity of the collection named ``name`` now (a new one each time a collection of that
@@ -416,14 +432,12 @@ class Engine:
         """Delete faces by id; returns those that existed. A deleted face is never returned by a search."""
         return self._store(collection).delete_faces(face_ids)
 
-    def _matches(self, store: FaceStore, queries: npt.NDArray[np.float32], *, max_results: int,
-                 op: OperatingPoint, calibration: ScoreCalibration,
-                 exclude: str | None = None) -> list[tuple[Match, ...]]:
-        if max_results < 1:
-            raise InvalidArgumentError(f"max_results must be >= 1, got {max_results}")
-        k = max_results + (1 if exclude else 0)
+    def _ranked(self, store: FaceStore, queries: npt.NDArray[np.float32], *, k: int, op: OperatingPoint,
+                calibration: ScoreCalibration, exclude: str | None = None) -> list[list[Match]]:
+        """Per query, the ``k`` best stored faces (``exclude`` left out) scoring at least the operating
+        point's threshold, best first, each with the false-match rate of its score."""
         out = []
-        for hits in store.search(queries, k):
+        for hits in store.search(queries, k + (1 if exclude else 0)):
             matches = []
             for stored, score in hits:
                 if score < op.threshold or stored.face_id == exclude:
@@ -432,48 +446,107 @@ class Engine:
                 matches.append(Match(face_id=stored.face_id, external_image_id=stored.external_image_id,
                                      person_id=stored.person_id, score=score, fmr=fmr, fmr_extrapolated=extrapolated,
                                      bbox=stored.bbox))
-            out.append(tuple(matches[:max_results]))
+            out.append(matches[:k])
         return out
 
-    def _search_setup(self, collection: str, max_fmr: float | None, max_fpir: float | None,
-                      min_score: float | None) -> tuple[FaceStore, ScoreCalibration, OperatingPoint]:
+    def lead_floor(self, collection: str) -> float:
+        """The collection's lead floor: the per-comparison false-match rate whose threshold an investigation's
+        candidates must reach (:data:`DEFAULT_LEAD_FLOOR_FMR` unless set at creation or by
+        :meth:`set_lead_floor`)."""
+        return _lead_floor(self._store(collection))
+
+    def set_lead_floor(self, collection: str, lead_floor_fmr: float) -> float:
+        """Set the collection's lead floor (a false-match rate in (0, 1]; stored in the collection, seen by
+        every process from its next search); returns it."""
+        value = check_fmr(lead_floor_fmr, "lead_floor_fmr")
+        self._store(collection).set_lead_floor_fmr(repr(value))
+        return value
+
+    def _search_setup(self, collection: str, *, mode: SearchMode | str, max_fmr: float | None,
+                      max_fpir: float | None, min_score: float | None, max_results: int | None,
+                      max_candidates: int | None) -> _Search:
+        """Check a search's options for its mode and work out its operating point and list length."""
+        mode = SearchMode.parse(mode)
+        if mode is SearchMode.INVESTIGATE:
+            given = [n for n, v in (("max_fmr", max_fmr), ("max_fpir", max_fpir), ("min_score", min_score),
+                                    ("max_results", max_results)) if v is not None]
+            if given:
+                raise InvalidArgumentError(
+                    f"{' and '.join(given)} belong{'s' if len(given) == 1 else ''} to identify mode; an investigation "
+                    f"lists up to max_candidates leads above the collection's lead floor (lead_floor_fmr)")
+            limit = DEFAULT_MAX_CANDIDATES if max_candidates is None else int(max_candidates)
+            if limit < 1:
+                raise InvalidArgumentError(f"max_candidates must be >= 1, got {max_candidates}")
+        else:
+            if max_candidates is not None:
+                raise InvalidArgumentError("max_candidates belongs to investigate mode; an identification returns "
+                                           "at most max_results matches")
+            limit = DEFAULT_MAX_RESULTS if max_results is None else int(max_results)
+            if limit < 1:
+                raise InvalidArgumentError(f"max_results must be >= 1, got {max_results}")
         store = self._store(collection)
         cal = self.collection_calibration(collection)
-        op = self.operating_point(max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
-                                  collection_size=store.searchable_count(), calibration=cal)
-        return store, cal, op
+        size = store.searchable_count()
+        if mode is SearchMode.INVESTIGATE:
+            op = self.operating_point(max_fmr=_lead_floor(store), collection_size=size, calibration=cal)
+        else:
+            op = self.operating_point(max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score, collection_size=size,
+                                      calibration=cal)
+        return _Search(store=store, calibration=cal, op=op, mode=mode, limit=limit, size=size)
 
-    def search_faces_by_image(self, collection: str, image: ImageInput, *, max_results: int = 10,
+    def _result(self, s: _Search, found: list[Match], *, face: Face | None = None,
+                face_id: str | None = None) -> SearchResult:
+        """The result of one searched face: its first ``s.limit`` matches, or candidates in investigate mode."""
+        found = found[:s.limit]
+        if s.mode is SearchMode.IDENTIFY:
+            return SearchResult(matches=tuple(found), operating_point=s.op, collection_size=s.size, face=face,
+                                face_id=face_id)
+        return SearchResult(matches=(), operating_point=s.op, collection_size=s.size, face=face, face_id=face_id,
+                            mode=s.mode, candidates=tuple(_lead(rank, m, s.size) for rank, m in enumerate(found, 1)),
+                            max_candidates=s.limit)
+
+    def search_faces_by_image(self, collection: str, image: ImageInput, *, max_results: int | None = None,
                               max_fmr: float | None = None, max_fpir: float | None = None,
-                              min_score: float | None = None, all_faces: bool = False) -> SearchResultList:
+                              min_score: float | None = None, all_faces: bool = False,
+                              mode: SearchMode | str = SearchMode.IDENTIFY,
+                              max_candidates: int | None = None) -> SearchResultList:
         """Search the collection for the largest face of ``image`` (every face with ``all_faces``).
 
-        The match threshold: ``max_fpir`` (default ``config.max_fpir`` = 0.003: a search for someone who
-        is not in the collection returns anyone at most 3 times in 1,000, whatever the collection's
-        size), or ``max_fmr`` (per comparison), or a raw ``min_score``; see :meth:`operating_point`.
+        ``mode="identify"`` (the default) returns ``matches``, at most ``max_results`` (10): the match
+        threshold is ``max_fpir`` (default ``config.max_fpir`` = 0.003: a search for someone who is not in
+        the collection returns anyone at most 3 times in 1,000, whatever the collection's size), or
+        ``max_fmr`` (per comparison), or a raw ``min_score``; see :meth:`operating_point`.
+
+        ``mode="investigate"`` returns ``candidates`` instead: up to ``max_candidates`` (10) ranked leads
+        scoring at least the collection's lead floor (:meth:`lead_floor`), each saying how many strangers
+        among the faces searched would be expected to score as high. Leads are not matches: a person must
+        review them. The threshold options belong to identify mode and are refused here.
+
         Returns one result per searched face (with ``all_faces``, at most ``config.max_faces_per_image``,
         the largest; ``faces_over_limit`` counts the others); raises NoFaceError if there is none.
         """
-        store, cal, op = self._search_setup(collection, max_fmr, max_fpir, min_score)
+        s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                               max_results=max_results, max_candidates=max_candidates)
         faces = self._faces(image, embed=True, max_faces=None if all_faces else 1,
                             quality_filter=QualityFilter.NONE)
         if not faces:
             raise NoFaceError("no face found in the image to search with", source=describe_source(image))
         queries = np.stack([f.embedding for f in faces])  # type: ignore[misc]
-        found = self._matches(store, queries, max_results=max_results, op=op, calibration=cal)
-        return SearchResultList(
-            [SearchResult(matches=m, operating_point=op, collection_size=op.collection_size or 0, face=f)
-             for f, m in zip(faces, found, strict=True)], faces_over_limit=faces.faces_over_limit)
+        found = self._ranked(s.store, queries, k=s.limit, op=s.op, calibration=s.calibration)
+        return SearchResultList([self._result(s, m, face=f) for f, m in zip(faces, found, strict=True)],
+                                faces_over_limit=faces.faces_over_limit)
 
-    def search_faces(self, collection: str, face_id: str, *, max_results: int = 10, max_fmr: float | None = None,
-                     max_fpir: float | None = None, min_score: float | None = None) -> SearchResult:
-        """Search the collection with one of its own stored faces (it is left out of the matches)."""
-        store, cal, op = self._search_setup(collection, max_fmr, max_fpir, min_score)
-        _, embedding = store.get_face(face_id)
-        found = self._matches(store, embedding[None, :], max_results=max_results, op=op, calibration=cal,
-                              exclude=face_id)
-        return SearchResult(matches=found[0], operating_point=op, collection_size=op.collection_size or 0,
-                            face_id=face_id)
+    def search_faces(self, collection: str, face_id: str, *, max_results: int | None = None,
+                     max_fmr: float | None = None, max_fpir: float | None = None, min_score: float | None = None,
+                     mode: SearchMode | str = SearchMode.IDENTIFY, max_candidates: int | None = None) -> SearchResult:
+        """Search the collection with one of its own stored faces (it is left out of the results); the
+        modes and options are those of :meth:`search_faces_by_image`."""
+        s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                               max_results=max_results, max_candidates=max_candidates)
+        _, embedding = s.store.get_face(face_id)
+        found = self._ranked(s.store, embedding[None, :], k=s.limit, op=s.op, calibration=s.calibration,
+                             exclude=face_id)
+        return self._result(s, found[0], face_id=face_id)
 
     # -- persons ----------------------------------------------------------------------------------
     def create_person(self, collection: str, person_id: str) -> None:
@@ -502,22 +575,22 @@ class Engine:
         """
         return self._store(collection).delete_person(_check_person_id(person_id))
 
-    def search_persons_by_image(self, collection: str, image: ImageInput, *, max_results: int = 10,
+    def search_persons_by_image(self, collection: str, image: ImageInput, *, max_results: int | None = None,
                                 max_fmr: float | None = None, max_fpir: float | None = None,
-                                min_score: float | None = None) -> SearchResult:
-        """Like :meth:`search_faces_by_image` for the largest face, but one match per person: the best
-        scoring face of each person (faces with no person are left out)."""
-        store, cal, op = self._search_setup(collection, max_fmr, max_fpir, min_score)
+                                min_score: float | None = None, mode: SearchMode | str = SearchMode.IDENTIFY,
+                                max_candidates: int | None = None) -> SearchResult:
+        """Like :meth:`search_faces_by_image` for the largest face, but one match (or, investigating, one
+        candidate) per person: the best scoring face of each person (faces with no person are left out)."""
+        s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                               max_results=max_results, max_candidates=max_candidates)
         face = self._largest_face(image)
         assert face.embedding is not None
-        size = op.collection_size or 0
-        k = min(max(100, 10 * max_results), max(size, 1))
+        k = min(max(100, 10 * s.limit), max(s.size, 1))
         best: dict[str, Match] = {}
-        for m in self._matches(store, face.embedding[None, :], max_results=k, op=op, calibration=cal)[0]:
+        for m in self._ranked(s.store, face.embedding[None, :], k=k, op=s.op, calibration=s.calibration)[0]:
             if m.person_id is not None and m.person_id not in best:
                 best[m.person_id] = m
-        return SearchResult(matches=tuple(list(best.values())[:max_results]), operating_point=op,
-                            collection_size=size, face=face)
+        return self._result(s, list(best.values()), face=face)
 
     def close(self) -> None:
         """Release the model sessions and close the collections (also done when the engine is
@@ -534,3 +607,59 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Search:
+    """A search's checked setup: the store, its calibration, the operating point (the lead floor's when
+    investigating), the mode, how many results at most, and the number of faces searched."""
+
+    store: FaceStore
+    calibration: ScoreCalibration
+    op: OperatingPoint
+    mode: SearchMode
+    limit: int
+    size: int
+
+
+def _lead_floor(store: FaceStore) -> float:
+    raw = store.lead_floor_fmr()
+    return DEFAULT_LEAD_FLOOR_FMR if raw is None else float(raw)
+
+
+def _lead(rank: int, m: Match, size: int) -> Candidate:
+    """Label a match of an investigation as the ``rank``-th lead among ``size`` faces searched."""
+    expected = float(f"{size * m.fmr:.4g}")
+    return Candidate(rank=rank, face_id=m.face_id, external_image_id=m.external_image_id, person_id=m.person_id,
+                     score=m.score, fmr=m.fmr, fmr_extrapolated=m.fmr_extrapolated, expected_strangers=expected,
+                     meaning=lead_meaning(rank, m.score, m.fmr, m.fmr_extrapolated, expected, size), bbox=m.bbox)
+
+
+def lead_meaning(rank: int, score: float, fmr: float, extrapolated: bool, expected: float, size: int) -> str:
+    """One sentence saying what a candidate's score means among ``size`` faces searched, and that it is a
+    lead to review, not a match."""
+    how = ("extrapolated from the calibration's fitted tail: fewer than 10 calibration pairs of strangers "
+           "scored this high" if extrapolated else "measured on the calibration's pairs of strangers")
+    if expected >= 1:
+        words = "the score alone does not single this face out"
+    elif expected > 0:
+        once = f"one search in about {_about(1 / expected)} for someone absent would show a stranger this high"
+        words = f"strangers rarely score this high: {once}" if expected < 0.01 else once
+    else:
+        words = "no stranger is expected this high"
+    return (f"Lead {rank}, not a match: score {score:.3f}. Among the {size:,} faces searched, about {expected:.2g} "
+            f"strangers would be expected to score this high (false-match rate {fmr:.1e} per comparison, {how}); "
+            f"{words}. It must be reviewed by a person before anything is done.")
+
+
+def _about(n: float) -> str:
+    """A large count to two significant figures, in words a reader takes in at once (1,200; 4.9 million)."""
+    def two(x: float) -> str:
+        return f"{float(f'{x:.2g}'):,.0f}" if x >= 10 else f"{x:.2g}"
+
+    if n < 1e6:
+        return two(n)
+    if n < 1e15:
+        div, unit = next((d, u) for d, u in ((1e12, "trillion"), (1e9, "billion"), (1e6, "million")) if n >= d)
+        return f"{two(n / div)} {unit}"
+    return f"{n:.1e}"

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 __all__ = [
+    "LEAD_NOTICE",
     "BBox",
+    "Candidate",
     "CollectionInfo",
     "Comparison",
     "Face",
@@ -32,8 +34,13 @@ __all__ = [
     "Quality",
     "QualityFilter",
     "RefusalReason",
+    "SearchMode",
     "SearchResult",
 ]
+
+LEAD_NOTICE = ("These candidates are leads, not matches: each must be reviewed by a person before anything "
+               "is done.")
+"""Said with every investigation result, in its JSON (``notice``) and its text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,15 +281,77 @@ class Match:
                 "fmr_extrapolated": self.fmr_extrapolated, "bbox": [round(v, 2) for v in self.bbox]}
 
 
+class SearchMode(enum.StrEnum):
+    """What a search is for.
+
+    ``IDENTIFY`` (the default): an automatic decision; only stored faces above the strict search threshold
+    (the max-FPIR operating point) are returned, as ``matches``. ``INVESTIGATE``: a short ranked list of
+    ``candidates`` above the collection's lead floor, for a person to review; a candidate is a lead, never
+    a match.
+    """
+
+    IDENTIFY = "identify"
+    INVESTIGATE = "investigate"
+
+    @classmethod
+    def parse(cls, value: SearchMode | str) -> SearchMode:
+        from .errors import InvalidArgumentError
+
+        if isinstance(value, SearchMode):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            names = ", ".join(m.value for m in cls)
+            raise InvalidArgumentError(f"unknown search mode {value!r}; use one of {names}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One lead of an investigation search: a stored face ranked by its score, and what that score means.
+
+    ``rank`` is 1 for the best-scoring candidate. ``fmr`` is the false-match rate at ``score`` (the share
+    of pairs of different people in the calibration data scoring at least this high); ``fmr_extrapolated``
+    is True when fewer than 10 calibration pairs scored this high, so the rate comes from the fitted tail,
+    not a count. ``expected_strangers`` is ``collection_size x fmr``: how many of the faces searched would
+    be expected to score this high if none of them were the searched person. Near 1 or above, the score
+    alone does not single this face out; well below 1, strangers rarely score this high. ``meaning`` says
+    all of this in one sentence. A candidate is never a match: a person must review it.
+    """
+
+    rank: int
+    face_id: str
+    external_image_id: str | None
+    person_id: str | None
+    score: float
+    fmr: float
+    fmr_extrapolated: bool
+    expected_strangers: float
+    meaning: str
+    bbox: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "face_id": self.face_id, "external_image_id": self.external_image_id,
+                "person_id": self.person_id, "score": round(self.score, 6), "fmr": self.fmr,
+                "fmr_extrapolated": self.fmr_extrapolated, "expected_strangers": self.expected_strangers,
+                "meaning": self.meaning, "bbox": [round(v, 2) for v in self.bbox]}
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class SearchResult:
-    """The matches of one searched face, best first.
+    """What one searched face found, best first, and in which ``mode``.
 
-    Only stored faces whose score reaches ``operating_point.threshold`` are returned, at most
-    ``max_results``. ``collection_size`` is the number of faces searched: with N faces, a search for
-    someone absent returns a false candidate with probability about N x max_fmr (the ``max_fpir`` of
-    the operating point when the search was limited that way). ``face`` is the searched face (``None``
-    when searching by a stored face id).
+    ``identify``: ``matches`` are the stored faces whose score reaches ``operating_point.threshold``, at most
+    ``max_results``. ``collection_size`` is the number of faces searched: with N faces, a search for someone
+    absent returns a false match with probability about N x max_fmr (the ``max_fpir`` of the operating
+    point when the search was limited that way).
+
+    ``investigate``: ``matches`` is empty; ``candidates`` are up to ``max_candidates`` ranked leads scoring
+    at least the collection's lead floor (``operating_point``: its ``max_fmr`` is the floor's per-comparison
+    false-match rate), each labelled with what its score means among ``collection_size`` faces. They must
+    be reviewed by a person before anything is done (:data:`LEAD_NOTICE`).
+
+    ``face`` is the searched face (``None`` when searching by a stored face id).
     """
 
     matches: tuple[Match, ...]
@@ -290,6 +359,9 @@ class SearchResult:
     collection_size: int
     face: Face | None = None
     face_id: str | None = None
+    mode: SearchMode = SearchMode.IDENTIFY
+    candidates: tuple[Candidate, ...] = ()
+    max_candidates: int | None = None
 
     @property
     def threshold(self) -> float:
@@ -300,8 +372,16 @@ class SearchResult:
         return self.operating_point.max_fmr
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"matches": [m.to_dict() for m in self.matches], **self.operating_point.to_dict(),
-                             "collection_size": self.collection_size}
+        """The stable JSON shape (docs/cli.md, ``search --json``): ``mode``, then ``matches`` (identify) or
+        ``candidates``, ``max_candidates``, ``lead_floor_fmr`` and ``notice`` (investigate), the operating
+        point and ``collection_size``."""
+        d: dict[str, Any] = {"mode": self.mode.value}
+        if self.mode is SearchMode.INVESTIGATE:
+            d.update(candidates=[c.to_dict() for c in self.candidates], max_candidates=self.max_candidates,
+                     lead_floor_fmr=self.operating_point.max_fmr, notice=LEAD_NOTICE)
+        else:
+            d["matches"] = [m.to_dict() for m in self.matches]
+        d.update(self.operating_point.to_dict(), collection_size=self.collection_size)
         if self.face is not None:
             d["searched_face"] = self.face.to_dict()
         if self.face_id is not None:
@@ -342,9 +422,10 @@ class CollectionInfo:
     created: str
     calibration: str = ""
     generation: str = ""  # the collection's identity: another one after it is deleted and re-created
+    lead_floor_fmr: float | None = None  # the false-match rate an investigation's candidates must reach
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "face_count": self.face_count, "person_count": self.person_count,
                 "model_name": self.model_name, "model_sha256": self.model_sha256,
                 "index_factory": self.index_factory, "created": self.created, "calibration": self.calibration,
-                "generation": self.generation}
+                "generation": self.generation, "lead_floor_fmr": self.lead_floor_fmr}

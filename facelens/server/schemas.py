@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 QualityFilterName = Literal["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"]
+SearchModeName = Literal["identify", "investigate"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -70,17 +71,25 @@ class IndexOptions(Options):
 
 
 class SearchOptions(Options):
-    """How a search decides what is a match: at most one of ``max_fpir`` (the default, 0.003), ``max_fmr``
-    and ``min_score``."""
+    """What a search is for (``mode``) and how it decides what to return. ``identify`` (the default): matches
+    at most one of ``max_fpir`` (the default, 0.003), ``max_fmr`` and ``min_score``, at most ``max_results``.
+    ``investigate``: up to ``max_candidates`` ranked leads above the collection's lead floor, for a person
+    to review (the identify options are refused)."""
 
-    max_results: int = Field(default=10, ge=1, le=4096, description="At most this many matches, best first.")
+    mode: SearchModeName = Field(default="identify", description=(
+        "identify: matches at a strict, measured rate (automatic decisions); investigate: a ranked list of "
+        "candidates, leads that must be reviewed by a person before anything is done."))
+    max_results: int | None = Field(default=None, ge=1, le=4096, description=(
+        "identify: at most this many matches, best first (default 10)."))
+    max_candidates: int | None = Field(default=None, ge=1, le=4096, description=(
+        "investigate: at most this many candidates, best first (default 10)."))
     max_fpir: float | None = Field(default=None, gt=0, lt=1, description=(
-        "Match so that a search for someone NOT in the collection returns anyone at most this often, "
-        "whatever its size (default 0.003)."))
+        "identify: match so that a search for someone NOT in the collection returns anyone at most this "
+        "often, whatever its size (default 0.003)."))
     max_fmr: float | None = Field(default=None, gt=0, le=1, description=(
-        "Instead: a stored face matches when the false-match rate of its score is at most this."))
+        "identify, instead: a stored face matches when the false-match rate of its score is at most this."))
     min_score: float | None = Field(default=None, ge=-1, le=1, description=(
-        "Instead: match at this raw cosine score; the false-match rate it stands for is reported."))
+        "identify, instead: match at this raw cosine score; the false-match rate it stands for is reported."))
     purpose: Purpose = _PURPOSE
 
 
@@ -261,15 +270,49 @@ class MatchOut(Out):
     bbox: list[float]
 
 
-class SearchResultOut(Out):
-    """The engine's search result (docs/cli.md, search --json): matches and the operating point."""
+class CandidateOut(Out):
+    """One lead of an investigation (docs/identification.md): never a match, to be reviewed by a person."""
 
-    matches: list[MatchOut]
+    rank: int = Field(description="1 for the best-scoring candidate")
+    face_id: str
+    external_image_id: str | None
+    person_id: str | None
+    score: float
+    fmr: float = Field(description="False-match rate at this score, per comparison")
+    fmr_extrapolated: bool = Field(description="True when the rate comes from the fitted tail, not a count")
+    expected_strangers: float = Field(description="collection_size x fmr: strangers expected to score this high "
+                                                  "among the faces searched")
+    meaning: str = Field(description="What the score means in this collection, in words")
+    bbox: list[float]
+
+
+class _SearchResultOut(Out):
     threshold: float
     max_fmr: float
     collection_size: int
     searched_face: FaceOut | None = None
     searched_face_id: str | None = None
+
+
+class IdentifyResultOut(_SearchResultOut):
+    """An identification (docs/cli.md, search --json): the matches and the operating point."""
+
+    mode: Literal["identify"]
+    matches: list[MatchOut] = Field(description="The matches, best first")
+
+
+class InvestigateResultOut(_SearchResultOut):
+    """An investigation (docs/identification.md): ranked candidates, leads to review, never matches."""
+
+    mode: Literal["investigate"]
+    candidates: list[CandidateOut] = Field(description="The ranked leads, best first")
+    max_candidates: int
+    lead_floor_fmr: float = Field(description="The collection's lead floor (a per-comparison false-match rate)")
+    notice: str = Field(description="That the candidates are leads a person must review")
+
+
+SearchResultOut = Annotated[IdentifyResultOut | InvestigateResultOut, Field(discriminator="mode")]
+"""The engine's search result, by its ``mode``: ``matches`` (identify) or ``candidates`` (investigate)."""
 
 
 class SearchImageOut(Out):
@@ -281,9 +324,18 @@ class SearchImageOut(Out):
     log_entry: LogRef
 
 
-class SearchOneOut(SearchResultOut):
+class IdentifyOneOut(IdentifyResultOut):
     collection: str
     log_entry: LogRef
+
+
+class InvestigateOneOut(InvestigateResultOut):
+    collection: str
+    log_entry: LogRef
+
+
+SearchOneOut = Annotated[IdentifyOneOut | InvestigateOneOut, Field(discriminator="mode")]
+"""One search result (by face id, for persons) with the collection and the log entry that records it."""
 
 
 class LogEntryOut(Out):

@@ -804,7 +804,7 @@ class SearchLog:
 # and external image ids (often file names).
 
 _NOT_LOGGED = frozenset({"bbox", "external_image_id", "searched_face", "face_a", "face_b", "matches",
-                         "searched_face_id", "collection_size"})
+                         "searched_face_id", "collection_size", "candidates", "mode", "notice", "meaning"})
 
 
 def _candidate(match: Mapping[str, Any]) -> dict[str, Any]:
@@ -822,14 +822,18 @@ def search_record(*, action: str, key_id: str, purpose: str | None, collection: 
     """The log record of one search: ``probe`` is ``{"image_sha256": ...}`` or ``{"face_id": ...}``;
     ``options`` the search options as passed to the engine (so new ones are recorded as they come).
     A search that failed (no face in the probe, an unknown face id...) is recorded too, with no results
-    and its ``error``: an attempt is part of who searched for whom."""
+    and its ``error``: an attempt is part of who searched for whom. ``mode`` is the search's mode
+    (``identify`` or ``investigate``); ``results[i]["candidates"]`` are the matches of an identification or
+    the ranked leads of an investigation (with their ``rank`` and ``expected_strangers``)."""
     docs = [r.to_dict() for r in results]
     first = docs[0] if docs else {}
     record = {
         "action": action, "key_id": key_id, "purpose": purpose, "collection": collection,
+        "mode": str(first.get("mode") or options.get("mode") or "identify"),
         "collection_size": first.get("collection_size"), "probe": dict(probe), "options": dict(options),
         "operating_point": {k: v for k, v in first.items() if k not in _NOT_LOGGED} if docs else None,
-        "results": [{"candidates": [_candidate(m) for m in d["matches"]]} for d in docs],
+        "results": [{"candidates": [_candidate(m) for m in d.get("matches", d.get("candidates", []))]}
+                    for d in docs],
     }
     if error is not None:
         record["error"] = failure(error)

@@ -512,6 +512,16 @@ class FaceStore:
     def meta(self) -> dict[str, str]:
         return dict(self._meta)
 
+    def lead_floor_fmr(self) -> str | None:
+        """The collection's ``lead_floor_fmr`` meta value as stored (None: not set), read from the database
+        so a change made by another process is seen (see Engine.set_lead_floor)."""
+        row = self._reader().execute("SELECT value FROM meta WHERE key = 'lead_floor_fmr'").fetchone()
+        return None if row is None else str(row[0])
+
+    def set_lead_floor_fmr(self, value: str) -> None:
+        """Store the collection's ``lead_floor_fmr`` meta value (validated by the engine)."""
+        self._set_meta(lead_floor_fmr=value)
+
     @property
     def generation(self) -> str:
         """This collection's identity (see :func:`new_generation`)."""

@@ -1,4 +1,6 @@
-"""Searches of a collection: by image, by stored face, for persons. Each is written to the search log
+"""Searches of a collection: by image, by stored face, for persons, each in one of two modes (``mode``):
+``identify`` returns matches at a strict, measured rate; ``investigate`` returns ranked candidates, leads for
+a person to review (docs/identification.md). Each search is written to the search log, with its mode,
 before it answers; a search that cannot be logged answers an error, not its results."""
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ def _ref(entry: LogEntry) -> dict[str, Any]:
              openapi_extra=image_request_body(SearchImageOptions, ("image",)))
 async def search_by_image(request: Request, collection: SearchCollection, key: Key,
                           services: ServicesDep) -> dict[str, Any]:
-    """Stored faces whose false-match rate against the largest face of the image (every face with
-    ``all_faces``) is at most ``max_fmr``, best first."""
+    """Identify: stored faces matching the largest face of the image (every face with ``all_faces``) at the
+    search threshold, best first. Investigate: up to ``max_candidates`` ranked leads above the collection's
+    lead floor, each with what its score means among the faces searched."""
     results, entry = await _by_image(
         request, collection, key, services, SearchImageOptions, "search_faces_by_image",
         lambda image, kwargs: services.engine.search_faces_by_image(collection, image, **kwargs))
@@ -66,6 +69,7 @@ async def search_by_image(request: Request, collection: SearchCollection, key: K
 @router.post("/face", response_model=SearchOneOut, summary="Search with a face already in the collection")
 async def search_by_face(body: SearchFaceIn, collection: SearchCollection, key: Key,
                          services: ServicesDep) -> dict[str, Any]:
+    """Like a search by image, with a stored face of the collection (left out of the results)."""
     purpose = services.purpose(collection, body.purpose)
     kwargs = body.engine_kwargs()
     results, entry = await _logged(
@@ -79,7 +83,7 @@ async def search_by_face(body: SearchFaceIn, collection: SearchCollection, key: 
              openapi_extra=image_request_body(SearchOptions, ("image",)))
 async def search_persons(request: Request, collection: SearchCollection, key: Key,
                          services: ServicesDep) -> dict[str, Any]:
-    """Like a search by image, with one match per person: their best-scoring face."""
+    """Like a search by image, with one match (or candidate) per person: their best-scoring face."""
     results, entry = await _by_image(
         request, collection, key, services, SearchOptions, "search_persons_by_image",
         lambda image, kwargs: [services.engine.search_persons_by_image(collection, image, **kwargs)])

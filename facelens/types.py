@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import numpy as np
@@ -105,6 +105,23 @@ class Quality:
     face_size: float
 
 
+_E = TypeVar("_E", bound=enum.StrEnum)
+
+
+def _parse_choice(cls: type[_E], value: _E | str, text: str, what: str) -> _E:
+    """``value`` as a member of ``cls`` (already one, or its value spelt as ``text``), else
+    :class:`~facelens.errors.InvalidArgumentError` listing the choices."""
+    from .errors import InvalidArgumentError
+
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(text)
+    except ValueError:
+        names = ", ".join(m.value for m in cls)
+        raise InvalidArgumentError(f"unknown {what} {value!r}; use one of {names}") from None
+
+
 class QualityFilter(enum.StrEnum):
     """How strict indexing is about face quality (Rekognition's ``QualityFilter``).
 
@@ -120,15 +137,7 @@ class QualityFilter(enum.StrEnum):
 
     @classmethod
     def parse(cls, value: QualityFilter | str) -> QualityFilter:
-        from .errors import InvalidArgumentError
-
-        if isinstance(value, QualityFilter):
-            return value
-        try:
-            return cls(str(value).upper())
-        except ValueError:
-            names = ", ".join(m.value for m in cls)
-            raise InvalidArgumentError(f"unknown quality filter {value!r}; use one of {names}") from None
+        return _parse_choice(cls, value, str(value).upper(), "quality filter")
 
 
 class RefusalReason(enum.StrEnum):
@@ -295,15 +304,7 @@ class SearchMode(enum.StrEnum):
 
     @classmethod
     def parse(cls, value: SearchMode | str) -> SearchMode:
-        from .errors import InvalidArgumentError
-
-        if isinstance(value, SearchMode):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            names = ", ".join(m.value for m in cls)
-            raise InvalidArgumentError(f"unknown search mode {value!r}; use one of {names}") from None
+        return _parse_choice(cls, value, str(value).lower(), "search mode")
 
 
 @dataclass(frozen=True, slots=True)

@@ -415,7 +415,10 @@ class FaceStore:
             # in between can be another collection's).
             self._require_current()
             self._load_index()
-            # a process killed between an erasure's commit and its truncation of the WAL left it to others
+            # a process killed between an erasure's commit and its zeroing of the float16 rows, or its
+            # truncation of the WAL, left them to others: a process opening the collection later never
+            # applies that deletion (it is older than what it loads), so it finishes the erasure here
+            self._zero_deleted_rows()
             self._erase_wal(wait_s=0.0, track=False)
         except (OSError, sqlite3.Error) as exc:
             gone = _path_identity(self._db_path) != self._ident  # deleted while opening
@@ -601,6 +604,22 @@ class FaceStore:
             self._restore_rerank_file()
             self.refresh()
             self._maybe_rebuild()
+
+    def _zero_deleted_rows(self) -> int:
+        """Zero (and sync) the float16 rows of deleted faces that still hold values; returns how many.
+        One query over the change log's deletions and one read of their rows: vids are never reused
+        (AUTOINCREMENT), so every vid recorded as deleted must have a zero row."""
+        dead = np.array([r[0] for r in self._reader().execute("SELECT DISTINCT vid FROM changes WHERE op = 'del'")],
+                        dtype=np.int64)
+        if not dead.size:
+            return 0
+        stray = dead[self._rerank_rows(dead).any(axis=1)]
+        if stray.size:
+            log.warning("collection %s: %d deleted faces still had float16 rows (a process was killed "
+                        "mid-erasure); zeroed", self._meta["name"], stray.size)
+            self._write_rerank(stray, None)
+            os.fsync(self._rerank_fd)
+        return int(stray.size)
 
     def _restore_rerank_file(self) -> None:
         """Rewrite the float16 file from SQLite when it is shorter than the faces need (lost or new)."""

@@ -291,6 +291,7 @@ class Engine:
         profile = None
         if calibration is not None:
             profile = load_calibration(calibration, model_sha256=self.model_sha256)
+            profile.require_supports(self.config.max_fmr)  # a profile too small for the compare default refuses
         path = collection_dir(self.home, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         store = FaceStore.create(path, name=name, model_name=self.model_name, model_sha256=self.model_sha256,

@@ -18,8 +18,10 @@ Rules, stated:
 - pairs of different labels scoring >= 0.9 are set aside as the same photo (as the audit does);
 - cross-set pairs scoring at or above ``s_cross`` are set aside as probably the same person under
   names the rule above did not match: ``s_cross`` is the score at which the within-set curve's upper
-  bound expects fewer than 0.01 impostor pairs among all the cross-set pairs, so that a cross pair
-  scoring that high is far likelier one person than two strangers;
+  bound expects fewer than 0.01 impostor pairs among all the cross-set pairs (at most 0.9), so that a
+  cross pair scoring that high is far likelier one person than two strangers;
+- LFW's subject is the face nearest the image centre: LFW images in an impostor pair scoring >= 0.45 are
+  analysed again and given their central face (calib_data.lfw_central_faces);
 - UTKFace is not used: it has no identity labels, holds same-person and near-duplicate pairs and public
   figures found in the other sets, so its pairs are not known to be impostor pairs (the audit reports
   its false-match rates separately).
@@ -102,7 +104,10 @@ def main() -> None:
     curve = ImpostorCurve("within", within)
     n_cross = int(cross.sum())
     target = CROSS_EXPECTED / n_cross
-    s_cross = curve.threshold(max(target, curve.supported_floor))[0]
+    try:
+        s_cross = min(curve.threshold(max(target, curve.supported_floor))[0], DUPLICATE)
+    except facelens.CalibrationError:  # the bound never gets that low: only the same-photo rule applies
+        s_cross = DUPLICATE
     cut = int(score_bins(s_cross))
     cross_aside = int(cross[cut:].sum())
     cross[cut:] = 0

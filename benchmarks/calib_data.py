@@ -94,6 +94,7 @@ class Pool:
     paths: list[str]
     groups: dict[str, npt.NDArray[np.str_]]
     unified: list[tuple[str, str, str]]  # (congress label, LFW identity, why)
+    lfw_central_changed: int = 0
 
 
 def unify_across_sets(lfw_ids: set[str], members: dict[str, tuple[str, str]]) -> list[tuple[str, str, str]]:
@@ -122,9 +123,56 @@ def unify_across_sets(lfw_ids: set[str], members: dict[str, tuple[str, str]]) ->
     return out
 
 
+CENTRAL_RECHECK_ABOVE = 0.45
+
+
+def lfw_central_faces(engine: facelens.Engine, emb: npt.NDArray[np.float32], labels: npt.NDArray[np.str_],
+                      paths: list[str]) -> tuple[npt.NDArray[np.float32], int, int]:
+    """LFW's subject is the face nearest the image centre, not always the largest one (in a group photo
+    the largest face may be another LFW person, which makes a false "impostor" pair). Every LFW image in
+    an impostor pair scoring >= CENTRAL_RECHECK_ABOVE (and < 0.9) is analysed again and given its
+    central face. Returns (embeddings, images re-checked, images whose face changed); cached by path."""
+    from benchmarks.common import central_index
+
+    rows: set[int] = set()
+    for s0 in range(0, len(emb), 1024):
+        s = emb[s0:s0 + 1024] @ emb.T
+        r = np.arange(s0, min(s0 + 1024, len(emb)))[:, None]
+        c = np.arange(len(emb))[None, :]
+        hit = (c > r) & (labels[s0:s0 + 1024, None] != labels[None, :]) & (s >= CENTRAL_RECHECK_ABOVE) & (s < 0.9)
+        for a, b in np.argwhere(hit):
+            rows.update((s0 + int(a), int(b)))
+    cache = ROOT / "benchmarks" / ".cache" / f"lfw_central_{engine.model_name}.npz"
+    known: dict[str, npt.NDArray[np.float32]] = {}
+    if cache.is_file():
+        z = np.load(cache)
+        known = {str(p): e for p, e in zip(z["paths"], z["embeddings"], strict=True)}
+    out = emb.copy()
+    changed = 0
+    for i in sorted(rows):
+        if paths[i] not in known:
+            faces = engine.analyze(paths[i], quality_filter="NONE")
+            if not faces:
+                known[paths[i]] = emb[i]
+                continue
+            from PIL import Image
+
+            with Image.open(paths[i]) as im:
+                w, h = im.size
+            known[paths[i]] = np.asarray(faces[central_index([f.bbox.as_list() for f in faces], w, h)].embedding,
+                                         np.float32)
+        if float(known[paths[i]] @ emb[i]) < 0.999:
+            changed += 1
+        out[i] = known[paths[i]]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, paths=np.array(list(known)), embeddings=np.stack(list(known.values())))
+    return out, len(rows), changed
+
+
 def pool(engine: facelens.Engine, sets: tuple[str, ...] = ("lfw", "congress-past", "congress-historical")) -> Pool:
     """The rows of ``sets`` that have a face, labelled by person across sets (UTKFace rows, which have no
-    identity labels, get one label per image)."""
+    identity labels, get one label per image); LFW images re-checked for their central face
+    (:func:`lfw_central_faces`)."""
     embs, labels, set_of, paths = [], [], [], []
     groups: dict[str, list[str]] = {"sex": [], "race": []}
     members: dict[str, tuple[str, str]] = {}
@@ -132,14 +180,18 @@ def pool(engine: facelens.Engine, sets: tuple[str, ...] = ("lfw", "congress-past
         e = embedded(engine, name).usable()
         ds = e.dataset
         subj = ds.subjects.astype(str)
+        vectors = e.embeddings
         if name == "lfw":
             lab = np.char.add("lfw:", lfw_label_merge(subj))
+            vectors, checked, changed = lfw_central_faces(engine, vectors, lab, [str(p) for p in ds.paths])
+            print(f"# lfw: {checked} images in impostor pairs >= {CENTRAL_RECHECK_ABOVE} re-checked, {changed} "
+                  f"given their central face", file=sys.stderr)
         else:
             lab = np.char.add(f"{name}:", subj)
         if name.startswith("congress"):
             for s_, n_ in zip(lab, ds.attributes["name"], strict=True):
                 members[str(s_)] = (str(n_), name)
-        embs.append(e.embeddings)
+        embs.append(vectors)
         labels.append(lab)
         set_of += [name] * len(e)
         paths += [str(p) for p in ds.paths]

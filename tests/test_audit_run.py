@@ -43,7 +43,7 @@ def test_calibrate_measures_overall_and_group_curves(engine: facelens.Engine, ma
     assert "embed faces" in stages and "score pairs" in stages
     # 112 pairs measure rates down to 10/112 only, too few to fit a tail: a strict target is refused, not
     # met with a weaker threshold than the shipped profile's, and the profile says so loudly
-    with pytest.raises(facelens.CalibrationError, match=r"112 impostor pairs.*needs at least 10,000"):
+    with pytest.raises(facelens.CalibrationError, match=r"112 impostor pairs.*needs at least 100,000"):
         profile.threshold_detail(1e-5)
     assert "TOO FEW PAIRS" in profile.meta["warning"] and profile.meta["supports_down_to_fmr"] > 1e-5
     assert profile.threshold_detail(0.2)[0] > -1.0  # the rates it does measure are still read
@@ -122,7 +122,7 @@ def test_cli_calibrate_then_audit_then_use_the_profile(manifest: Path, tmp_path:
     r = runner.invoke(main, ["collection", "create", "mine", "--calibration", str(tmp_path / "p.npz"),
                              "--home", str(home), "--json"])
     assert r.exit_code == 4, r.output
-    assert "needs at least 10,000 impostor pairs" in r.output
+    assert "needs at least 100,000 impostor pairs" in r.output
     assert "mine" not in facelens.Engine(home=str(home)).list_collections()
 
 

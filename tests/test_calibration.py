@@ -48,11 +48,11 @@ def test_a_curve_too_small_for_a_tail_refuses_rates_below_what_it_measures() -> 
     assert not c.tail_fitted and c.supported_floor == c.measured_floor  # 20 pairs: no tail to extrapolate with
     rate, extrapolated = c.fmr(0.15)  # 5 pairs above: the exact bound on the count, flagged
     assert extrapolated and rate == pytest.approx(stats.beta.ppf(0.95, 6, 15))
-    with pytest.raises(CalibrationError, match=r"20 impostor pairs.*needs at least 10,000"):
-        c.threshold(0.05)
-    with pytest.raises(CalibrationError, match=r"needs at least 10,000,000 impostor pairs"):
-        c.threshold(1e-9)
-    assert pairs_needed(1e-9) == 10_000_000 and pairs_needed(0.5) == 10_000
+    with pytest.raises(CalibrationError, match=r"20 impostor pairs.*needs at least 200 "):
+        c.threshold(0.05)  # measured down to 10 / 200 pairs
+    with pytest.raises(CalibrationError, match=r"needs at least 100,000,000 impostor pairs"):
+        c.threshold(1e-9)  # 1,000 exceedances: read 2 decades below 10 / 1e8
+    assert pairs_needed(0.5) == 20 and pairs_needed(1e-4) == 10_000 and pairs_needed(1e-5) == 100_000
 
 
 def test_threshold_is_read_off_the_bound_then_the_tail_and_refused_beyond_three_decades() -> None:
@@ -61,10 +61,11 @@ def test_threshold_is_read_off_the_bound_then_the_tail_and_refused_beyond_three_
     c = ImpostorCurve("normal", _counts(scores))
     assert c.tail_fitted and c.tail is not None
     assert 360 <= c.tail.exceedances <= 400 and c.tail.u == pytest.approx(np.quantile(scores, 1 - 1e-3), abs=2e-3)
+    # 400 exceedances: read at most log10(400 / 10) = 1.6 decades below the measured floor
     assert -0.5 < c.tail.xi < 0.2  # a normal tail: shape near 0, bounded above
-    assert c.supported_floor == pytest.approx(c.measured_floor * 1e-3)
+    assert c.supported_floor == pytest.approx(c.measured_floor * 10 / c.tail.exceedances)
     previous = -1.0
-    for rate in (1e-1, 1e-2, 1e-3, 1e-4, 2.5e-5, 1e-5, 1e-6, 1e-7):
+    for rate in (1e-1, 1e-2, 1e-3, 1e-4, 2.5e-5, 1e-5, 1e-6, 1e-7 * 7):
         thr, extrapolated = c.threshold(rate)
         assert extrapolated == (int((scores >= thr).sum()) < 10)  # flagged beyond the last 10 pairs
         assert thr >= previous  # stricter rates never get a lower threshold
@@ -88,7 +89,7 @@ def test_the_gpd_tail_recovers_a_known_tail_and_its_bound_covers_the_truth() -> 
     n = len(scores)
     c = ImpostorCurve("gpd", _counts(scores))
     assert c.tail is not None and c.tail.u >= u0 - 1e-3  # u at FMR 1e-3 lies within the GPD part
-    for rate in (1e-6, 1e-7, 1e-8):
+    for rate in (1e-6, 3e-7, 6e-8):
         thr, extrapolated = c.threshold(rate)
         assert extrapolated
         truth = len(tail) / n * stats.genpareto.sf(thr - u0, xi, scale=sigma)

@@ -10,12 +10,14 @@ at which that bound is at most ``max_fmr``: thresholds are chosen from the bound
 Honest tails: a rate is *measured* while at least :data:`MEASURED_MIN_PAIRS` impostor pairs score at or
 above the score; its bound is then the exact (Clopper-Pearson) binomial upper bound. Beyond that, the
 curve is continued by a generalised Pareto distribution (GPD) fitted to the exceedances over a high
-threshold ``u`` (peaks over threshold): ``u`` is the score at FMR :data:`TAIL_EXCEEDANCE_RATE`, or the
-score of the :data:`TAIL_MIN_EXCEEDANCES`-th highest pair when that leaves fewer. The bound there comes
+threshold ``u`` (peaks over threshold): ``u`` is the score of the :data:`TAIL_EXCEEDANCES`-th highest
+pair, or the score at FMR :data:`TAIL_EXCEEDANCE_RATE` when that leaves fewer (but at least
+:data:`TAIL_MIN_EXCEEDANCES` pairs). The bound there comes
 from a parametric bootstrap of the fit (the exceedance count drawn binomially, the exceedances from the
 fitted GPD, the GPD refitted), and every value read there is flagged ``extrapolated``. A curve is read
-at most :data:`EXTRAPOLATION_DECADES` decades below the rates it measures: lower rates are refused
-(``CalibrationError`` naming the number of impostor pairs that would support them).
+at most log10(exceedances / 10) decades (at most :data:`EXTRAPOLATION_DECADES`) below the rates it
+measures: lower rates are refused (``CalibrationError`` naming the number of impostor pairs that would
+support them).
 """
 
 from __future__ import annotations
@@ -67,19 +69,23 @@ MEASURED_MIN_PAIRS = 10
 """A false-match rate is measured while at least this many impostor pairs score at or above the
 threshold; with fewer, the count says too little (10 pairs give a 95% interval of about 0.5x to 1.8x)."""
 
+TAIL_EXCEEDANCES = 1000
+"""Peaks over threshold: the GPD is fitted to the this-many highest pairs (u: the score of the last), or
+to the top TAIL_EXCEEDANCE_RATE of the pairs when that is fewer ..."""
+
 TAIL_EXCEEDANCE_RATE = 1e-3
-"""Peaks over threshold: the GPD is fitted to the pairs scoring at or above the score at this FMR ..."""
 
 TAIL_MIN_EXCEEDANCES = 100
-"""... or, when that leaves fewer, to the this-many highest pairs ..."""
+"""... but to at least this many ..."""
 
 TAIL_MAX_EXCEEDANCE_RATE = 1e-2
-"""... but never to more than this share of the pairs (a curve of fewer than 10,000 pairs has no tail:
+"""... and never to more than this share of the pairs (a curve of fewer than 10,000 pairs has no tail:
 its 100 highest pairs are not a tail)."""
 
 EXTRAPOLATION_DECADES = 3.0
-"""A curve is read at most this many decades of FMR below its measured floor (MEASURED_MIN_PAIRS /
-pairs); asking for less refuses."""
+"""A curve is read at most log10(exceedances / 10) decades of FMR below its measured floor
+(MEASURED_MIN_PAIRS / pairs), and never more than this: 1 decade with 100 exceedances, 2 with 1,000.
+Asking for less refuses."""
 
 BOOTSTRAP_DRAWS = 200
 """Parametric bootstrap draws of the tail fit (upper bound = their CONFIDENCE quantile)."""
@@ -115,12 +121,31 @@ def fpir_to_fmr(max_fpir: float, gallery_size: int) -> float:
     return -math.expm1(math.log1p(-max_fpir) / n)
 
 
+def _tail_exceedances(n_pairs: int) -> int:
+    """How many of ``n_pairs`` the tail is fitted to (0: too few pairs for a tail)."""
+    k = max(min(TAIL_EXCEEDANCES, int(TAIL_EXCEEDANCE_RATE * n_pairs)), TAIL_MIN_EXCEEDANCES)
+    return 0 if k > TAIL_MAX_EXCEEDANCE_RATE * n_pairs else k
+
+
+def _supported_floor(n_pairs: int, exceedances: int) -> float:
+    """The lowest FMR a curve of ``n_pairs`` with a tail of ``exceedances`` (0: none) may be read at."""
+    floor = MEASURED_MIN_PAIRS / n_pairs
+    if exceedances <= MEASURED_MIN_PAIRS:
+        return floor
+    return float(floor * 10.0 ** -min(EXTRAPOLATION_DECADES, math.log10(exceedances / MEASURED_MIN_PAIRS)))
+
+
 def pairs_needed(max_fmr: float) -> int:
-    """The fewest impostor pairs a curve needs to be read at ``max_fmr``: a fitted tail
-    (TAIL_MIN_EXCEEDANCES / TAIL_MAX_EXCEEDANCE_RATE pairs) and a measured floor at most
-    EXTRAPOLATION_DECADES decades above ``max_fmr``."""
-    tail = math.ceil(TAIL_MIN_EXCEEDANCES / TAIL_MAX_EXCEEDANCE_RATE)
-    return int(max(tail, math.ceil(MEASURED_MIN_PAIRS / (max_fmr * 10.0 ** EXTRAPOLATION_DECADES))))
+    """The fewest impostor pairs a curve needs to be read at ``max_fmr``, by the rules above (a fitted
+    tail, read no further below the measured floor than its exceedances allow)."""
+    lo, hi = 1, 10**15
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _supported_floor(mid, _tail_exceedances(mid)) <= max_fmr:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def clopper_pearson_upper(k: npt.ArrayLike, n: int, confidence: float = CONFIDENCE) -> npt.NDArray[np.float64]:
@@ -211,8 +236,8 @@ def fit_tail(at_least: npt.NDArray[np.int64], *, draws: int = BOOTSTRAP_DRAWS, s
     None when the curve has too few pairs for a tail (fewer than TAIL_MIN_EXCEEDANCES within the top
     TAIL_MAX_EXCEEDANCE_RATE of its pairs)."""
     n = int(at_least[0])
-    want = max(TAIL_EXCEEDANCE_RATE * n, TAIL_MIN_EXCEEDANCES)
-    if want > TAIL_MAX_EXCEEDANCE_RATE * n:
+    want = _tail_exceedances(n)
+    if want == 0:
         return None
     # u: the first bin edge at which at most `want` pairs remain (at_least is non-increasing) ...
     ub = int(np.searchsorted(-at_least, -want, side="left"))
@@ -283,9 +308,7 @@ class ImpostorCurve:
     def supported_floor(self) -> float:
         """The lowest false-match rate this curve may be read at: its measured floor, or with a fitted tail
         EXTRAPOLATION_DECADES decades below it."""
-        if self.tail is None:
-            return self.measured_floor
-        return float(self.measured_floor * 10.0 ** -EXTRAPOLATION_DECADES)
+        return _supported_floor(self.n_pairs, 0 if self.tail is None else self.tail.exceedances)
 
     @property
     def tail_fitted(self) -> bool:

@@ -362,8 +362,12 @@ class ImpostorCurve:
             return _bin_score(min(idx, N_BINS - 1)), True
         lo, hi = self._anchor + 1, N_BINS - 1
         if self._tail_upper(hi) > max_fmr:
-            raise CalibrationError(f"calibration curve {self.name!r}: no score keeps the false-match rate's upper "
-                                   f"bound at or below {max_fmr:.3g}")
+            raise CalibrationError(
+                f"calibration curve {self.name!r}: no score keeps the upper bound on the false-match rate at or "
+                f"below {max_fmr:.3g}: its tail is too heavy (the highest-scoring pairs of different people, such "
+                f"as twins and look-alikes, score high at any threshold; the bound at score 1.0 is "
+                f"{self._tail_upper(hi):.2g}). Ask for a higher rate (a larger --max-fmr / --max-fpir, a smaller "
+                f"collection), or search in a mode whose candidates a person reviews")
         while lo < hi:  # the tail bound is non-increasing in the score: bisect for its first bin <= max_fmr
             mid = (lo + hi) // 2
             if self._tail_upper(mid) <= max_fmr:

@@ -27,6 +27,7 @@ from .errors import (
     ModelFileError,
     ModelMismatchError,
     NoFaceError,
+    UnsupportedRateError,
 )
 from .types import (
     BBox,
@@ -61,6 +62,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BBox",
     "CalibrationError",
+    "UnsupportedRateError",
     "CollectionError",
     "CollectionExistsError",
     "CollectionInfo",

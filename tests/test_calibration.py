@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from facelens import CalibrationError, InvalidArgumentError
+from facelens import CalibrationError, InvalidArgumentError, UnsupportedRateError
 from facelens.calibration import ScoreCalibration, build_calibration, impostor_histogram, load_calibration
 from facelens.calibration.table import (
     BIN_WIDTH,
@@ -48,11 +48,17 @@ def test_a_curve_too_small_for_a_tail_refuses_rates_below_what_it_measures() -> 
     assert not c.tail_fitted and c.supported_floor == c.measured_floor  # 20 pairs: no tail to extrapolate with
     rate, extrapolated = c.fmr(0.15)  # 5 pairs above: the exact bound on the count, flagged
     assert extrapolated and rate == pytest.approx(stats.beta.ppf(0.95, 6, 15))
-    with pytest.raises(CalibrationError, match=r"20 impostor pairs.*needs at least 200 "):
+    with pytest.raises(UnsupportedRateError, match=r"20 impostor pairs.*needs at least 200 "):
         c.threshold(0.05)  # measured down to 10 / 200 pairs
     with pytest.raises(CalibrationError, match=r"needs at least 100,000,000 impostor pairs"):
         c.threshold(1e-9)  # 1,000 exceedances: read 2 decades below 10 / 1e8
     assert pairs_needed(0.5) == 20 and pairs_needed(1e-4) == 10_000 and pairs_needed(1e-5) == 100_000
+    from facelens.server.errors import error_status
+
+    with pytest.raises(UnsupportedRateError) as info:
+        c.threshold(1e-6)
+    assert isinstance(info.value, CalibrationError) and isinstance(info.value, InvalidArgumentError)
+    assert error_status(info.value) == (422, "invalid_argument")  # a request to fix, not a server fault
 
 
 def test_threshold_is_read_off_the_bound_then_the_tail_and_refused_beyond_three_decades() -> None:

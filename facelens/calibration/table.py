@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize, stats
 
-from ..errors import CalibrationError, InvalidArgumentError
+from ..errors import CalibrationError, InvalidArgumentError, UnsupportedRateError
 
 __all__ = [
     "CONFIDENCE",
@@ -316,7 +316,7 @@ class ImpostorCurve:
 
     def _require(self, max_fmr: float) -> None:
         if max_fmr < self.supported_floor:
-            raise CalibrationError(
+            raise UnsupportedRateError(
                 f"calibration curve {self.name!r} has {self.n_pairs:,} impostor pairs: too few to support a "
                 f"false-match rate of {max_fmr:.3g} (it supports {self.supported_floor:.3g}); that needs at least "
                 f"{pairs_needed(max_fmr):,} impostor pairs of different people. Calibrate on more people, or "
@@ -362,7 +362,7 @@ class ImpostorCurve:
             return _bin_score(min(idx, N_BINS - 1)), True
         lo, hi = self._anchor + 1, N_BINS - 1
         if self._tail_upper(hi) > max_fmr:
-            raise CalibrationError(
+            raise UnsupportedRateError(
                 f"calibration curve {self.name!r}: no score keeps the upper bound on the false-match rate at or "
                 f"below {max_fmr:.3g}: its tail is too heavy (the highest-scoring pairs of different people, such "
                 f"as twins and look-alikes, score high at any threshold; the bound at score 1.0 is "

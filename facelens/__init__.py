@@ -27,6 +27,7 @@ from .errors import (
     ModelFileError,
     ModelMismatchError,
     NoFaceError,
+    UnsupportedRateError,
 )
 from .types import (
     BBox,
@@ -64,6 +65,7 @@ __all__ = [
     "BBox",
     "Candidate",
     "CalibrationError",
+    "UnsupportedRateError",
     "CollectionError",
     "CollectionExistsError",
     "CollectionInfo",

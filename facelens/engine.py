@@ -305,6 +305,7 @@ class Engine:
         profile = None
         if calibration is not None:
             profile = load_calibration(calibration, model_sha256=self.model_sha256)
+            profile.require_supports(self.config.max_fmr)  # a profile too small for the compare default refuses
         path = collection_dir(self.home, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         own = profile  # (bound for the closure: mypy cannot narrow a variable captured by a lambda)

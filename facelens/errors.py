@@ -16,6 +16,7 @@ __all__ = [
     "ModelFileError",
     "NoFaceError",
     "CalibrationError",
+    "UnsupportedRateError",
     "CollectionError",
     "CollectionExistsError",
     "CollectionNotFoundError",
@@ -82,6 +83,13 @@ class ModelFileError(ModelError):
 
 class CalibrationError(FacelensError):
     """A calibration table is missing, malformed, or belongs to another model."""
+
+
+class UnsupportedRateError(CalibrationError, InvalidArgumentError):
+    """A false-match rate (or an FPIR at a collection size) the calibration cannot support: too few
+    impostor pairs to read it, or a tail so heavy that no score keeps the bound that low. The message
+    names the pairs needed or the way out (a higher rate, a smaller collection); a request error (HTTP 422,
+    CLI usage), not a broken installation."""
 
 
 class CollectionError(FacelensError):

@@ -437,3 +437,22 @@ def test_embed_dataset_refuses_zero_workers(tmp_path: Path) -> None:
     ds = Dataset(name="t", root=tmp_path, paths=(tmp_path / "a.jpg",), subjects=np.array(["a"]), groups={})
     with pytest.raises(InvalidArgumentError, match="workers must be >= 1"):
         embed_dataset(_FakeEngine(), ds, workers=0)  # type: ignore[arg-type]
+
+
+def test_read_congress_historical_one_portrait_per_member(tmp_path: Path) -> None:
+    root = tmp_path / "historical"
+    (root / "images").mkdir(parents=True)
+    lines = ["bioguide,name,born,chamber,state,photo"]
+    for k, (person, born) in enumerate(zip(PEOPLE[:3], (1801, 1870, 1931), strict=True)):
+        shutil.copy(portrait(person), root / "images" / f"{person}.jpg")
+        lines.append(f'{person},"NAME, First ({k})",{born},Senate,XX,images/{person}.jpg')
+    lines.append('X000001,"EMPTY, Photo",1900,House,XX,')  # no portrait: skipped
+    _write(root / "members.csv", "\n".join(lines) + "\n")
+    ds = read_dataset(root)
+    assert ds.name == "congress-historical" and len(ds) == 3
+    assert list(ds.subjects) == PEOPLE[:3] and len(set(ds.subjects.tolist())) == 3  # every image a different person
+    assert list(ds.groups["era"]) == ["born<1850", "born1850-1899", "born1900+"]
+    assert ds.attributes["name"][0] == "NAME, First (0)"
+    (root / "images" / f"{PEOPLE[0]}.jpg").unlink()
+    with pytest.raises(FacelensError, match="does not exist"):
+        read_dataset(root)

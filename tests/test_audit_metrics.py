@@ -363,3 +363,41 @@ def test_false_match_experiment_counts_strangers_above_each_threshold() -> None:
     assert top[0].score == pytest.approx(0.85, abs=1e-5) and top[0].gallery_image == "/g/0.jpg"
     assert top[0].probe_image is None
     json.dumps(res.to_dict(), allow_nan=False)
+
+
+def test_fpir_check_counts_searches_with_a_candidate_and_compares_with_the_prediction() -> None:
+    from facelens.audit.metrics import fpir_check
+
+    rng = np.random.default_rng(7)
+    gallery = rng.normal(size=(500, 128)).astype(np.float32)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    probes = rng.normal(size=(40, 128)).astype(np.float32)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    probes[:5] = gallery[:5] * 0.7 + probes[:5] * 0.5  # 5 probes look like a gallery face (about 0.8)
+    probes[5] = gallery[5]  # and one is the same photo: set aside
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    scores = probes @ gallery.T
+    threshold = 0.7
+    expected = int((np.where(scores < 0.9, scores, -1.0).max(axis=1) >= threshold).sum())
+    seen: list[int] = []
+
+    def op(n: int) -> tuple[float, float, bool]:
+        seen.append(n)
+        return threshold, 1e-4, True
+
+    check = fpir_check(probes, gallery, [100, 10_000], op, lambda s: 1e-4, max_fpir=0.05)
+    assert seen == [100, 500]  # a size beyond the gallery is the whole gallery
+    whole = check.points[-1]
+    assert whole.gallery_size == 500 and whole.measured.k == expected == 5 and whole.measured.n == 40
+    assert check.duplicates_set_aside == 1
+    assert whole.predicted_fpir == pytest.approx(1 - (1 - 1e-4) ** 500)
+    assert whole.consistent == (whole.predicted_fpir / 3 <= whole.measured.ci_high)
+    # the same person (by label) or the same photo (>= 0.9) is left out of a probe's search
+    labels_p = np.array([f"g{i}" if i < 5 else f"p{i}" for i in range(40)])
+    labels_g = np.array([f"g{i}" for i in range(500)])
+    check = fpir_check(probes, gallery, [500], op, lambda s: 1e-4, probe_labels=labels_p, gallery_labels=labels_g)
+    assert check.points[0].measured.k < expected
+    d = check.to_dict()
+    assert d["points"][0]["measured"]["n"] == 40 and "all_consistent" in d
+    with pytest.raises(InvalidArgumentError, match="exclude needs"):
+        fpir_check(probes, gallery, [500], op, lambda s: 1e-4, exclude=[("a", "b")])

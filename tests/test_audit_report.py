@@ -106,3 +106,22 @@ def test_report_renders_with_only_the_required_keys_and_refuses_bad_input(tmp_pa
         render_html({"model": {}})
     with pytest.raises(InvalidArgumentError):
         write_report({**minimal, "x": float("nan")}, tmp_path)
+
+
+def test_report_shows_predicted_vs_measured_fpir_and_flags_a_broken_target() -> None:
+    from facelens.audit.metrics import fpir_check
+
+    rng = np.random.default_rng(3)
+    g = rng.normal(size=(300, 64)).astype(np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    p = rng.normal(size=(50, 64)).astype(np.float32)
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    check = fpir_check(p, g, [100, 300], lambda n: (0.3, 1e-5, n > 100), lambda s: 1e-5, max_fpir=0.003)
+    minimal = {"model": {"name": "m"}, "dataset": {"name": "d"}, "operating_point": {"threshold": 0.4},
+               "fpir_check": check.to_dict()}
+    page = render_html(minimal)
+    assert "Honesty check" in page and "predicted FPIR" in page
+    rows = re.findall(r"<tr><td>(\d[\d,]*)</td>", page)
+    assert rows == ["100", "300"]
+    assert check.points[-1].measured.k > 0.003 * 50  # random 64-d vectors often score 0.3: the target is broken
+    assert "above the target" in page

@@ -41,8 +41,12 @@ def test_calibrate_measures_overall_and_group_curves(engine: facelens.Engine, ma
     assert profile.curves["faces:team=x"].n_pairs == 8 * 7 // 2 - 4
     assert profile.model_sha256 == engine.model_sha256 and profile.meta["images_used"] == 16
     assert "embed faces" in stages and "score pairs" in stages
-    # 112 pairs measure rates down to 10/112 only: a strict target is read off the (borrowed) tail
-    assert profile.threshold_detail(1e-5)[1]
+    # 112 pairs measure rates down to 10/112 only, too few to fit a tail: a strict target is refused, not
+    # met with a weaker threshold than the shipped profile's, and the profile says so loudly
+    with pytest.raises(facelens.CalibrationError, match=r"112 impostor pairs.*needs at least 100,000"):
+        profile.threshold_detail(1e-5)
+    assert "TOO FEW PAIRS" in profile.meta["warning"] and profile.meta["supports_down_to_fmr"] > 1e-5
+    assert profile.threshold_detail(0.2)[0] > -1.0  # the rates it does measure are still read
     profile.save(tmp_path / "p.npz")
     assert load_calibration(tmp_path / "p.npz", model_sha256=engine.model_sha256).n_pairs == profile.n_pairs
 
@@ -88,6 +92,11 @@ def test_false_match_experiment_counts_probes_with_a_stranger_above_each_thresho
         assert p["probes_with_false_match"]["k"] == 0 and p["probes_with_false_match"]["n"] == 4
         assert p["mates_found"]["k"] == 4  # each probe's own second photo does match
     assert doc["dataset"]["summary"]["known_overlaps_excluded"] == 4
+    fc = doc["fpir_check"]  # predicted vs measured FPIR at the search default: one gallery size here (8 faces)
+    [pt] = fc["points"]
+    assert pt["gallery_size"] == 8 and pt["measured"]["k"] == 0 and pt["measured"]["n"] == 4
+    assert pt["threshold"] == engine.operating_point(collection_size=8).threshold
+    assert 0.0 <= pt["predicted_fpir"] <= pt["bound_fpir"] <= 0.003 * (1 + 1e-9)
 
 
 def test_cli_calibrate_then_audit_then_use_the_profile(manifest: Path, tmp_path: Path) -> None:
@@ -96,8 +105,10 @@ def test_cli_calibrate_then_audit_then_use_the_profile(manifest: Path, tmp_path:
     r = runner.invoke(main, ["calibrate", str(manifest), "--out", str(tmp_path / "p.npz"), "--home", str(home),
                              "--workers", "1", "--json"])
     assert r.exit_code == 0, r.output
-    doc = json.loads(r.output)
-    assert doc["profile"].endswith("p.npz") and "1e-05" in doc["thresholds"]
+    assert "WARNING" in r.stderr and "TOO FEW PAIRS" in r.stderr  # 16 images: said loudly, on stderr
+    doc = json.loads(r.stdout)
+    assert doc["profile"].endswith("p.npz") and doc["thresholds"]["1e-05"]["threshold"] is None
+    assert "needs at least" in doc["thresholds"]["1e-05"]["refused"]
     assert (home / "cache" / "embeddings-buffalo_s.npz").is_file()  # a rerun reuses the embeddings
     r = runner.invoke(main, ["audit", str(manifest), "--out", str(tmp_path / "report"), "--home", str(home),
                              "--workers", "1"])
@@ -106,10 +117,13 @@ def test_cli_calibrate_then_audit_then_use_the_profile(manifest: Path, tmp_path:
     html = (tmp_path / "report" / "report.html").read_text()
     assert "<html" in html and "http://" not in html and "https://" not in html
     assert json.loads((tmp_path / "report" / "report.json").read_text())["dataset"]["summary"]["images"] == 16
+    # a collection refuses a profile too small for the compare default (it used to accept it, and search
+    # with a weaker threshold than the shipped profile's)
     r = runner.invoke(main, ["collection", "create", "mine", "--calibration", str(tmp_path / "p.npz"),
                              "--home", str(home), "--json"])
-    assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["calibration"] == "faces-buffalo_s"
+    assert r.exit_code == 2, r.output  # a usage error: the message says what would support the rate
+    assert "needs at least 100,000 impostor pairs" in r.output
+    assert "mine" not in facelens.Engine(home=str(home)).list_collections()
 
 
 def test_cli_audit_errors_are_one_line(tmp_path: Path) -> None:

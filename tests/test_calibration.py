@@ -6,10 +6,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from facelens import CalibrationError, InvalidArgumentError
+from facelens import CalibrationError, InvalidArgumentError, UnsupportedRateError
 from facelens.calibration import ScoreCalibration, build_calibration, impostor_histogram, load_calibration
-from facelens.calibration.table import BIN_WIDTH, MIN_FMR, N_BINS, SCORE_LO, ImpostorCurve, fpir_to_fmr, score_bins
+from facelens.calibration.table import (
+    BIN_WIDTH,
+    FORMAT_VERSION,
+    MIN_FMR,
+    N_BINS,
+    SCORE_LO,
+    ImpostorCurve,
+    fpir_to_fmr,
+    pairs_needed,
+    score_bins,
+)
 
 
 def _counts(scores: list[float] | np.ndarray) -> np.ndarray:
@@ -22,45 +33,75 @@ def _counts(scores: list[float] | np.ndarray) -> np.ndarray:
 _HAND = [0.0] * 10 + [0.1] * 5 + [0.2] * 3 + [0.3, 0.5]
 
 
-def test_fmr_is_the_share_of_pairs_at_or_above_the_score_while_10_pairs_remain() -> None:
-    c = ImpostorCurve("hand", _counts(_HAND), fallback_slope=10.0)
+def test_fmr_is_an_exact_upper_bound_on_the_share_of_pairs_while_10_pairs_remain() -> None:
+    c = ImpostorCurve("hand", _counts(_HAND))
     assert c.n_pairs == 20 and c.measured_floor == pytest.approx(0.5)
-    assert c.fmr(-0.5) == (1.0, False)
-    assert c.fmr(0.0) == (1.0, False)  # ties count as "at least"
-    assert c.fmr(0.05) == (0.5, False)
-    assert c.fmr(0.1) == (0.5, False)  # still 10 pairs at or above: measured
+    assert c.fmr(-0.5) == (1.0, False) and c.fmr(0.0) == (1.0, False)  # ties count as "at least"
+    assert c.fmr_estimate(0.05) == (0.5, False) and c.fmr_estimate(0.1) == (0.5, False)
+    rate, extrapolated = c.fmr(0.05)  # 10 of 20 pairs: the one-sided 95% Clopper-Pearson bound
+    assert not extrapolated and rate == pytest.approx(stats.beta.ppf(0.95, 11, 10))
+    assert rate > 0.5
 
 
-def test_fmr_beyond_the_last_10_pairs_comes_from_the_tail_and_is_flagged() -> None:
-    c = ImpostorCurve("hand", _counts(_HAND), fallback_slope=10.0)
-    assert not c.tail_fitted and c.tail_slope == 10.0  # 20 pairs are too few to fit: the fallback
-    rate, extrapolated = c.fmr(0.15)  # 5 pairs above: anchored at (0.1, 0.5), 10 decades per unit score
-    assert extrapolated and rate == pytest.approx(0.5 * 10 ** -0.5, rel=1e-3)
-    assert c.fmr(0.9) == (pytest.approx(0.5 * 10 ** -8, rel=1e-3), True)  # far beyond every pair
+def test_a_curve_too_small_for_a_tail_refuses_rates_below_what_it_measures() -> None:
+    c = ImpostorCurve("hand", _counts(_HAND))
+    assert not c.tail_fitted and c.supported_floor == c.measured_floor  # 20 pairs: no tail to extrapolate with
+    rate, extrapolated = c.fmr(0.15)  # 5 pairs above: the exact bound on the count, flagged
+    assert extrapolated and rate == pytest.approx(stats.beta.ppf(0.95, 6, 15))
+    with pytest.raises(UnsupportedRateError, match=r"20 impostor pairs.*needs at least 200 "):
+        c.threshold(0.05)  # measured down to 10 / 200 pairs
+    with pytest.raises(CalibrationError, match=r"needs at least 100,000,000 impostor pairs"):
+        c.threshold(1e-9)  # 1,000 exceedances: read 2 decades below 10 / 1e8
+    assert pairs_needed(0.5) == 20 and pairs_needed(1e-4) == 10_000 and pairs_needed(1e-5) == 100_000
+    from facelens.server.errors import error_status
+
+    with pytest.raises(UnsupportedRateError) as info:
+        c.threshold(1e-6)
+    assert isinstance(info.value, CalibrationError) and isinstance(info.value, InvalidArgumentError)
+    assert error_status(info.value) == (422, "invalid_argument")  # a request to fix, not a server fault
 
 
-def test_threshold_is_measured_down_to_the_floor_then_extrapolated() -> None:
-    c = ImpostorCurve("hand", _counts(_HAND), fallback_slope=10.0)
-    assert c.threshold(1.0) == (pytest.approx(SCORE_LO), False)
-    thr, extrapolated = c.threshold(0.5)
-    assert thr == pytest.approx(0.0 + BIN_WIDTH) and not extrapolated  # above the ten 0.0s
-    thr, extrapolated = c.threshold(0.05)  # one decade below the anchor: 0.1 + 1/10
-    assert extrapolated and thr == pytest.approx(0.2, abs=BIN_WIDTH)
-    assert c.fmr(thr)[0] <= 0.05 * (1 + 1e-9)
-
-
-def test_threshold_and_fmr_agree_across_measured_and_extrapolated_rates() -> None:
+def test_threshold_is_read_off_the_bound_then_the_tail_and_refused_beyond_three_decades() -> None:
     rng = np.random.default_rng(0)
-    c = ImpostorCurve("normal", _counts(rng.normal(0.0, 0.07, 400_000)))
-    assert c.tail_fitted and c.tail_slope > 0
+    scores = rng.normal(0.0, 0.07, 400_000)
+    c = ImpostorCurve("normal", _counts(scores))
+    assert c.tail_fitted and c.tail is not None
+    assert 360 <= c.tail.exceedances <= 400 and c.tail.u == pytest.approx(np.quantile(scores, 1 - 1e-3), abs=2e-3)
+    # 400 exceedances: read at most log10(400 / 10) = 1.6 decades below the measured floor
+    assert -0.5 < c.tail.xi < 0.2  # a normal tail: shape near 0, bounded above
+    assert c.supported_floor == pytest.approx(c.measured_floor * 10 / c.tail.exceedances)
     previous = -1.0
-    for rate in (1e-1, 1e-2, 1e-3, 1e-4, 2.5e-5, 1e-5, 1e-6, 1e-7, 1e-9, 1e-12):
+    for rate in (1e-1, 1e-2, 1e-3, 1e-4, 2.5e-5, 1e-5, 1e-6, 1e-7 * 7):
         thr, extrapolated = c.threshold(rate)
-        assert extrapolated == (rate < c.measured_floor)
+        assert extrapolated == (int((scores >= thr).sum()) < 10)  # flagged beyond the last 10 pairs
         assert thr >= previous  # stricter rates never get a lower threshold
         previous = thr
         assert c.fmr(thr)[0] <= rate * (1 + 1e-9)
         assert c.fmr(thr - BIN_WIDTH)[0] > rate or thr == pytest.approx(SCORE_LO)
+        assert c.fmr_estimate(thr)[0] <= c.fmr(thr)[0]  # the bound is above the estimate
+        # the bound holds against the truth: the normal's own tail at the threshold
+        assert stats.norm.sf(thr, scale=0.07) <= rate
+    with pytest.raises(CalibrationError, match="needs at least"):
+        c.threshold(c.supported_floor / 2)
+
+
+def test_the_gpd_tail_recovers_a_known_tail_and_its_bound_covers_the_truth() -> None:
+    rng = np.random.default_rng(5)
+    xi, sigma, u0 = -0.15, 0.03, 0.3
+    body = rng.normal(0.0, 0.08, 2_000_000)
+    body = body[body < u0]
+    tail = u0 + stats.genpareto.rvs(xi, scale=sigma, size=4_000, random_state=rng)
+    scores = np.concatenate([body, tail])
+    n = len(scores)
+    c = ImpostorCurve("gpd", _counts(scores))
+    assert c.tail is not None and c.tail.u >= u0 - 1e-3  # u at FMR 1e-3 lies within the GPD part
+    for rate in (1e-6, 3e-7, 6e-8):
+        thr, extrapolated = c.threshold(rate)
+        assert extrapolated
+        truth = len(tail) / n * stats.genpareto.sf(thr - u0, xi, scale=sigma)
+        assert truth <= rate  # the threshold keeps the true rate at or below the target
+        est = c.fmr_estimate(thr)[0]
+        assert truth / 10 <= est <= truth * 10 or truth < 1e-12
 
 
 def test_worst_group_policy_takes_the_strictest_large_enough_group() -> None:
@@ -130,6 +171,10 @@ def test_calibration_round_trips_with_its_groups_and_is_bound_to_its_model(tmp_p
     for g in cal.curves:
         np.testing.assert_array_equal(back.curves[g].counts, cal.curves[g].counts)
     assert back.threshold(1e-2) == cal.threshold(1e-2)
+    assert back.meta.get("format_version") == FORMAT_VERSION == 3
+    assert cal.overall.tail is not None and back.overall.tail is not None  # the fit is stored, not redone
+    np.testing.assert_array_equal(back.overall.tail.draws, cal.overall.tail.draws)
+    assert back.threshold(3e-5) == cal.threshold(3e-5) and back.fmr(0.9) == cal.fmr(0.9)
     with pytest.raises(CalibrationError, match="not comparable"):
         load_calibration(path, model_sha256="ef" * 32)
 
@@ -142,6 +187,22 @@ def test_version_1_files_still_load(tmp_path: Path) -> None:
     np.savez_compressed(tmp_path / "old.npz", counts_overall=counts, meta=np.array(json.dumps(meta)))
     old = load_calibration(tmp_path / "old.npz")
     assert old.name == "old" and not old.curves and old.n_pairs == 100_000
+
+
+def test_version_2_files_still_load_and_get_a_tail_fitted(tmp_path: Path) -> None:
+    import json
+
+    rng = np.random.default_rng(4)
+    counts = _counts(rng.normal(0.0, 0.07, 200_000))
+    group = _counts(rng.normal(0.02, 0.07, 20_000))
+    meta = {"name": "v2", "model_sha256": "ab" * 32, "format_version": 2, "groups": ["g"], "fallback_slope": 16.0}
+    np.savez_compressed(tmp_path / "v2.npz", counts_overall=counts, counts_group_0=group,
+                        meta=np.array(json.dumps(meta)))
+    old = load_calibration(tmp_path / "v2.npz")
+    assert old.name == "v2" and sorted(old.curves) == ["g"] and "fallback_slope" not in old.meta
+    assert old.overall.tail_fitted and old.threshold_detail(1e-5, "overall")[1]
+    assert old.threshold(1e-3) == ScoreCalibration(name="x", model_sha256="ab" * 32, counts=counts,
+                                                   groups={"g": group}).threshold(1e-3)
 
 
 def test_load_calibration_rejects_missing_and_foreign_files(tmp_path: Path) -> None:
@@ -158,11 +219,15 @@ def test_shipped_calibration_matches_the_default_model() -> None:
     from facelens.models.files import KNOWN_FILES
 
     cal = load_calibration(_CALIBRATION_DIR / "buffalo_s.npz", model_sha256=KNOWN_FILES["w600k_mbf"].sha256)
-    assert cal.n_pairs > 80_000_000  # every impostor pair of LFW, but the reviewed label errors
-    assert {"lfw:sex=F", "lfw:sex=M", "lfw:race=african", "lfw:race=caucasian"} <= set(cal.curves)
+    assert cal.meta["format_version"] == 3
+    assert cal.n_pairs > 130_000_000  # LFW, congress-past and congress-historical, within and across sets
+    assert {"lfw:sex=F", "lfw:sex=M", "set:congress-historical", "set:lfw"} <= set(cal.curves)
+    assert all(c.tail is not None for c in cal.policy_curves())  # stored: reading refits nothing
     assert 0.0 < cal.threshold(1e-5) < 1.0
     assert cal.threshold(1e-6) > cal.threshold(1e-5) > cal.threshold(1e-3)
     assert cal.threshold(1e-5) >= cal.threshold(1e-5, "overall")
     assert cal.overall.tail_fitted and not cal.threshold_detail(1e-5, "overall")[1]
-    assert cal.threshold_detail(1e-9)[1]  # beyond 87M pairs: extrapolated
-    assert cal.fmr(0.999) == (MIN_FMR, True)  # an extrapolated rate never claims less than 1e-12
+    assert cal.threshold_detail(1e-7)[1]  # beyond the last 10 of 138M pairs: extrapolated
+    with pytest.raises(CalibrationError, match="needs at least"):
+        cal.threshold(1e-11)  # 3 decades below what 138M pairs measure
+    assert cal.fmr(0.999)[1] and cal.fmr(0.999)[0] >= MIN_FMR

@@ -15,7 +15,7 @@ def test_compare_same_person_matches_at_the_default_rate(engine: facelens.Engine
     r = engine.compare(portrait("C001082"), portrait("C001082", "b"))
     assert r.match and r.max_fmr == 1e-5
     assert r.fmr <= 1e-5 and r.score >= r.threshold
-    assert r.calibration == "lfw-buffalo_s" and r.operating_point.policy == "worst-group"
+    assert r.calibration == "pooled-buffalo_s" and r.operating_point.policy == "worst-group"
     assert r.face_a.bbox.width > r.face_b.bbox.width  # the 450x550 portrait vs the small one
 
 
@@ -46,9 +46,11 @@ def test_compare_thresholds_rise_as_the_rate_falls(engine: facelens.Engine) -> N
 
 
 def test_compare_beyond_the_measured_rates_is_extrapolated_and_says_so(engine: facelens.Engine) -> None:
-    r = engine.compare(portrait("C001082"), portrait("C001082", "b"), max_fmr=1e-10)
-    assert r.operating_point.extrapolated and r.max_fmr == 1e-10
+    r = engine.compare(portrait("C001082"), portrait("C001082", "b"), max_fmr=1e-7)
+    assert r.operating_point.extrapolated and r.max_fmr == 1e-7
     assert r.to_dict()["extrapolated"] is True
+    with pytest.raises(facelens.CalibrationError, match="needs at least"):  # beyond what the profile supports
+        engine.compare(portrait("C001082"), portrait("C001082", "b"), max_fmr=1e-10)
     with pytest.raises(InvalidArgumentError, match="max_fmr"):
         engine.compare(portrait("C001082"), portrait("C001082", "b"), max_fmr=1.5)
     with pytest.raises(InvalidArgumentError, match="between"):
@@ -60,7 +62,9 @@ def test_operating_point_from_fpir_min_score_and_policy(engine: facelens.Engine)
     assert op.max_fpir == 0.003 and op.collection_size == 1000
     assert op.max_fmr == pytest.approx(3.0e-6, rel=1e-2)
     assert engine.operating_point(collection_size=1000).max_fpir == engine.config.max_fpir  # a search's default
-    assert engine.operating_point(max_fpir=0.003, collection_size=10**6).threshold > op.threshold
+    assert engine.operating_point(max_fpir=0.003, collection_size=10**4).threshold > op.threshold
+    with pytest.raises(facelens.CalibrationError, match="too heavy"):  # no score keeps FPIR 0.003 at 1M faces
+        engine.operating_point(max_fpir=0.003, collection_size=10**6)
     raw = engine.operating_point(min_score=0.5)
     assert raw.threshold == 0.5 and raw.max_fmr == engine.fmr(0.5)[0]
     overall = facelens.Engine(policy="overall").operating_point(max_fmr=1e-5)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..errors import CalibrationError
+
 if TYPE_CHECKING:
     from ..engine import Engine
 
@@ -129,14 +131,24 @@ def calibrate(state: Any, /, dataset: str, out: Path, kind: str | None, name: st
     summary = profile.summary()
     thresholds: dict[str, dict[str, Any]] = {}
     for rate in (1e-3, 1e-4, 1e-5, 1e-6):
-        thr, extrapolated, curve = profile.threshold_detail(rate)
+        try:
+            thr, extrapolated, curve = profile.threshold_detail(rate)
+        except CalibrationError as exc:  # too few pairs for this rate: say so, do not invent a threshold
+            thresholds[f"{rate:g}"] = {"threshold": None, "refused": str(exc)}
+            continue
         thresholds[f"{rate:g}"] = {"threshold": round(thr, 4), "extrapolated": extrapolated, "limited_by": curve}
+    warning = profile.meta.get("warning")
+    if warning:
+        click.echo(f"WARNING: {profile.name}: {warning}", err=True)
     if as_json:
         click.echo(json.dumps({"profile": str(out), **summary, "thresholds": thresholds}, indent=2, default=str))
         return
     state.say(f"{out}: profile {profile.name!r}, {profile.n_pairs:,} impostor pairs, {len(profile.curves)} group "
               f"curve(s); {summary['meta']['set_aside']['impostor_pairs']} near-duplicate pair(s) set aside")
     for target, t in thresholds.items():
+        if t["threshold"] is None:
+            state.say(f"  max FMR {target}: refused: too few impostor pairs")
+            continue
         state.say(f"  max FMR {target}: threshold {t['threshold']:.4f} (worst group: {t['limited_by']}"
                   f"{', extrapolated' if t['extrapolated'] else ''})")
 

@@ -42,6 +42,7 @@ __all__ = [
     "age_band",
     "embed_dataset",
     "read_congress",
+    "read_congress_historical",
     "read_dataset",
     "read_folder_tree",
     "read_lfw",
@@ -560,6 +561,9 @@ def read_congress(root: str | Path, *, name: str = "congress-past") -> Dataset:
     """
     root = _require_dir(root)
     path = root / "members.csv"
+    header, _ = _read_csv(path, ("bioguide",))
+    if "photo" in header and "photo_a" not in header:
+        return read_congress_historical(root, name="congress-historical" if name == "congress-past" else name)
     _, rows = _read_csv(path, ("bioguide", "chamber", "party_code", "born", "photo_a", "photo_b"))
     paths: list[Path] = []
     columns: dict[str, list[str]] = {k: [] for k in ("subject", "chamber", "party", "age_band", "photo", "name")}
@@ -597,6 +601,52 @@ def read_congress(root: str | Path, *, name: str = "congress-past") -> Dataset:
                    groups={k: _str_array(columns[k]) for k in ("chamber", "party", "age_band")},
                    description=description,
                    attributes={k: _str_array(columns[k]) for k in ("photo", "name")})
+
+
+def _era(born: str) -> str:
+    """A coarse birth-era label for historical portraits: the photographic technique changes with it."""
+    if not born.isdigit():
+        return ""
+    year = int(born)
+    return "born<1850" if year < 1850 else ("born1850-1899" if year < 1900 else "born1900+")
+
+
+def read_congress_historical(root: str | Path, *, name: str = "congress-historical") -> Dataset:
+    """Read congress-historical: ``root/members.csv`` (columns ``bioguide``, ``photo``; optional ``name``,
+    ``born``, ``chamber``) with one official portrait per former member, every row a different person.
+
+    Subject: the bioguide id. Groups: ``chamber`` and ``era`` (birth year before 1850, 1850-1899,
+    1900 and later: the oldest portraits are engravings or paintings). Attribute: ``name``. An empty
+    photo cell is skipped. Every pair of its images is a pair of different people (save the rare person
+    under two bioguide ids, which the near-duplicate rule sets aside).
+    """
+    root = _require_dir(root)
+    path = root / "members.csv"
+    _, rows = _read_csv(path, ("bioguide", "photo"))
+    paths: list[Path] = []
+    columns: dict[str, list[str]] = {k: [] for k in ("subject", "chamber", "era", "name")}
+    for line, row in rows:
+        if not row["bioguide"]:
+            raise DatasetError("empty bioguide id", path=path, line=line)
+        value = row["photo"]
+        if not value:
+            continue
+        image = _resolve(root, value)
+        if not image.is_file():
+            raise DatasetError(f"image {value} does not exist ({image})", path=path, line=line)
+        paths.append(image)
+        columns["subject"].append(row["bioguide"])
+        columns["chamber"].append(row.get("chamber", "") or "")
+        columns["era"].append(_era(row.get("born", "") or ""))
+        columns["name"].append(row.get("name", "") or "")
+    if not paths:
+        raise DatasetError("no images listed", path=path)
+    description = (f"One official portrait each of {len(paths):,} former members of the US Congress (US government "
+                   f"works / public domain) read from {root}: every image a different person; many are old, "
+                   f"small, greyscale, engravings or paintings. Groups: chamber, and era from the birth year.")
+    return Dataset(name=name, root=root, paths=tuple(paths), subjects=_str_array(columns["subject"]),
+                   groups={k: _str_array(columns[k]) for k in ("chamber", "era")}, description=description,
+                   attributes={"name": _str_array(columns["name"])})
 
 
 def _looks_like_lfw(images_dir: Path) -> bool:

@@ -42,6 +42,8 @@ __all__ = [
     "DetCurve",
     "FalseMatchExperiment",
     "FalseMatchPoint",
+    "FpirCheck",
+    "FpirCheckPoint",
     "GalleryGrowthPoint",
     "GroupDifferentials",
     "GroupHistograms",
@@ -62,6 +64,7 @@ __all__ = [
     "det_curve",
     "false_match_experiment",
     "find_near_duplicates",
+    "fpir_check",
     "fmr_at",
     "fnmr_at",
     "identification",
@@ -1241,3 +1244,137 @@ def false_match_experiment(
         for s, r, c in zip(top_s, top_r, top_c, strict=True))
     return FalseMatchExperiment(n_probes=p, n_gallery=g, n_excluded_pairs=int(len(ex_r)), points=tuple(points),
                                 top_pairs=top)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Honesty check: the FPIR the calibration predicts for a search vs the FPIR measured on real searches
+
+
+@dataclass(frozen=True, slots=True)
+class FpirCheckPoint:
+    """One gallery size of :func:`fpir_check`.
+
+    ``threshold``: the search's threshold at this size (from the operating point), set so that the
+    calibration's upper bound on the per-comparison rate is ``max_fmr``. ``predicted_fpir``: the FPIR the
+    calibration's point estimate of the FMR at that threshold predicts, ``1 - (1 - FMR)^N``;
+    ``bound_fpir``: the same from the upper bound (at most the target by construction). ``measured``:
+    non-mated searches that returned any candidate at or above the threshold. ``consistent``: the
+    prediction lies within ``factor`` of the measured rate's 95% interval.
+    """
+
+    gallery_size: int
+    threshold: float
+    max_fmr: float
+    extrapolated: bool
+    predicted_fpir: float
+    bound_fpir: float
+    measured: Rate
+    consistent: bool
+
+    @property
+    def ratio(self) -> float | None:
+        """predicted / measured (None when nothing was measured)."""
+        v = self.measured.value
+        return self.predicted_fpir / v if v else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(_fields_dict(self), ratio=self.ratio)
+
+
+@dataclass(frozen=True, slots=True)
+class FpirCheck:
+    """Predicted vs measured FPIR at a search's operating point, gallery size by gallery size."""
+
+    max_fpir: float
+    searches: int
+    factor: float
+    duplicates_set_aside: int
+    points: tuple[FpirCheckPoint, ...]
+    description: str = ""
+
+    @property
+    def all_consistent(self) -> bool:
+        return all(p.consistent for p in self.points)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(_fields_dict(self), all_consistent=self.all_consistent)
+
+
+def fpir_check(
+    probes: npt.ArrayLike,
+    gallery: npt.ArrayLike,
+    sizes: Sequence[int],
+    operating_point: Callable[[int], tuple[float, float, bool]],
+    fmr_estimate: Callable[[float], float],
+    *,
+    probe_labels: npt.ArrayLike | None = None,
+    gallery_labels: npt.ArrayLike | None = None,
+    exclude: Collection[tuple[str, str]] = (),
+    max_fpir: float = 0.003,
+    duplicates_above: float = 0.9,
+    factor: float = 3.0,
+    seed: int = 0,
+    chunk: int = 256,
+    description: str = "",
+) -> FpirCheck:
+    """Search every probe (people who are **not** in the gallery) against galleries of ``sizes`` faces
+    (random subsets of ``gallery``, drawn once per size with ``seed``; a size at or above the gallery's
+    is the whole gallery) by exact search, and count the searches that return any candidate at the
+    search's threshold for that size: the measured FPIR, beside the FPIR the calibration predicts.
+
+    ``operating_point(N)`` -> (threshold, max_fmr, extrapolated) for a collection of N faces;
+    ``fmr_estimate(score)``: the calibration's point estimate of the FMR at a score. A gallery row with
+    the probe's label (``probe_labels`` / ``gallery_labels``: the same person) is left out of that probe's
+    search, as is a row whose label is paired with the probe's in ``exclude`` ((probe label, gallery
+    label): known to be the same person), and any row scoring ``duplicates_above`` or more (the same
+    photo; counted).
+    """
+    p = _as_embeddings(probes, "probes")
+    g = _as_embeddings(gallery, "gallery")
+    if p.shape[1] != g.shape[1]:
+        raise InvalidArgumentError(f"probes have dimension {p.shape[1]}, the gallery {g.shape[1]}")
+    if len(p) == 0 or len(g) == 0:
+        raise InvalidArgumentError("fpir_check needs at least one probe and one gallery face")
+    if factor < 1.0:
+        raise InvalidArgumentError(f"factor must be >= 1, got {factor}")
+    pl = None if probe_labels is None else _str_labels(probe_labels, len(p), "probe_labels")
+    gl = None if gallery_labels is None else _str_labels(gallery_labels, len(g), "gallery_labels")
+    excluded = sorted({(str(a), str(b)) for a, b in exclude})
+    if excluded and (pl is None or gl is None):
+        raise InvalidArgumentError("exclude needs probe_labels and gallery_labels")
+    rng = np.random.default_rng(seed)
+    points: list[FpirCheckPoint] = []
+    duplicates = 0
+    for n_req in sorted({int(s) for s in sizes}):
+        if n_req < 1:
+            raise InvalidArgumentError(f"gallery sizes must be >= 1, got {n_req}")
+        n = min(n_req, len(g))
+        sub = np.arange(len(g)) if n == len(g) else np.sort(rng.choice(len(g), size=n, replace=False))
+        top = np.full(len(p), -np.inf, np.float32)
+        dups_here = 0
+        for start in range(0, len(p), chunk):
+            stop = min(start + chunk, len(p))
+            s = p[start:stop] @ g[sub].T
+            if pl is not None and gl is not None:
+                s[pl[start:stop, None] == gl[None, sub]] = -np.inf
+                for a, b in excluded:
+                    rows_a = np.nonzero(pl[start:stop] == a)[0]
+                    if rows_a.size:
+                        s[np.ix_(rows_a, np.nonzero(gl[sub] == b)[0])] = -np.inf
+            dup = s >= duplicates_above
+            dups_here += int(dup.sum())
+            s[dup] = -np.inf
+            top[start:stop] = s.max(axis=1)
+        duplicates = max(duplicates, dups_here)
+        threshold, max_fmr, extrapolated = operating_point(n)
+        k = int((top >= threshold).sum())
+        measured = Rate(k, len(p), unit="searches for someone not in the gallery", event="returned a candidate")
+        fmr = min(max(fmr_estimate(threshold), 0.0), 1.0)
+        predicted = -math.expm1(n * math.log1p(-fmr)) if fmr < 1.0 else 1.0
+        bound = -math.expm1(n * math.log1p(-min(max_fmr, 1.0 - 1e-16)))
+        consistent = predicted / factor <= measured.ci_high and predicted * factor >= measured.ci_low
+        points.append(FpirCheckPoint(gallery_size=n, threshold=float(threshold), max_fmr=float(max_fmr),
+                                     extrapolated=bool(extrapolated), predicted_fpir=predicted, bound_fpir=bound,
+                                     measured=measured, consistent=consistent))
+    return FpirCheck(max_fpir=max_fpir, searches=len(p), factor=factor, duplicates_set_aside=duplicates,
+                     points=tuple(points), description=description)

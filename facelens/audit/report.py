@@ -14,6 +14,7 @@ results (:func:`build_audit` assembles it)::
       "differentials":    DemographicDifferentials.to_dict(),
       "identification":   Identification.to_dict(),
       "false_match_experiment": FalseMatchExperiment.to_dict() + {"title": str, "description": str},
+      "fpir_check": FpirCheck.to_dict(): predicted vs measured FPIR at the search default, by gallery size,
       "near_duplicates":  NearDuplicates.to_dict(),
     }
 
@@ -538,6 +539,36 @@ def _false_match_section(a: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _fpir_check_section(a: Mapping[str, Any]) -> str:
+    fc = a.get("fpir_check")
+    if not fc:
+        return ""
+    parts = ["<h2>Honesty check: the FPIR the calibration predicts vs the FPIR measured</h2>",
+             f"<p>At the search default (max FPIR {fc['max_fpir']:g}), {fc['searches']:,} searches for people who are "
+             "not in the gallery, against galleries of growing size. <i>Predicted</i>: 1 - (1 - FMR)<sup>N</sup> with "
+             "the calibration's estimate of the false-match rate at the search's threshold; <i>bound</i>: the same "
+             "with its upper confidence bound, which the threshold keeps at or below the target; <i>measured</i>: "
+             f"the share of searches that returned any candidate. <i>Consistent</i>: the prediction lies within a "
+             f"factor of {fc['factor']:g} of the measured rate's 95% interval.</p>"]
+    if fc.get("description"):
+        parts.append(f"<p>{_e(fc['description'])}</p>")
+    rows = []
+    for pt in fc.get("points", []):
+        ok = pt["consistent"]
+        over = (pt["measured"]["value"] or 0.0) > fc["max_fpir"]
+        rows.append([f"{pt['gallery_size']:,}", f"{pt['threshold']:.4f}" + (" " + _badge("extrapolated", "muted")
+                                                                             if pt["extrapolated"] else ""),
+                     f"{pt['max_fmr']:.2e}", f"{pt['predicted_fpir']:.2e}", f"{pt['bound_fpir']:.2e}",
+                     _rate(pt["measured"]) + (" " + _badge("above the target") if over else ""),
+                     "yes" if ok else _badge("no")])
+    parts.append(_table(["gallery faces", "threshold", "max FMR per comparison", "predicted FPIR", "bound",
+                         "measured FPIR", "consistent"], rows))
+    if fc.get("duplicates_set_aside"):
+        parts.append(f"<p class='muted'>{fc['duplicates_set_aside']:,} probe/gallery pairs scoring "
+                     f"0.9 or more were set aside as the same photo.</p>")
+    return "\n".join(parts)
+
+
 def _dataset_section(a: Mapping[str, Any]) -> str:
     ds, model = a.get("dataset", {}), a.get("model", {})
     parts = ["<h2>Data and model</h2>", f"<p><b>Dataset:</b> {_e(ds.get('name', 'unnamed'))}. "
@@ -583,7 +614,7 @@ def render_html(audit: Mapping[str, Any]) -> str:
     if audit.get("created"):
         body.append(f'<p class="muted">Created: {_e(audit["created"])}</p>')
     for section in (_summary, _det_section, _tar_section, _differentials_section, _identification_section,
-                    _false_match_section, _dataset_section):
+                    _false_match_section, _fpir_check_section, _dataset_section):
         body.append(section(audit))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(b for b in body if b) + "\n</body></html>\n")

@@ -25,7 +25,8 @@ import numpy.typing as npt
 
 from .. import __version__
 from ..calibration import ScoreCalibration
-from ..errors import FacelensError, InvalidArgumentError
+from ..calibration.table import pairs_needed
+from ..errors import InvalidArgumentError
 from . import metrics
 from .dataset import Dataset, EmbeddedDataset, embed_dataset
 from .report import build_audit
@@ -127,14 +128,18 @@ def calibrate(engine: Engine, dataset: Dataset, *, name: str | None = None, work
     }
     if left_out:
         meta["groups_left_out"] = {"min_pairs": min_group_pairs, "pairs": left_out}
-    fallback = None
-    try:  # too few pairs to fit a tail: borrow the slope of the model's shipped profile, and say so
-        fallback = engine.calibration.overall.tail_slope
-        meta["tail_fallback_from"] = engine.calibration.name
-    except FacelensError:
-        pass
-    return ScoreCalibration(name=name or f"{dataset.name}-{engine.model_name}", model_sha256=engine.model_sha256,
-                            counts=m.hists.impostor, meta=meta, groups=groups, fallback_slope=fallback)
+    profile = ScoreCalibration(name=name or f"{dataset.name}-{engine.model_name}", model_sha256=engine.model_sha256,
+                               counts=m.hists.impostor, meta=meta, groups=groups)
+    floor = profile.supported_floor
+    profile.meta["supports_down_to_fmr"] = floor
+    if floor > engine.config.max_fmr:
+        warning = (f"TOO FEW PAIRS: {profile.n_pairs:,} impostor pairs support false-match rates down to {floor:.2g} "
+                   f"only, not the compare default {engine.config.max_fmr:g} (that needs "
+                   f"{pairs_needed(engine.config.max_fmr):,} pairs); thresholds for lower rates are refused, and "
+                   f"a collection will not take this profile")
+        profile.meta["warning"] = warning
+        log.warning("%s: %s", profile.name, warning)
+    return profile
 
 
 def audit(engine: Engine, dataset: Dataset, *, max_fmr: float | None = None, workers: int = 2,
@@ -254,6 +259,21 @@ def false_match_audit(engine: Engine, probes: Dataset, galleries: Sequence[Datas
         {k: v[p_idx] for k, v in p_emb.dataset.groups.items()}, g_emb, g_ids, points,
         mate_emb=mates, exclude=prefixed, top_n=top_n,
         probe_paths=[str(p_emb.dataset.paths[i]) for i in p_idx], gallery_paths=g_paths)
+    cal = engine.calibration
+
+    def point_at(n: int) -> tuple[float, float, bool]:
+        op = engine.operating_point(collection_size=n)
+        return op.threshold, op.max_fmr, op.extrapolated
+
+    def estimate(score: float) -> float:  # the mixed population searched here: the overall curve's estimate
+        return cal.overall.fmr_estimate(score)[0]
+
+    sizes = [s for s in (1_000, 10_000) if s < n_gallery] + [n_gallery]
+    check = metrics.fpir_check(
+        p_emb.embeddings[p_idx], g_emb, sizes, point_at, estimate, probe_labels=p_emb.dataset.subjects[p_idx],
+        gallery_labels=g_ids, exclude=prefixed, max_fpir=search.max_fpir or engine.config.max_fpir,
+        description=f"The {len(p_idx):,} probes above searched against random subsets of the {n_gallery:,} strangers "
+                    f"(exact search; the same exclusions).")
     fm = result.to_dict()
     gallery_names = " + ".join(f"{g.dataset.name} ({len(g):,} faces)" for g in g_parts)
     fm["title"] = f"False-match experiment: {len(p_idx):,} people searched against {n_gallery:,} strangers"
@@ -272,4 +292,5 @@ def false_match_audit(engine: Engine, probes: Dataset, galleries: Sequence[Datas
         operating_point={"threshold": search.threshold, "target_fmr": search.max_fmr, "policy": search.policy,
                          "extrapolated": search.extrapolated, "max_fpir": search.max_fpir,
                          "collection_size": n_gallery, "calibration": search.calibration},
-        false_match_experiment=fm, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        false_match_experiment=fm, fpir_check=check.to_dict(),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))

@@ -367,7 +367,7 @@ class ImpostorCurve:
                 f"below {max_fmr:.3g}: its tail is too heavy (the highest-scoring pairs of different people, such "
                 f"as twins and look-alikes, score high at any threshold; the bound at score 1.0 is "
                 f"{self._tail_upper(hi):.2g}). Ask for a higher rate (a larger --max-fmr / --max-fpir, a smaller "
-                f"collection), or search in a mode whose candidates a person reviews")
+                f"collection), or search in investigate mode (--mode investigate), whose candidates a person reviews")
         while lo < hi:  # the tail bound is non-increasing in the score: bisect for its first bin <= max_fmr
             mid = (lo + hi) // 2
             if self._tail_upper(mid) <= max_fmr:

@@ -59,3 +59,32 @@ def test_fuzz_log_after_beyond_sqlite_integer_is_a_client_error(tmp_path: Path) 
         service.stop()
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] in ("invalid_request", "invalid_argument")
+
+
+# -- a property test in the normal run: hypothesis draws the fuzzer's mutations -------------------------
+# benchmarks/fuzz_decode.py runs the long, crash-proof version (each case in a worker process, so a segfault
+# or a hang is a finding, not the end of the run); here hypothesis drives the same mutators in-process for a
+# bounded number of cases, and shrinks whatever breaks the promise to a minimal sequence of mutations.
+
+def test_fuzz_any_mutation_of_a_valid_image_decodes_or_is_refused() -> None:
+    import random
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from benchmarks.fuzz_decode import make_case, make_seeds
+
+    seeds = make_seeds()
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(st.randoms(use_true_random=False))
+    def decodes_or_refuses(rng: random.Random) -> None:
+        _, data, applied = make_case(rng, seeds)
+        try:
+            arr = decode_image(data, max_pixels=2_000_000)  # huge headers are refused, not decoded for seconds
+        except ImageDecodeError:
+            return
+        assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3 and arr.flags.c_contiguous, applied
+
+    decodes_or_refuses()

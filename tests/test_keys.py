@@ -186,3 +186,19 @@ def test_keys_created_and_revoked_are_recorded_in_the_signed_log(tmp_path: Path)
     failed = run.invoke(main, ["keys", "create", "--admin", "--home", str(tmp_path)])
     assert failed.exit_code == 2 and "0 bytes" in failed.output and "fl_" not in failed.output
     assert len(json.loads(run.invoke(main, ["keys", "list", "--home", str(tmp_path), "--json"]).output)["keys"]) == 1
+
+
+def test_keys_made_from_the_cli_are_listed_by_the_log_endpoint(tmp_path: Path) -> None:
+    """The admin log endpoint answers entries the command line wrote (no requesting key: key_id null);
+    the API fuzzer found GET /v1/log answering 500 on them."""
+    made = CliRunner().invoke(main, ["keys", "create", "--admin", "--name", "ops", "--home", str(tmp_path)])
+    assert made.exit_code == 0, made.output
+    token = made.stdout.strip().splitlines()[-1]
+    live = LiveService(ServerSettings(home=tmp_path, rate_limit=0))
+    try:
+        r = httpx.get(f"{live.url}/v1/log", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    finally:
+        live.stop()
+    assert r.status_code == 200, r.text
+    [entry] = r.json()["entries"]
+    assert entry["action"] == "key_created" and entry["key_id"] is None and entry["subject"]["name"] == "ops"

@@ -344,7 +344,9 @@ class LogEntryOut(Out):
     prev_hash: str
     hash: str
     action: str
-    key_id: str
+    key_id: str | None = Field(description=(
+        "The API key that made the request; null for what was done from the command line (a key created or "
+        "revoked with `facelens keys`)"))
 
 
 class LogPageOut(Out):

@@ -406,7 +406,7 @@ def main() -> None:
     for r in results:
         if not r.get("variants"):
             continue
-        print(f"\n{r['size']:,} faces, search settings timed in {ROUNDS} alternating rounds (latencies pooled):\n")
+        print(f"\n{r['size']:,} faces, settings timed in {VARIANT_ROUNDS} alternating rounds (latencies pooled):\n")
         print("| variant | settings | k=1 p50 / p99 1t (ms) | 2t | recall@1 (k=1) | k=10 p50 / p99 1t (ms) | 2t | "
               "recall@10 (k=10) | recall@1 (k=10) |")
         print("|---" * 9 + "|")

@@ -46,7 +46,7 @@ _BUSY_TIMEOUT_S = 30.0  # how long a statement waits for another process's write
 _ERASE_WAIT_S = 5.0  # how long an erasure waits for readers to let go of the WAL before leaving it pending
 # Above this many faces the index becomes approximate: an inverted file (IVF) whose lists hold 4-bit
 # product-quantisation codes scanned with SIMD "fast-scan" (d/8 bytes a face: 64 bytes for 512-d, so
-# 10M faces take 640 MB), searched in the lists nearest the query; the RERANK x k best candidates are
+# 10M faces take 640 MB), searched in the lists nearest the query; the best candidates (see _plan) are
 # re-ranked with float16 copies of the embeddings (RERANK_FILE, memory-mapped: 1 KB a face, read from
 # the OS page cache, not held by the process), and the k best scored exactly with their float32
 # embeddings from SQLite. Below the limit, exact search is fast enough.
@@ -63,6 +63,13 @@ RERANK = 64
 # (nprobe 512), the exact top hit is among the best 256 PQ candidates for 98.8% of queries, among 640
 # for 99.1%; scoring 640 float16 rows costs ~0.3 ms more than 256.
 _MIN_CANDIDATES = 640
+# A search for more than one result (a candidate list) needs more than the best face right: its 2nd to
+# 10th faces are strangers whose scores lie close together (0.2 to 0.3 at 1M), where the 4-bit PQ
+# codes' error (~0.03) reorders them by thousands of places, and many of them lie in lists far from
+# the query. Such searches probe LIST_NPROBE_SHARE of the lists and re-rank LIST_CANDIDATES PQ
+# candidates (at least RERANK x k) with float16; BENCHMARKS.md "Collections" measures the choice.
+LIST_NPROBE_SHARE = 1
+LIST_CANDIDATES = 16384
 _RETRAIN_GROWTH = 8  # retrain the inverted file when the collection has grown 8x since training
 _TRAIN_PER_LIST = 40  # k-means training points per list (faiss warns below 39)
 
@@ -1097,8 +1104,16 @@ class FaceStore:
         rows = rows[:limit]
         return [self._face(r) for r in rows], (str(rows[-1][8]) if more else None)
 
-    def search(self, queries: npt.NDArray[np.float32], k: int) -> list[list[tuple[StoredFace, float]]]:
-        """For each (d,) row of ``queries`` (unit length), the ``k`` most similar stored faces, best first."""
+    def search(self, queries: npt.NDArray[np.float32], k: int, *,
+               candidate_list: bool | None = None) -> list[list[tuple[StoredFace, float]]]:
+        """For each (d,) row of ``queries`` (unit length), the ``k`` most similar stored faces, best first.
+
+        On an approximate index, ``candidate_list`` (the default when ``k`` > 1) asks for the true
+        ``k`` best, ranks 2 to ``k`` included, as an investigation's candidate list needs: the search
+        probes more lists and re-ranks many more candidates (slower; BENCHMARKS.md "Collections").
+        ``candidate_list=False`` asks only for the best face and faces scoring far above strangers (an
+        identification's matches above a strict threshold), at the speed of a 1-result search; its
+        lower ranks among strangers are approximate."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if q.shape[1] != self.dim:
             raise InvalidArgumentError(f"queries must be (n, {self.dim}), got {q.shape}")
@@ -1109,11 +1124,15 @@ class FaceStore:
             if self._index.ntotal == 0:
                 return [[] for _ in range(len(q))]
             exact = _factory_of(self._index) == INDEX_FACTORY
-            n_candidates = k if exact else max(RERANK * k, _MIN_CANDIDATES)
-            if not exact:
+            if exact:
+                _, ids = self._index.search(q, min(k, self._index.ntotal))
+            else:
+                import faiss
+
+                params = faiss.SearchParametersIVF()  # per call: concurrent searches may plan differently
+                params.nprobe, n_candidates = _plan(self._index, k, k > 1 if candidate_list is None else candidate_list)
                 _choose_scan(self._index, len(q), alone=self._rw.readers <= 1)
-            _, ids = self._index.search(q, min(n_candidates, self._index.ntotal))
-            if not exact:
+                _, ids = self._index.search(q, min(n_candidates, self._index.ntotal), params=params)
                 ids = self._rerank(q, ids, k)
             out = []
             for query, irow in zip(q, ids, strict=True):
@@ -1270,6 +1289,23 @@ def _choose_scan(index: Any, n_queries: int, *, alone: bool) -> None:
 
     if isinstance(index, faiss.IndexIVFFastScan):
         index.implem = 15 if alone and n_queries < faiss.omp_get_max_threads() else 0
+
+
+def _plan(index: Any, k: int, candidate_list: bool) -> tuple[int, int]:
+    """(lists to probe, PQ candidates to re-rank) for a search of ``k`` results in an IVF ``index``:
+    the best face needs half the lists and 640 candidates (RERANK x k for a larger k); a
+    ``candidate_list`` needs the lists and candidates its strangers lie in (see LIST_NPROBE_SHARE)."""
+    nlist = _nlist(index)
+    if not candidate_list:
+        return max(1, nlist // NPROBE_SHARE), max(RERANK * k, _MIN_CANDIDATES)
+    return max(1, nlist // LIST_NPROBE_SHARE), max(RERANK * k, _MIN_CANDIDATES, LIST_CANDIDATES)
+
+
+def _nlist(index: Any) -> int:
+    """The number of inverted lists of an IVF index."""
+    import faiss
+
+    return int(faiss.extract_index_ivf(index).nlist)
 
 
 def _tune(index: Any) -> Any:

@@ -259,7 +259,7 @@ def search_process(folder: Path, nprobes: list[int], variants: list[str], do_dia
     out: dict = {"open_s": round(time.perf_counter() - t0, 2), "index": store.index_factory}
     ivf = None if store.index_factory.startswith("IDMap") else faiss.extract_index_ivf(store._index)
     out["nprobe"] = ivf.nprobe if ivf is not None else None
-    out["plan_k10"] = coll._plan(store._index, 10) if ivf is not None else None
+    out["plan_k10"] = coll._plan(store._index, 10, True) if ivf is not None else None
 
     for q in probes:  # warm the OS page cache (float16 rows, SQLite pages) once, as a running service would be
         store.search(q[None], 10)

@@ -69,10 +69,11 @@ _MIN_CANDIDATES = 640
 # (bench_search.py --diagnose, 300 probes) half the lists hold 96.2% of the exact top 10, all of them
 # 100%; probing all, the best 640 PQ candidates hold 75% of it, 8,192 96.7%, 16,384 98.9%, 32,768
 # 99.9%; the float16 re-rank loses none of those. So such searches probe LIST_NPROBE_SHARE of the
-# lists and re-rank LIST_CANDIDATES (at least RERANK x k): recall@10 0.989, k=10 p50 27.9 ms against
-# 5.3 ms before (BENCHMARKS.md "Collections"; k=1 searches are unchanged).
+# lists and re-rank LIST_CANDIDATES (at least RERANK x k): recall@10 0.989 against 0.744, k=10 p50
+# 18.8 ms against 4.6 ms, 1 thread (BENCHMARKS.md "Collections"; k=1 searches are unchanged).
 LIST_NPROBE_SHARE = 1
 LIST_CANDIDATES = 16384
+_RERANK_CHUNK = 2048  # float16 rows gathered and scored at a time (see FaceStore._rerank)
 _RETRAIN_GROWTH = 8  # retrain the inverted file when the collection has grown 8x since training
 _TRAIN_PER_LIST = 40  # k-means training points per list (faiss warns below 39)
 
@@ -1133,8 +1134,9 @@ class FaceStore:
                 import faiss
 
                 params = faiss.SearchParametersIVF()  # per call: concurrent searches may plan differently
-                params.nprobe, n_candidates = _plan(self._index, k, k > 1 if candidate_list is None else candidate_list)
-                _choose_scan(self._index, len(q), alone=self._rw.readers <= 1)
+                as_list = k > 1 if candidate_list is None else candidate_list
+                params.nprobe, n_candidates = _plan(self._index, k, as_list)
+                _choose_scan(self._index, len(q), alone=self._rw.readers <= 1 and not as_list)
                 _, ids = self._index.search(q, min(n_candidates, self._index.ntotal), params=params)
                 ids = self._rerank(q, ids, k)
             out = []
@@ -1152,36 +1154,57 @@ class FaceStore:
 
     def _rerank(self, q: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.int64]:
         """Re-rank approximate candidates with their float16 embeddings; keep the best ``k`` ids (-1 pads).
-        Rows missing from the float16 file (written after a crash, say) are read from SQLite."""
+        Rows missing from the float16 file (written after a crash, say) are read from SQLite. Candidates
+        are scored _RERANK_CHUNK at a time, so that a long candidate list never allocates (and faults
+        in) a fresh copy of all its rows: on the 1M benchmark collection (1 thread) a 10-result search
+        took p50 31.7 ms with its 16,384 candidates in one piece, 18.8 ms in chunks of 2,048."""
         import faiss
 
         out = np.full((len(q), k), -1, dtype=np.int64)
+        index = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
         for row, (query, cand) in enumerate(zip(q, ids, strict=True)):
             vids = cand[cand >= 0]
             if not len(vids):
                 continue
-            halves = self._rerank_rows(vids)
-            # an unwritten (all-zero) row, judged by its first 8 values: a real embedding with 8 zeros
-            # in float16 is not met in practice, and if it were it would only be re-read from SQLite
-            missing = ~halves[:, :8].view(np.uint16).any(axis=1)
-            if not missing.any():
-                # FAISS scores float16 codes with SIMD (F16C); numpy's float16 cast is ~8x slower here
-                # (1.2 ms for 640 candidates of 512-d, against 0.15 ms)
-                index = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-                index.add_sa_codes(halves.view(np.uint8))
-                _, best = index.search(query[None], min(k, len(vids)))
-                best = best[0][best[0] >= 0]
-            else:
-                vecs = halves.astype(np.float32)
-                lost = [int(v) for v in vids[missing]]
-                got = dict(self._reader().execute(
-                    f"SELECT vid, embedding FROM faces WHERE vid IN ({','.join('?' * len(lost))})", lost).fetchall())
-                for i in np.nonzero(missing)[0]:
-                    blob = got.get(int(vids[i]))
-                    vecs[i] = np.frombuffer(blob, dtype="<f4") if blob is not None else -2.0  # deleted: last
-                best = np.argsort(-(vecs @ query), kind="stable")[:k]
-            out[row, : len(best)] = vids[best]
+            scores: list[npt.NDArray[np.float32]] = []
+            kept: list[npt.NDArray[np.int64]] = []
+            for start in range(0, len(vids), _RERANK_CHUNK):
+                part = vids[start : start + _RERANK_CHUNK]
+                part_scores, best = self._score_rows(index, query, part, k)
+                scores.append(part_scores)
+                kept.append(part[best])
+            top = np.argsort(-np.concatenate(scores), kind="stable")[:k]
+            out[row, : len(top)] = np.concatenate(kept)[top]
         return out
+
+    def _score_rows(self, index: Any, query: npt.NDArray[np.float32], vids: npt.NDArray[np.int64],
+                    k: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Scores and positions (in ``vids``) of the best ``k`` of these faces by their float16 rows,
+        best first; ``index`` is an empty fp16 FAISS index to reuse (left empty)."""
+        halves = self._rerank_rows(vids)
+        # an unwritten (all-zero) row, judged by its first 8 values: a real embedding with 8 zeros
+        # in float16 is not met in practice, and if it were it would only be re-read from SQLite
+        missing = ~halves[:, :8].view(np.uint16).any(axis=1)
+        if not missing.any():
+            # FAISS scores float16 codes with SIMD (F16C); numpy's float16 cast is ~8x slower here
+            # (1.2 ms for 640 candidates of 512-d, against 0.15 ms)
+            index.add_sa_codes(halves.view(np.uint8))
+            try:
+                dist, best = index.search(query[None], min(k, len(vids)))
+            finally:
+                index.reset()
+            keep = best[0] >= 0
+            return dist[0][keep].astype(np.float32), best[0][keep].astype(np.int64)
+        vecs = halves.astype(np.float32)
+        lost = [int(v) for v in vids[missing]]
+        got = dict(self._reader().execute(
+            f"SELECT vid, embedding FROM faces WHERE vid IN ({','.join('?' * len(lost))})", lost).fetchall())
+        for i in np.nonzero(missing)[0]:
+            blob = got.get(int(vids[i]))
+            vecs[i] = np.frombuffer(blob, dtype="<f4") if blob is not None else -2.0  # deleted: last
+        all_scores = (vecs @ query).astype(np.float32)
+        order = np.argsort(-all_scores, kind="stable")[:k]
+        return all_scores[order], order.astype(np.int64)
 
     # -- maintenance ------------------------------------------------------------------------------
     def check(self, *, repair: bool = False) -> CheckReport:
@@ -1286,8 +1309,10 @@ def _choose_scan(index: Any, n_queries: int, *, alone: bool) -> None:
     threads by query (the default), but a single query runs on one thread unless implementation 15
     splits its lists between threads (2 threads, 1M faces: 2.1 ms instead of 3.3; batches are faster
     with the default). Only for a search running ``alone``: concurrent searches (a service) already
-    keep the cores busy, and splitting each would oversubscribe them. Concurrent searches may set this
-    at once: either choice gives the same results."""
+    keep the cores busy, and splitting each would oversubscribe them; nor for a candidate list, whose
+    16,384 results implementation 15 collects slowly (2 threads, 1M faces, all lists: 32-36 ms against
+    12.3 ms with the default). Concurrent searches may set this at once: either choice gives the same
+    results."""
     import faiss
 
     if isinstance(index, faiss.IndexIVFFastScan):

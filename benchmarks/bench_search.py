@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import CACHE, ROOT, identity  # noqa: E402
 
 ROUNDS = 3  # timed passes over the probes with 1 and with 2 threads, alternating; latencies pooled
+VARIANT_ROUNDS = 2  # timed passes of every --variants setting, alternating
 
 
 class Gallery:
@@ -50,10 +51,11 @@ class Gallery:
 
     CHUNK = 100_000
 
-    def __init__(self, size: int, seed: int = 0) -> None:
-        z = np.load(CACHE / "lfw_facelens_buffalo_s.npz")
-        emb = z["embeddings"].astype(np.float32)
-        labels = np.array([identity(str(p)) for p in z["paths"]])
+    def __init__(self, size: int, seed: int = 0, embeddings: Path | None = None) -> None:
+        z = np.load(embeddings or CACHE / "lfw_facelens_buffalo_s.npz")
+        done = int(z["done"]) if "done" in z else len(z["paths"])  # a partial cache: its first `done` images
+        emb = z["embeddings"][:done].astype(np.float32)
+        labels = np.array([identity(str(p)) for p in z["paths"][:done]])
         first: dict[str, int] = {}
         probes, seen = [], set()
         for i, lab in enumerate(labels):
@@ -104,10 +106,12 @@ class Gallery:
         return str(self.real_ids[row]) if row < len(self.real) else ""
 
 
-def run_size(size: int, n_queries: int, folder: Path | None, nprobes: list[int], reuse: bool = False) -> dict:
+def run_size(size: int, n_queries: int, folder: Path | None, nprobes: list[int], reuse: bool = False,
+             variants: list[str] | None = None, do_diagnose: bool = False, embeddings: Path | None = None,
+             variant_threads: list[int] | None = None) -> dict:
     from facelens.store import FaceRecord, FaceStore
 
-    gallery = Gallery(size)
+    gallery = Gallery(size, embeddings=embeddings)
     probes, probe_ids = gallery.probes[:n_queries], gallery.probe_ids[:n_queries]
     tmp = folder or Path(tempfile.mkdtemp(prefix="facelens-bench-"))
     reuse = reuse and (tmp / "c" / "faces.sqlite").is_file()  # search a collection kept by an earlier run
@@ -135,10 +139,13 @@ def run_size(size: int, n_queries: int, folder: Path | None, nprobes: list[int],
         build_s = time.perf_counter() - t0
         exact_top = top_i
         np.save(tmp / "probes.npy", probes)
+        np.save(tmp / "exact_top.npy", exact_top)
         # Open and search in a fresh process, so that its peak RSS is the collection's, not this
         # process's gallery generation.
-        cmd = [sys.executable, __file__, "--search", str(tmp), "--nprobes", *map(str, nprobes)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        cmd = [sys.executable, __file__, "--search", str(tmp), "--nprobes", *map(str, nprobes),
+               "--variants", *(variants or []), "--variant-threads", *map(str, variant_threads or [1, 2])] + (
+               ["--diagnose"] if do_diagnose else [])
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
         searched = json.loads(proc.stdout.strip().splitlines()[-1])
         out: dict = {"size": size, "queries": len(probes), "build_s": None if reuse else round(build_s, 1),
                      "open_s": searched["open_s"], "index": searched["index"], "nprobe": searched["nprobe"],
@@ -160,6 +167,11 @@ def run_size(size: int, n_queries: int, folder: Path | None, nprobes: list[int],
             out[f"facelens_{threads}t"] = {**searched[f"latency_{threads}t"], **quality(searched[f"hits_{threads}t"])}
         out["nprobe_sweep"] = [{"nprobe": r["nprobe"], **r["latency"], **quality(r["hits"])}
                                for r in searched["sweep"]]
+        out["plan_k10"] = searched["plan_k10"]
+        out["diagnosis"] = searched.get("diagnosis")
+        out["variants"] = [{"name": v["name"], "settings": v["settings"],
+                            **{key: v[key] for key in v if key.startswith("k1")},
+                            "k1": quality(v["hits_k1"]), "k10": quality(v["hits_k10"])} for v in searched["variants"]]
         if size <= 1_000_000:
             full = np.concatenate([rows for _, rows in gallery.chunks()])
             n_numpy = len(probes) if size < 500_000 else min(len(probes), 30)  # each query allocates (n, d)
@@ -179,12 +191,67 @@ def run_size(size: int, n_queries: int, folder: Path | None, nprobes: list[int],
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def search_process(folder: Path, nprobes: list[int]) -> dict:
+def _parse_variants(specs: list[str]) -> list[tuple[str, dict[str, int]]]:
+    """``name:CONST=value,CONST=value`` -> (name, {CONST: value}); the constants are module globals of
+    facelens.store.collection that FaceStore.search reads at every call."""
+    out = []
+    for spec in specs:
+        name, _, body = spec.partition(":")
+        settings = {k: int(v) for k, v in (kv.split("=") for kv in body.split(",") if kv)}
+        out.append((name, settings))
+    return out
+
+
+def diagnose(store, probes: np.ndarray, exact_vids: np.ndarray, depth: int = 32768) -> dict:
+    """Where the exact top-10 are lost, stage by stage, with one thread: (1) the share lying in the
+    lists probed; (2) the share among the best ``c`` PQ fast-scan candidates, for several ``c`` and
+    nprobe; (3) the share the float16 re-rank of those candidates keeps in its top 10 and top 20."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(store._index)
+    # a face's list: the centroid nearest its (float16) embedding, as FAISS assigned it when added
+    vecs = store._rerank_rows(exact_vids.reshape(-1)).astype(np.float32)
+    _, lists = ivf.quantizer.search(vecs, 1)
+    lists = lists.reshape(exact_vids.shape)
+    counts = [c for c in (640, 1024, 2048, 4096, 8192, 16384, 32768) if c <= depth]
+    out: dict = {"depth": depth, "by_nprobe": []}
+    for nprobe in sorted({ivf.nlist // 4, ivf.nlist // 2, (3 * ivf.nlist) // 4, ivf.nlist}):
+        _, probed = ivf.quantizer.search(probes, nprobe)
+        in_lists = np.mean([np.isin(lists[i], probed[i]).mean() for i in range(len(probes))])
+        pq_in: dict[int, list[float]] = {c: [] for c in counts}
+        f16_10: dict[int, list[float]] = {c: [] for c in counts}
+        f16_20: dict[int, list[float]] = {c: [] for c in counts}
+        lat: list[float] = []
+        for i, q in enumerate(probes):
+            t = time.perf_counter()
+            _, ids = store._index.search(q[None], depth, params=faiss.SearchParametersIVF(nprobe=nprobe))
+            lat.append(time.perf_counter() - t)
+            want = set(exact_vids[i].tolist())
+            for c in counts:
+                cand = ids[:, :c]
+                pq_in[c].append(len(want & set(cand[0].tolist())) / 10)
+                kept = store._rerank(q[None], cand, 20)[0]
+                f16_10[c].append(len(want & set(kept[:10].tolist())) / 10)
+                f16_20[c].append(len(want & set(kept.tolist())) / 10)
+        out["by_nprobe"].append({
+            "nprobe": nprobe, "in_lists_probed": float(in_lists),
+            "pq_search_p50_ms_depth": statistics.median(lat) * 1000,
+            "in_pq_candidates": {c: float(np.mean(v)) for c, v in pq_in.items()},
+            "after_f16_top10": {c: float(np.mean(v)) for c, v in f16_10.items()},
+            "after_f16_top20": {c: float(np.mean(v)) for c, v in f16_20.items()}})
+        print(out["by_nprobe"][-1], file=sys.stderr)
+    return out
+
+
+def search_process(folder: Path, nprobes: list[int], variants: list[str], do_diagnose: bool,
+                   variant_threads: tuple[int, ...] = (1, 2)) -> dict:
     """Open the collection, search each probe with 1 and 2 FAISS threads (and, with one thread, at each
-    of ``nprobes``); only FaceStore in memory."""
+    of ``nprobes``); only FaceStore in memory. With ``variants``, also time each setting of the search
+    constants (and the current one) for k=1 and k=10, in alternating rounds."""
     import faiss
 
     from facelens.store import FaceStore
+    from facelens.store import collection as coll
 
     probes = np.load(folder / "probes.npy")
     t0 = time.perf_counter()
@@ -192,17 +259,18 @@ def search_process(folder: Path, nprobes: list[int]) -> dict:
     out: dict = {"open_s": round(time.perf_counter() - t0, 2), "index": store.index_factory}
     ivf = None if store.index_factory.startswith("IDMap") else faiss.extract_index_ivf(store._index)
     out["nprobe"] = ivf.nprobe if ivf is not None else None
+    out["plan_k10"] = coll._plan(store._index, 10, True) if ivf is not None else None
 
     for q in probes:  # warm the OS page cache (float16 rows, SQLite pages) once, as a running service would be
         store.search(q[None], 10)
 
-    def timed() -> tuple[list[float], list[list[int]]]:
+    def timed(k: int = 10) -> tuple[list[float], list[list[int]]]:
         for q in probes[:5]:
-            store.search(q[None], 10)
+            store.search(q[None], k)
         lat, hits = [], []
         for q in probes:
             t = time.perf_counter()
-            res = store.search(q[None], 10)[0]
+            res = store.search(q[None], k)[0]
             lat.append(time.perf_counter() - t)
             hits.append([int(f.external_image_id or -1) for f, _ in res])
         return lat, hits
@@ -213,6 +281,13 @@ def search_process(folder: Path, nprobes: list[int]) -> dict:
     def run() -> tuple[dict, list[list[int]]]:
         lat, hits = timed()
         return summary(lat), hits
+
+    if do_diagnose and ivf is not None:
+        faiss.omp_set_num_threads(1)
+        rows = dict(store._reader().execute(
+            "SELECT CAST(i.external_image_id AS INTEGER), f.vid FROM faces f JOIN images i USING (image_id)"))
+        exact_rows = np.load(folder / "exact_top.npy")
+        out["diagnosis"] = diagnose(store, probes, np.vectorize(rows.__getitem__)(exact_rows).astype(np.int64))
 
     # 1 and 2 threads in alternating rounds, so that a slow spell of this shared machine falls on both
     lats: dict[int, list[float]] = {1: [], 2: []}
@@ -228,12 +303,38 @@ def search_process(folder: Path, nprobes: list[int]) -> dict:
     out["sweep"] = []
     if ivf is not None:
         faiss.omp_set_num_threads(1)
-        default = ivf.nprobe
-        for nprobe in nprobes:
-            ivf.nprobe = nprobe
+        saved = {name: getattr(coll, name) for name in ("NPROBE_SHARE", "LIST_NPROBE_SHARE")}
+        for nprobe in nprobes:  # every search probes nprobe lists: both shares set to nlist / nprobe
+            coll.NPROBE_SHARE = coll.LIST_NPROBE_SHARE = max(1, ivf.nlist // nprobe)
             latency, hits = run()
-            out["sweep"].append({"nprobe": nprobe, "latency": latency, "hits": hits})
-        ivf.nprobe = default
+            out["sweep"].append({"nprobe": ivf.nlist // coll.NPROBE_SHARE, "latency": latency, "hits": hits})
+        for name, value in saved.items():
+            setattr(coll, name, value)
+    out["variants"] = []
+    if variants and ivf is not None:
+        todo = [("current", {})] + _parse_variants(variants)
+        names = {n for _, v in todo for n in v}
+        default = {n: getattr(coll, n) for n in names}
+        res = {name: {(t, k): [] for t in variant_threads for k in (1, 10)} for name, _ in todo}
+        hits_of: dict = {}
+        for _ in range(VARIANT_ROUNDS):  # every variant in every round, so that the machine's drift falls on all
+            for threads in variant_threads:
+                faiss.omp_set_num_threads(threads)
+                for name, settings in todo:
+                    for n, v in {**default, **settings}.items():
+                        setattr(coll, n, v)
+                    for k in (1, 10):
+                        lat, hits_of[name, k] = timed(k)
+                        res[name][threads, k].append(lat)
+        for n, v in default.items():
+            setattr(coll, n, v)
+        for name, settings in todo:
+            row: dict = {"name": name, "settings": settings, "hits_k1": hits_of[name, 1],
+                         "hits_k10": hits_of[name, 10]}
+            for (threads, k), per_round in res[name].items():
+                row[f"k{k}_{threads}t"] = {**summary([x for r in per_round for x in r]),
+                                           "p50_ms_per_round": [statistics.median(r) * 1000 for r in per_round]}
+            out["variants"].append(row)
     store.close()
     # VmHWM, not getrusage: Linux carries a parent's maxrss across fork+exec into the child's rusage.
     hwm_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
@@ -251,22 +352,34 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the results file")
     ap.add_argument("--reuse", action="store_true", help="search the collections kept under --keep instead of "
                     "building them again")
+    ap.add_argument("--variants", nargs="*", default=[], help="also time these settings of the search constants, "
+                    "as name:CONST=value,... (e.g. before:LIST_NPROBE_SHARE=2,LIST_CANDIDATES=640)")
+    ap.add_argument("--variant-threads", type=int, nargs="+", default=[1, 2], help="FAISS threads the variants are "
+                    "timed with")
+    ap.add_argument("--diagnose", action="store_true", help="measure where the exact top-10 are lost, stage by stage")
+    ap.add_argument("--embeddings", type=Path, help="the LFW embeddings cache to use (default: benchmarks/.cache/"
+                    "lfw_facelens_buffalo_s.npz; a partial cache of embed_lfw.py uses the images it has done)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--search", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.search:
-        print(json.dumps(search_process(args.search, args.nprobes)))
+        print(json.dumps(search_process(args.search, args.nprobes, args.variants, args.diagnose,
+                                        tuple(args.variant_threads))))
         return
     if args.one:
         folder = args.keep / f"bench-{args.one}" if args.keep else None
-        print(json.dumps(run_size(args.one, args.queries, folder, args.nprobes, args.reuse)))
+        print(json.dumps(run_size(args.one, args.queries, folder, args.nprobes, args.reuse, args.variants,
+                                  args.diagnose, args.embeddings, args.variant_threads)))
         return
     results = []
     for size in args.sizes:
         print(f"size {size:,} ...", file=sys.stderr)
         cmd = [sys.executable, __file__, "--one", str(size), "--queries", str(args.queries),
                "--nprobes", *map(str, args.nprobes)] + (["--keep", str(args.keep)] if args.keep else []) + (
-               ["--reuse"] if args.reuse else [])
+               ["--reuse"] if args.reuse else []) + ["--variants", *args.variants] + (
+               ["--diagnose"] if args.diagnose else []) + (
+               ["--embeddings", str(args.embeddings)] if args.embeddings else []) + [
+               "--variant-threads", *map(str, args.variant_threads)]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1], indent=1), file=sys.stderr)
@@ -290,6 +403,23 @@ def main() -> None:
             print(f"|   | nprobe {row['nprobe']} | | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | | | "
                   f"{row['recall_at_1']:.3f} | {row['recall_at_1_of_matches']:.3f} | {row['recall_at_10']:.3f} | "
                   f"{row['rank1_true_mate']:.3f} | | | | | |")
+    for r in results:
+        if not r.get("variants"):
+            continue
+        print(f"\n{r['size']:,} faces, settings timed in {VARIANT_ROUNDS} alternating rounds (latencies pooled):\n")
+        print("| variant | settings | k=1 p50 / p99 1t (ms) | 2t | recall@1 (k=1) | k=10 p50 / p99 1t (ms) | 2t | "
+              "recall@10 (k=10) | recall@1 (k=10) |")
+        print("|---" * 9 + "|")
+
+        def lat(v: dict, key: str) -> str:
+            return f"{v[key]['p50_ms']:.1f} / {v[key]['p99_ms']:.1f}" if key in v else "-"
+
+        for v in r["variants"]:
+            settings = ", ".join(f"{k}={x}" for k, x in v["settings"].items()) or "as committed"
+            print(f"| {v['name']} | {settings} | {lat(v, 'k1_1t')} | {lat(v, 'k1_2t')} | "
+                  f"{v['k1']['recall_at_1']:.3f} | "
+                  f"{lat(v, 'k10_1t')} | {lat(v, 'k10_2t')} | {v['k10']['recall_at_10']:.3f} | "
+                  f"{v['k10']['recall_at_1']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ _BUSY_TIMEOUT_S = 30.0  # how long a statement waits for another process's write
 _ERASE_WAIT_S = 5.0  # how long an erasure waits for readers to let go of the WAL before leaving it pending
 # Above this many faces the index becomes approximate: an inverted file (IVF) whose lists hold 4-bit
 # product-quantisation codes scanned with SIMD "fast-scan" (d/8 bytes a face: 64 bytes for 512-d, so
-# 10M faces take 640 MB), searched in the lists nearest the query; the RERANK x k best candidates are
+# 10M faces take 640 MB), searched in the lists nearest the query; the best candidates (see _plan) are
 # re-ranked with float16 copies of the embeddings (RERANK_FILE, memory-mapped: 1 KB a face, read from
 # the OS page cache, not held by the process), and the k best scored exactly with their float32
 # embeddings from SQLite. Below the limit, exact search is fast enough.
@@ -66,6 +66,17 @@ RERANK = 64
 # (nprobe 512), the exact top hit is among the best 256 PQ candidates for 98.8% of queries, among 640
 # for 99.1%; scoring 640 float16 rows costs ~0.3 ms more than 256.
 _MIN_CANDIDATES = 640
+# A candidate list (a search of k > 1, unless told otherwise) needs more than the best face right: its
+# 2nd to 10th faces are strangers whose scores lie close together, which the 4-bit PQ codes reorder
+# by thousands of places, and some lie in lists far from the query. On the 1M benchmark collection
+# (bench_search.py --diagnose, 300 probes) half the lists hold 96.2% of the exact top 10, all of them
+# 100%; probing all, the best 640 PQ candidates hold 75% of it, 8,192 96.7%, 16,384 98.9%, 32,768
+# 99.9%; the float16 re-rank loses none of those. So such searches probe LIST_NPROBE_SHARE of the
+# lists and re-rank LIST_CANDIDATES (at least RERANK x k): recall@10 0.989 against 0.744, k=10 p50
+# 18.8 ms against 4.6 ms, 1 thread (BENCHMARKS.md "Collections"; k=1 searches are unchanged).
+LIST_NPROBE_SHARE = 1
+LIST_CANDIDATES = 16384
+_RERANK_CHUNK = 2048  # float16 rows gathered and scored at a time (see FaceStore._rerank)
 _RETRAIN_GROWTH = 8  # retrain the inverted file when the collection has grown 8x since training
 _TRAIN_PER_LIST = 40  # k-means training points per list (faiss warns below 39)
 
@@ -1151,8 +1162,16 @@ class FaceStore:
         rows = rows[:limit]
         return [self._face(r) for r in rows], (str(rows[-1][8]) if more else None)
 
-    def search(self, queries: npt.NDArray[np.float32], k: int) -> list[list[tuple[StoredFace, float]]]:
-        """For each (d,) row of ``queries`` (unit length), the ``k`` most similar stored faces, best first."""
+    def search(self, queries: npt.NDArray[np.float32], k: int, *,
+               candidate_list: bool | None = None) -> list[list[tuple[StoredFace, float]]]:
+        """For each (d,) row of ``queries`` (unit length), the ``k`` most similar stored faces, best first.
+
+        On an approximate index, ``candidate_list`` (the default when ``k`` > 1) asks for the true
+        ``k`` best, ranks 2 to ``k`` included, as an investigation's candidate list needs: the search
+        probes more lists and re-ranks many more candidates (slower; BENCHMARKS.md "Collections").
+        ``candidate_list=False`` asks only for the best face and faces scoring far above strangers (an
+        identification's matches above a strict threshold), at the speed of a 1-result search; its
+        lower ranks among strangers are approximate."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if q.shape[1] != self.dim:
             raise InvalidArgumentError(f"queries must be (n, {self.dim}), got {q.shape}")
@@ -1163,11 +1182,16 @@ class FaceStore:
             if self._index.ntotal == 0:
                 return [[] for _ in range(len(q))]
             exact = _factory_of(self._index) == INDEX_FACTORY
-            n_candidates = k if exact else max(RERANK * k, _MIN_CANDIDATES)
-            if not exact:
-                _choose_scan(self._index, len(q), alone=self._rw.readers <= 1)
-            _, ids = self._index.search(q, min(n_candidates, self._index.ntotal))
-            if not exact:
+            if exact:
+                _, ids = self._index.search(q, min(k, self._index.ntotal))
+            else:
+                import faiss
+
+                params = faiss.SearchParametersIVF()  # per call: concurrent searches may plan differently
+                as_list = k > 1 if candidate_list is None else candidate_list
+                params.nprobe, n_candidates = _plan(self._index, k, as_list)
+                _choose_scan(self._index, len(q), alone=self._rw.readers <= 1 and not as_list)
+                _, ids = self._index.search(q, min(n_candidates, self._index.ntotal), params=params)
                 ids = self._rerank(q, ids, k)
             out = []
             for query, irow in zip(q, ids, strict=True):
@@ -1184,36 +1208,57 @@ class FaceStore:
 
     def _rerank(self, q: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.int64]:
         """Re-rank approximate candidates with their float16 embeddings; keep the best ``k`` ids (-1 pads).
-        Rows missing from the float16 file (written after a crash, say) are read from SQLite."""
+        Rows missing from the float16 file (written after a crash, say) are read from SQLite. Candidates
+        are scored _RERANK_CHUNK at a time, so that a long candidate list never allocates (and faults
+        in) a fresh copy of all its rows: on the 1M benchmark collection (1 thread) a 10-result search
+        took p50 31.7 ms with its 16,384 candidates in one piece, 18.8 ms in chunks of 2,048."""
         import faiss
 
         out = np.full((len(q), k), -1, dtype=np.int64)
+        index = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
         for row, (query, cand) in enumerate(zip(q, ids, strict=True)):
             vids = cand[cand >= 0]
             if not len(vids):
                 continue
-            halves = self._rerank_rows(vids)
-            # an unwritten (all-zero) row, judged by its first 8 values: a real embedding with 8 zeros
-            # in float16 is not met in practice, and if it were it would only be re-read from SQLite
-            missing = ~halves[:, :8].view(np.uint16).any(axis=1)
-            if not missing.any():
-                # FAISS scores float16 codes with SIMD (F16C); numpy's float16 cast is ~8x slower here
-                # (1.2 ms for 640 candidates of 512-d, against 0.15 ms)
-                index = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-                index.add_sa_codes(halves.view(np.uint8))
-                _, best = index.search(query[None], min(k, len(vids)))
-                best = best[0][best[0] >= 0]
-            else:
-                vecs = halves.astype(np.float32)
-                lost = [int(v) for v in vids[missing]]
-                got = dict(self._reader().execute(
-                    f"SELECT vid, embedding FROM faces WHERE vid IN ({','.join('?' * len(lost))})", lost).fetchall())
-                for i in np.nonzero(missing)[0]:
-                    blob = got.get(int(vids[i]))
-                    vecs[i] = np.frombuffer(blob, dtype="<f4") if blob is not None else -2.0  # deleted: last
-                best = np.argsort(-(vecs @ query), kind="stable")[:k]
-            out[row, : len(best)] = vids[best]
+            scores: list[npt.NDArray[np.float32]] = []
+            kept: list[npt.NDArray[np.int64]] = []
+            for start in range(0, len(vids), _RERANK_CHUNK):
+                part = vids[start : start + _RERANK_CHUNK]
+                part_scores, best = self._score_rows(index, query, part, k)
+                scores.append(part_scores)
+                kept.append(part[best])
+            top = np.argsort(-np.concatenate(scores), kind="stable")[:k]
+            out[row, : len(top)] = np.concatenate(kept)[top]
         return out
+
+    def _score_rows(self, index: Any, query: npt.NDArray[np.float32], vids: npt.NDArray[np.int64],
+                    k: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Scores and positions (in ``vids``) of the best ``k`` of these faces by their float16 rows,
+        best first; ``index`` is an empty fp16 FAISS index to reuse (left empty)."""
+        halves = self._rerank_rows(vids)
+        # an unwritten (all-zero) row, judged by its first 8 values: a real embedding with 8 zeros
+        # in float16 is not met in practice, and if it were it would only be re-read from SQLite
+        missing = ~halves[:, :8].view(np.uint16).any(axis=1)
+        if not missing.any():
+            # FAISS scores float16 codes with SIMD (F16C); numpy's float16 cast is ~8x slower here
+            # (1.2 ms for 640 candidates of 512-d, against 0.15 ms)
+            index.add_sa_codes(halves.view(np.uint8))
+            try:
+                dist, best = index.search(query[None], min(k, len(vids)))
+            finally:
+                index.reset()
+            keep = best[0] >= 0
+            return dist[0][keep].astype(np.float32), best[0][keep].astype(np.int64)
+        vecs = halves.astype(np.float32)
+        lost = [int(v) for v in vids[missing]]
+        got = dict(self._reader().execute(
+            f"SELECT vid, embedding FROM faces WHERE vid IN ({','.join('?' * len(lost))})", lost).fetchall())
+        for i in np.nonzero(missing)[0]:
+            blob = got.get(int(vids[i]))
+            vecs[i] = np.frombuffer(blob, dtype="<f4") if blob is not None else -2.0  # deleted: last
+        all_scores = (vecs @ query).astype(np.float32)
+        order = np.argsort(-all_scores, kind="stable")[:k]
+        return all_scores[order], order.astype(np.int64)
 
     # -- maintenance ------------------------------------------------------------------------------
     def check(self, *, repair: bool = False) -> CheckReport:
@@ -1318,12 +1363,31 @@ def _choose_scan(index: Any, n_queries: int, *, alone: bool) -> None:
     threads by query (the default), but a single query runs on one thread unless implementation 15
     splits its lists between threads (2 threads, 1M faces: 2.1 ms instead of 3.3; batches are faster
     with the default). Only for a search running ``alone``: concurrent searches (a service) already
-    keep the cores busy, and splitting each would oversubscribe them. Concurrent searches may set this
-    at once: either choice gives the same results."""
+    keep the cores busy, and splitting each would oversubscribe them; nor for a candidate list, whose
+    16,384 results implementation 15 collects slowly (2 threads, 1M faces, all lists: 32-36 ms against
+    12.3 ms with the default). Concurrent searches may set this at once: either choice gives the same
+    results."""
     import faiss
 
     if isinstance(index, faiss.IndexIVFFastScan):
         index.implem = 15 if alone and n_queries < faiss.omp_get_max_threads() else 0
+
+
+def _plan(index: Any, k: int, candidate_list: bool) -> tuple[int, int]:
+    """(lists to probe, PQ candidates to re-rank) for a search of ``k`` results in an IVF ``index``:
+    the best face needs half the lists and 640 candidates (RERANK x k for a larger k); a
+    ``candidate_list`` needs the lists and candidates its strangers lie in (see LIST_NPROBE_SHARE)."""
+    nlist = _nlist(index)
+    if not candidate_list:
+        return max(1, nlist // NPROBE_SHARE), max(RERANK * k, _MIN_CANDIDATES)
+    return max(1, nlist // LIST_NPROBE_SHARE), max(RERANK * k, _MIN_CANDIDATES, LIST_CANDIDATES)
+
+
+def _nlist(index: Any) -> int:
+    """The number of inverted lists of an IVF index."""
+    import faiss
+
+    return int(faiss.extract_index_ivf(index).nlist)
 
 
 def _tune(index: Any) -> Any:

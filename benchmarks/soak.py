@@ -489,17 +489,19 @@ class Soak:
             "lost", "not_erased", "erase_missed_face", "leaked_bytes", "leaked_ids", "cross_collection",
             "erased_returned", "collection_check", "log_verify")}
 
-        def certainly_alive(f: Face, t: float, *, exclude: Event | None = None) -> bool:
-            """f was acknowledged before t and nothing that could remove it started before t."""
+        def certainly_alive(f: Face, t: float, *, exclude: Event | None = None, until: float | None = None) -> bool:
+            """f was acknowledged before t and nothing that could remove it started before ``until``
+            (default t): a request that started before an erase ended may have been served first."""
             if f.end >= t:
                 return False
-            if any(d.start <= t and d.end >= f.start for d in coll_deletes[f.collection]):
+            u = t if until is None else until
+            if any(d.start <= u and d.end >= f.start for d in coll_deletes[f.collection]):
                 return False
             for e in erasures:
                 if e is not exclude and e.collection == f.collection and e.person == f.person and f.person \
-                        and e.start <= t and e.end >= f.start:
+                        and e.start <= u and e.end >= f.start:
                     return False
-            return not any(e is not exclude and f.face_id in e.face_ids and e.start <= t for e in face_deletes)
+            return not any(e is not exclude and f.face_id in e.face_ids and e.start <= u for e in face_deletes)
 
         def removed_by(f: Face) -> str | None:
             """Why f must be gone at the end, if it must: an acknowledged erase/delete, or a later collection delete."""
@@ -549,7 +551,7 @@ class Soak:
                 continue
             for f in faces.values():
                 if f.collection == e.collection and f.person == e.person and f.face_id not in e.done \
-                        and certainly_alive(f, e.start, exclude=e):
+                        and certainly_alive(f, e.start, exclude=e, until=e.end):
                     violations["erase_missed_face"].append(
                         f"erase of {e.person} in {e.collection} at {e.start:.1f} s left {f.face_id} (acked "
                         f"{f.end:.1f} s via {f.via})")

@@ -94,13 +94,13 @@ def _search_demo(engine: Engine, files: list[Path], *, max_fmr: float | None,
             correct = top is not None and top.person_id == person
             rows.append({"probe": photo.name, "person": person, "found": top.person_id if top else None,
                          "score": round(top.score, 6) if top else None, "fmr": top.fmr if top else None,
-                         "candidates": len(result.matches), "correct": correct})
+                         "matches": len(result.matches), "correct": correct})
             if top is None:
                 say(f"  {photo.name}: no match (wrong: {person} is in the collection)")
             else:
                 rate = f"{top.fmr:.1e}{' (extrapolated)' if top.fmr_extrapolated else ''}"
                 say(f"  {photo.name}: {top.external_image_id} (person {top.person_id}), score {top.score:.3f}, "
-                    f"false-match rate {rate}, {len(result.matches)} candidate(s){'' if correct else '  <-- wrong'}")
+                    f"false-match rate {rate}, {len(result.matches)} match(es){'' if correct else '  <-- wrong'}")
         found = sum(bool(r["correct"]) for r in rows)
         say(f"searches that found the right person first: {found} of {len(rows)}")
         return {"collection_size": len(gallery), "searches": rows, "correct": found}

@@ -548,6 +548,14 @@ def read_utkface(root: str | Path, *, name: str = "utkface") -> Dataset:
                    description=description)
 
 
+def _member_image(root: Path, value: str, *, path: Path, line: int) -> Path:
+    """A members.csv photo column resolved under ``root``; DatasetError naming the row when it is missing."""
+    image = _resolve(root, value)
+    if not image.is_file():
+        raise DatasetError(f"image {value} does not exist ({image})", path=path, line=line)
+    return image
+
+
 def read_congress(root: str | Path, *, name: str = "congress-past") -> Dataset:
     """Read the congress-past portraits: ``root/members.csv`` (columns ``bioguide``, ``chamber``,
     ``party_code``, ``born``, ``photo_a``, ``photo_b``; optional ``name``) and the images it names,
@@ -577,10 +585,7 @@ def read_congress(root: str | Path, *, name: str = "congress-past") -> Dataset:
             value = row[f"photo_{which}"]
             if not value:
                 continue
-            image = _resolve(root, value)
-            if not image.is_file():
-                raise DatasetError(f"image {value} does not exist ({image})", path=path, line=line)
-            paths.append(image)
+            paths.append(_member_image(root, value, path=path, line=line))
             columns["subject"].append(row["bioguide"])
             columns["chamber"].append(row["chamber"])
             columns["party"].append(CONGRESS_PARTIES.get(row["party_code"], "other"))
@@ -631,10 +636,7 @@ def read_congress_historical(root: str | Path, *, name: str = "congress-historic
         value = row["photo"]
         if not value:
             continue
-        image = _resolve(root, value)
-        if not image.is_file():
-            raise DatasetError(f"image {value} does not exist ({image})", path=path, line=line)
-        paths.append(image)
+        paths.append(_member_image(root, value, path=path, line=line))
         columns["subject"].append(row["bioguide"])
         columns["chamber"].append(row.get("chamber", "") or "")
         columns["era"].append(_era(row.get("born", "") or ""))

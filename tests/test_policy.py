@@ -1,0 +1,163 @@
+"""Collection policies enforced for every entry point: the modes a collection allows, the floor on an
+identification's operating point, a required purpose; changed only by an admin (HTTP PATCH, the CLI), every
+change logged, and seen by other processes from their next call."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import facelens
+from facelens import Actor, CollectionPolicy
+from facelens.accountability.log import read_entries
+from facelens.errors import InvalidArgumentError, PolicyError
+from facelens.server import ServerSettings
+
+from ._service import LiveService, make_key
+from .conftest import PEOPLE, portrait
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("policy-home")
+
+
+@pytest.fixture(scope="module")
+def eng(home: Path) -> Iterator[facelens.Engine]:
+    """An engine whose ``firsts`` collection holds each person's first portrait (person ids set)."""
+    e = facelens.Engine(home=str(home), threads=2)
+    e.create_collection("firsts")
+    for person in PEOPLE:
+        e.index_faces("firsts", portrait(person, "a"), external_image_id=f"{person}_a", person_id=person)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def rules(eng: facelens.Engine) -> Iterator[str]:
+    """The ``firsts`` collection, its policy put back to the defaults afterwards."""
+    yield "firsts"
+    eng.set_collection_policy("firsts", CollectionPolicy())
+
+
+def _actions(home: Path) -> list[dict[str, Any]]:
+    log = home / "service" / "search-log.sqlite"
+    return [dict(e.body) for e in read_entries(log)] if log.exists() else []
+
+
+# -- the engine ------------------------------------------------------------------------------------
+
+def test_policy_mode_not_allowed_is_refused_naming_the_allowed_modes(eng: facelens.Engine, rules: str) -> None:
+    probe = portrait(PEOPLE[0], "b")
+    eng.set_collection_policy(rules, {"allowed_modes": ["investigate"]})
+    with pytest.raises(PolicyError, match=r"allows only investigate searches, not identify"):
+        eng.search_faces_by_image(rules, probe)
+    with pytest.raises(PolicyError, match="not identify"):
+        eng.search_persons_by_image(rules, probe)
+    (r,) = eng.search_faces_by_image(rules, probe, mode="investigate")
+    assert r.candidates and r.candidates[0].person_id == PEOPLE[0]
+    eng.set_collection_policy(rules, {"allowed_modes": ["identify"]})
+    face_id = r.candidates[0].face_id
+    with pytest.raises(PolicyError, match=r"allows only identify searches, not investigate"):
+        eng.search_faces(rules, face_id, mode="investigate")
+    assert eng.search_faces(rules, face_id).mode.value == "identify"
+
+
+def test_policy_purpose_required_refuses_a_search_without_one(eng: facelens.Engine, rules: str) -> None:
+    probe = portrait(PEOPLE[1], "b")
+    assert eng.search_faces_by_image(rules, probe)[0].matches  # no purpose needed by default
+    eng.set_collection_policy(rules, {"purpose_required": True})
+    for purpose in (None, "", "   "):
+        with pytest.raises(PolicyError, match="requires a purpose"):
+            eng.search_faces_by_image(rules, probe, purpose=purpose)
+    with pytest.raises(PolicyError, match="requires a purpose"):
+        eng.search_persons_by_image(rules, probe, mode="investigate")
+    with pytest.raises(InvalidArgumentError, match="control characters"):
+        eng.search_faces_by_image(rules, probe, purpose="case 7\nforged line")
+    (r,) = eng.search_faces_by_image(rules, probe, purpose="case 2026-114")
+    assert r.matches[0].person_id == PEOPLE[1]
+
+
+def test_policy_floor_refuses_a_looser_rate_and_raises_the_default(eng: facelens.Engine, rules: str) -> None:
+    probe = portrait(PEOPLE[2], "b")
+    (free,) = eng.search_faces_by_image(rules, probe)
+    assert free.policy_floor is None and free.to_dict()["policy_floor"] is None
+    default_fpir = eng.config.max_fpir
+    floor = default_fpir / 10
+    eng.set_collection_policy(rules, {"max_fpir": floor})
+    # the default (looser than the floor) runs at the floor, and says so
+    (r,) = eng.search_faces_by_image(rules, probe)
+    strict = eng.operating_point(max_fpir=floor, collection_size=r.collection_size,
+                                 calibration=eng.collection_calibration(rules))
+    assert r.operating_point.max_fpir == floor and r.threshold == strict.threshold > free.threshold
+    assert r.policy_floor is not None and r.policy_floor.applied
+    assert r.to_dict()["policy_floor"] == {"max_fpir": floor, "max_fmr": None, "applied": True}
+    # asking for a looser rate, in any of the three ways, is refused whoever asks
+    for asked in ({"max_fpir": default_fpir}, {"max_fmr": strict.max_fmr * 100}, {"min_score": strict.threshold - 0.05}):
+        with pytest.raises(PolicyError, match=rf"no looser than max_fpir {floor:g}.*{next(iter(asked))}"):
+            eng.search_faces_by_image(rules, probe, **asked)
+    with pytest.raises(PolicyError, match="no looser than"):
+        eng.search_persons_by_image(rules, probe, max_fpir=default_fpir)
+    # the floor itself and anything stricter are allowed, and not marked as raised
+    for asked in ({"max_fpir": floor}, {"max_fpir": floor / 2}, {"min_score": strict.threshold + 0.01}):
+        (ok,) = eng.search_faces_by_image(rules, probe, **asked)
+        assert ok.policy_floor is not None and not ok.policy_floor.applied and ok.threshold >= strict.threshold
+    # an investigation keeps its own lead floor: the identify floor does not apply to it
+    (lead,) = eng.search_faces_by_image(rules, probe, mode="investigate")
+    assert lead.operating_point.max_fmr == eng.lead_floor(rules) and lead.policy_floor is None
+
+
+def test_policy_fmr_floor_applies_to_a_per_comparison_rate(eng: facelens.Engine, rules: str) -> None:
+    probe = portrait(PEOPLE[3], "b")
+    eng.set_collection_policy(rules, {"max_fmr": 1e-7})
+    with pytest.raises(PolicyError, match=r"max_fmr 1e-07.*asked for max_fmr 1e-06"):
+        eng.search_faces_by_image(rules, probe, max_fmr=1e-6)
+    (r,) = eng.search_faces_by_image(rules, probe, max_fmr=1e-7)
+    assert r.policy_floor is not None and not r.policy_floor.applied and r.max_fmr == 1e-7
+    (d,) = eng.search_faces_by_image(rules, probe)  # the default FPIR at 8 faces is ~4e-4 per comparison
+    assert d.policy_floor is not None and d.policy_floor.applied and d.max_fmr == 1e-7
+
+
+def test_policy_change_logged_with_actor_and_seen_by_another_process(eng: facelens.Engine, rules: str,
+                                                                      home: Path) -> None:
+    admin = Actor.python("policy-test-admin")
+    eng.set_collection_policy(rules, {"allowed_modes": ["investigate"], "purpose_required": True}, actor=admin)
+    entry = [a for a in _actions(home) if a["action"] == "policy_changed"][-1]
+    assert entry["actor"] == admin.to_dict() and entry["collection"] == rules
+    assert entry["before"]["allowed_modes"] == ["identify", "investigate"]
+    assert entry["after"]["allowed_modes"] == ["investigate"] and entry["after"]["purpose_required"]
+    code = ("import sys, facelens\n"
+            "e = facelens.Engine(home=sys.argv[1], threads=1)\n"
+            "try:\n"
+            "    e.search_faces_by_image('firsts', sys.argv[2], purpose='x')\n"
+            "except facelens.PolicyError as exc:\n"
+            "    print('refused:', exc)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(home), str(portrait(PEOPLE[0], "b"))],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert "refused:" in out.stdout and "not identify" in out.stdout
+    assert eng.describe_collection(rules).to_dict()["policy"]["allowed_modes"] == ["investigate"]
+
+
+def test_lead_floor_change_is_logged_with_before_and_after(eng: facelens.Engine, home: Path) -> None:
+    eng.create_collection("floored", lead_floor_fmr=1e-3)
+    try:
+        assert eng.set_lead_floor("floored", 1e-4, actor=Actor.python("floor-admin")) == 1e-4
+        entry = [a for a in _actions(home) if a["action"] == "lead_floor_changed"][-1]
+        assert (entry["before"], entry["after"], entry["collection"]) == (1e-3, 1e-4, "floored")
+        assert eng.lead_floor("floored") == 1e-4 and eng.describe_collection("floored").lead_floor_fmr == 1e-4
+        for bad in (0, 2, "1e-3", True):
+            with pytest.raises(InvalidArgumentError, match="lead_floor_fmr"):
+                eng.set_lead_floor("floored", bad)  # type: ignore[arg-type]
+    finally:
+        eng.delete_collection("floored")

@@ -509,6 +509,9 @@ class Engine:
             refused += [_refuse(f, RefusalReason.NO_MATCH_WITH_PERSON)
                         for f, c in zip(accepted, checks, strict=True) if not c.passed]
             accepted = [f for f, c in zip(accepted, checks, strict=True) if c.passed]
+            if not accepted and checks:  # nothing stored, not even the image: it may be offered again (rightly)
+                return IndexResult(indexed=(), unindexed=tuple(refused), already_indexed=False,
+                                   faces_over_limit=faces.faces_over_limit, enrolment=checks)
         records = [FaceRecord(bbox=f.bbox.as_list(), score=f.score, embedding=f.embedding,  # type: ignore[arg-type]
                               quality={**f.to_dict()["quality"], "pose": f.to_dict()["pose"]})
                    for f in accepted]

@@ -103,7 +103,8 @@ def test_policy_floor_refuses_a_looser_rate_and_raises_the_default(eng: facelens
     assert r.policy_floor is not None and r.policy_floor.applied
     assert r.to_dict()["policy_floor"] == {"max_fpir": floor, "max_fmr": None, "applied": True}
     # asking for a looser rate, in any of the three ways, is refused whoever asks
-    for asked in ({"max_fpir": default_fpir}, {"max_fmr": strict.max_fmr * 100}, {"min_score": strict.threshold - 0.05}):
+    for asked in ({"max_fpir": default_fpir}, {"max_fmr": strict.max_fmr * 100},
+                  {"min_score": strict.threshold - 0.05}):
         with pytest.raises(PolicyError, match=rf"no looser than max_fpir {floor:g}.*{next(iter(asked))}"):
             eng.search_faces_by_image(rules, probe, **asked)
     with pytest.raises(PolicyError, match="no looser than"):

@@ -65,9 +65,17 @@ class IndexOptions(Options):
     external_image_id: str | None = Field(default=None, min_length=1, max_length=255, description=(
         "Your id for the image; indexing the same image under the same id again stores nothing new."))
     person_id: str | None = Field(default=None, min_length=1, max_length=128, description=(
-        "Give every indexed face to this person (created if needed): 1-128 letters, digits, _ . - :"))
+        "Give the image's largest face to this person (created if needed): 1-128 letters, digits, _ . - :. "
+        "It must match the person's stored faces at enrol_max_fmr (docs/collections.md, Enrolment)."))
     max_faces: int | None = Field(default=None, ge=1, le=1000, description="Index at most the N largest faces.")
     quality_filter: QualityFilterName | None = Field(default=None, description="Refuse faces below this quality.")
+    all_faces: bool | None = Field(default=None, description=(
+        "With person_id: offer every face of the image to the person, not only the largest."))
+    enrol_max_fmr: float | None = Field(default=None, gt=0, le=1, description=(
+        "With person_id: a face must match one of the person's stored faces at this per-comparison "
+        "false-match rate (default 1e-4)."))
+    match_check: bool | None = Field(default=None, description=(
+        "With person_id: false skips the match against the person's stored faces (the answer says so)."))
 
 
 class SearchOptions(Options):

@@ -162,3 +162,85 @@ def test_lead_floor_change_is_logged_with_before_and_after(eng: facelens.Engine,
                 eng.set_lead_floor("floored", bad)  # type: ignore[arg-type]
     finally:
         eng.delete_collection("floored")
+
+
+# -- the service -----------------------------------------------------------------------------------
+
+def test_policy_over_http_admin_only_changes_logged_and_enforced(tmp_path: Path) -> None:
+    admin = make_key(tmp_path, name="admin desk", admin=True)
+    live = LiveService(ServerSettings(home=tmp_path, workers=2, engine_threads=1, rate_limit=0,
+                                      purpose_default="optional", purpose_overrides={"strict": "required"}))
+    try:
+        with httpx.Client(base_url=live.url, timeout=120, headers={"Authorization": f"Bearer {admin}"}) as c:
+            made = c.post("/v1/collections", json={"name": "p", "lead_floor_fmr": 1e-4, "policy": {
+                "allowed_modes": ["identify"], "purpose_required": True}})
+            assert made.status_code == 201, made.text
+            assert made.json()["policy"]["allowed_modes"] == ["identify"] and made.json()["lead_floor_fmr"] == 1e-4
+            assert c.post("/v1/collections", json={"name": "q", "policy": {"bogus": 1}}).status_code == 422
+            assert c.post("/v1/collections", json={"name": "strict"}).status_code == 201
+            for person in PEOPLE[:3]:
+                for name in ("p", "strict"):
+                    resp = c.post(f"/v1/collections/{name}/faces", files={"image": portrait(person).read_bytes()},
+                                  data={"person_id": person})
+                    assert resp.status_code == 200, resp.text
+            grants = {"p": ["search", "read"], "strict": ["search"]}
+            searcher = {"Authorization": f"Bearer {make_key(tmp_path, name='desk 4', grants=grants)}"}
+            probe = {"image": portrait(PEOPLE[0], "b").read_bytes()}
+
+            def search(name: str, headers: dict[str, str] | None = None, **data: str) -> httpx.Response:
+                return c.post(f"/v1/collections/{name}/search/image", files=probe, data=data, headers=headers)
+
+            # enforcement: the policy's purpose rule, its modes, its floor; the server's own purpose rule still holds
+            no_purpose = search("p", searcher)
+            assert no_purpose.status_code == 403 and no_purpose.json()["error"]["code"] == "policy_forbids"
+            assert "requires a purpose" in no_purpose.json()["error"]["message"]
+            ok = search("p", searcher, purpose="case 1")
+            assert ok.status_code == 200 and ok.json()["results"][0]["matches"][0]["person_id"] == PEOPLE[0]
+            assert ok.json()["results"][0]["policy_floor"] is None
+            inv = search("p", searcher, purpose="case 1", mode="investigate")
+            assert inv.status_code == 403 and "allows only identify searches" in inv.json()["error"]["message"]
+            server_rule = search("strict", searcher)
+            assert server_rule.status_code == 422 and server_rule.json()["error"]["code"] == "purpose_required"
+            # reading needs the read scope; changing needs the admin scope
+            seen = c.get("/v1/collections/p/policy", headers=searcher)
+            assert seen.status_code == 200 and seen.json()["policy"]["purpose_required"] is True
+            refused = c.patch("/v1/collections/p/policy", json={"allowed_modes": ["identify", "investigate"]},
+                              headers=searcher)
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+            assert c.put("/v1/collections/p/lead-floor", json={"lead_floor_fmr": 1e-2}, headers=searcher
+                         ).status_code == 403
+            assert c.get("/v1/collections/strict/policy", headers=searcher).status_code == 403  # search only
+            for bad in ({}, {"bogus": True}, {"max_fpir": 0}, {"allowed_modes": []}, {"retention_days": None}):
+                assert c.patch("/v1/collections/p/policy", json=bad).status_code == 422, bad
+            changed = c.patch("/v1/collections/p/policy", json={"allowed_modes": ["identify", "investigate"],
+                                                                  "max_fpir": 3e-4})
+            assert changed.status_code == 200, changed.text
+            assert changed.json()["policy"]["allowed_modes"] == ["identify", "investigate"]
+            assert changed.json()["policy"]["max_fpir"] == 3e-4 and changed.json()["policy"]["purpose_required"]
+            floor = c.put("/v1/collections/p/lead-floor", json={"lead_floor_fmr": 1e-3})
+            assert floor.status_code == 200 and floor.json()["lead_floor_fmr"] == 1e-3
+            assert c.get("/v1/collections/p").json()["policy"]["max_fpir"] == 3e-4
+            # the change holds for the next search: investigate allowed, identify floored
+            assert search("p", searcher, purpose="case 2", mode="investigate").status_code == 200
+            loose = search("p", searcher, purpose="case 2", max_fpir="0.003")
+            assert loose.status_code == 403 and "no looser than max_fpir 0.0003" in loose.json()["error"]["message"]
+            floored = search("p", searcher, purpose="case 2").json()["results"][0]
+            assert floored["policy_floor"] == {"max_fpir": 3e-4, "max_fmr": None, "applied": True}
+            assert floored["max_fpir"] == 3e-4
+            by_face = c.post("/v1/collections/p/search/face", headers=searcher, json={
+                "face_id": floored["matches"][0]["face_id"], "max_fpir": 0.003, "purpose": "case 3"})
+            assert by_face.status_code == 403 and by_face.json()["error"]["code"] == "policy_forbids"
+    finally:
+        live.stop()
+    changes = [a for a in _actions(tmp_path) if a["action"] in ("policy_changed", "lead_floor_changed")]
+    assert [a["action"] for a in changes] == ["policy_changed", "lead_floor_changed"]
+    assert all(a["key_id"] is not None and a["actor"]["name"] == "admin desk" for a in changes)
+    assert changes[0]["before"]["max_fpir"] is None and changes[0]["after"]["max_fpir"] == 3e-4
+    assert (changes[1]["before"], changes[1]["after"]) == (1e-4, 1e-3)
+    refusals = [a for a in _actions(tmp_path) if a.get("error") and a["collection"] == "p"]
+    assert refusals and all(a["error"]["code"] == "policy_forbids" for a in refusals)  # refused searches logged
+    other = facelens.Engine(home=str(tmp_path), threads=1)  # another process's engine sees the change
+    try:
+        assert other.collection_policy("p").max_fpir == 3e-4 and other.lead_floor("p") == 1e-3
+    finally:
+        other.close()

@@ -43,9 +43,9 @@ async def _by_image(request: Request, collection: str, key: ApiKey, services: Se
     purpose = services.purpose(collection, given.purpose)
     kwargs = given.engine_kwargs()
     image = images["image"]
-    return await _logged(services, lambda: run(image, kwargs), action=action, key_id=key.key_id, purpose=purpose,
-                         collection=collection, probe={"image_sha256": hashlib.sha256(image).hexdigest()},
-                         options=kwargs)
+    return await _logged(services, lambda: run(image, {**kwargs, "purpose": purpose}), action=action,
+                         key_id=key.key_id, purpose=purpose, collection=collection,
+                         probe={"image_sha256": hashlib.sha256(image).hexdigest()}, options=kwargs)
 
 
 def _ref(entry: LogEntry) -> dict[str, Any]:
@@ -73,7 +73,7 @@ async def search_by_face(body: SearchFaceIn, collection: SearchCollection, key: 
     purpose = services.purpose(collection, body.purpose)
     kwargs = body.engine_kwargs()
     results, entry = await _logged(
-        services, lambda: [services.engine.search_faces(collection, body.face_id, **kwargs)],
+        services, lambda: [services.engine.search_faces(collection, body.face_id, **kwargs, purpose=purpose)],
         action="search_faces", key_id=key.key_id, purpose=purpose, collection=collection,
         probe={"face_id": body.face_id}, options=kwargs)
     return {**results[0].to_dict(), "collection": collection, "log_entry": _ref(entry)}

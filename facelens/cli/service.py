@@ -38,7 +38,7 @@ def _home(home: Path | None) -> Path:
 
 def _fail(exc: FacelensError) -> NoReturn:
     """One line on stderr and the documented exit code: the one table in facelens/cli.py decides."""
-    from ..cli import _fail as fail
+    from . import _fail as fail
 
     fail(exc)
 
@@ -94,7 +94,7 @@ def serve(host: str, port: int, home: Path | None, model: str | None, processes:
     in flight finish, then the collections are saved and closed."""
     import os
 
-    from .settings import SETTINGS_ENV, ServerSettings
+    from ..server.settings import SETTINGS_ENV, ServerSettings
 
     overrides: dict[str, Any] = {c: "optional" for c in purpose_optional}
     overrides.update({c: "required" for c in purpose_required})
@@ -108,7 +108,7 @@ def serve(host: str, port: int, home: Path | None, model: str | None, processes:
             max_faces_per_image=max_faces_per_image, purpose_default=purpose_default,  # type: ignore[arg-type]
             purpose_overrides=overrides, insecure_no_auth=insecure_no_auth, graceful_shutdown_s=graceful_shutdown,
             signing_key=signing_key)
-        from .app import check_can_serve, create_app
+        from ..server.app import check_can_serve, create_app
 
         if processes == 1:
             app: Any = create_app(settings)
@@ -120,7 +120,7 @@ def serve(host: str, port: int, home: Path | None, model: str | None, processes:
         _fail(exc)
     import uvicorn
 
-    from .limits import uvicorn_config
+    from ..server.limits import uvicorn_config
 
     if insecure_no_auth:
         click.echo("facelens: warning: --insecure-no-auth: every local caller is an admin; requests must come "
@@ -163,7 +163,7 @@ def _listen(host: str, port: int) -> Any:
 def _action_log(home: Path | None) -> Iterator[Any]:
     """The search log of the home, open for recording key creation and revocation (key_id null: done
     on the host, not with an API key)."""
-    from .searchlog import SearchLog
+    from ..server.searchlog import SearchLog
 
     action_log = SearchLog.open(_home(home))
     try:
@@ -194,7 +194,7 @@ def keys_create(collections: tuple[str, ...], scopes: tuple[str, ...], admin: bo
     collection created again under the name is another one). Without --json the token alone goes to
     stdout (TOKEN=$(facelens keys create ...)), the rest to stderr.
     """
-    from .keys import KeyStore
+    from ..server.keys import KeyStore
 
     if collections and not scopes:
         click.echo("facelens: error: give at least one --scope for the --collection(s)", err=True)
@@ -226,7 +226,7 @@ def keys_create(collections: tuple[str, ...], scopes: tuple[str, ...], admin: bo
 @_home_option
 def keys_list(as_json: bool, home: Path | None) -> None:
     """List the keys (never their tokens), revoked ones included."""
-    from .keys import KeyStore
+    from ..server.keys import KeyStore
 
     store = KeyStore.open(_home(home))
     try:
@@ -253,7 +253,7 @@ def keys_list(as_json: bool, home: Path | None) -> None:
 @_home_option
 def keys_revoke(key_id: str, as_json: bool, home: Path | None) -> None:
     """Revoke KEY_ID: a running service refuses it from its next request on."""
-    from .keys import KeyStore
+    from ..server.keys import KeyStore
 
     try:
         with _action_log(home) as action_log:
@@ -275,7 +275,7 @@ def log() -> None:
 
 
 def _log_file(home: Path | None) -> Path:
-    from .searchlog import LOG_NAME
+    from ..server.searchlog import LOG_NAME
 
     return _home(home) / "service" / LOG_NAME
 
@@ -287,13 +287,13 @@ def _signing_key_option(f: Any) -> Any:
 
 
 def _key_path(signing_key: Path | None, home: Path | None) -> Path:
-    from .searchlog import default_signing_key_path
+    from ..server.searchlog import default_signing_key_path
 
     return signing_key if signing_key is not None else default_signing_key_path(_home(home))
 
 
 def _anchor(value: str | None) -> tuple[int, str] | None:
-    from .searchlog import MAX_SEQ
+    from ..server.searchlog import MAX_SEQ
 
     if value is None:
         return None
@@ -306,7 +306,7 @@ def _anchor(value: str | None) -> tuple[int, str] | None:
 def _public_keys(given: tuple[Path, ...], signing_key: Path | None, home: Path | None) -> list[Any] | None:
     """The keys to trust: those given, else the public key beside the signing key, else the signing key's
     own; None when there is none (signatures then cannot be checked)."""
-    from .searchlog import LogPublicKey, LogSigningKey, public_key_path
+    from ..server.searchlog import LogPublicKey, LogSigningKey, public_key_path
 
     if given:
         return [LogPublicKey.load(p) for p in given]
@@ -336,7 +336,7 @@ def log_verify(checkpoint_file: Path | None, anchor: str | None, public_keys: tu
                as_json: bool, signing_key: Path | None, home: Path | None) -> None:
     """Check the log, read-only: exit 0 when every entry is chained and signed (or covered by a
     checkpoint), 1 naming the first bad entry, or saying it is empty, missing, truncated or unsigned."""
-    from .searchlog import Checkpoint, verify_lines, verify_log
+    from ..server.searchlog import Checkpoint, verify_lines, verify_log
 
     anchor_point = _anchor(anchor)
     try:
@@ -375,7 +375,7 @@ def log_verify(checkpoint_file: Path | None, anchor: str | None, public_keys: tu
 def log_public_key(as_json: bool, signing_key: Path | None, home: Path | None) -> None:
     """Print the public key of the log's signing key (PEM), for auditors; its fingerprint goes to stderr.
     The signing key is created if there is none yet."""
-    from .searchlog import LogSigningKey
+    from ..server.searchlog import LogSigningKey
 
     path = _key_path(signing_key, home)
     existed = path.is_file()
@@ -402,7 +402,7 @@ def log_checkpoint(out: Path | None, signing_key: Path | None, home: Path | None
     """Verify the log, then print a signed checkpoint of its head (JSON: seq, hash, time, public_key,
     signature). Copy it somewhere this host cannot change; `log verify --checkpoint FILE` then proves
     every entry up to it unchanged. Exit 1 (no checkpoint) when the log does not verify."""
-    from .searchlog import LogSigningKey, make_checkpoint
+    from ..server.searchlog import LogSigningKey, make_checkpoint
 
     path = _key_path(signing_key, home)
     if not path.is_file():
@@ -435,7 +435,7 @@ def log_checkpoint(out: Path | None, signing_key: Path | None, home: Path | None
 def log_export(since: str | None, after: int, output: Any, home: Path | None) -> None:
     """Write the entries as JSON lines, oldest first, each with its hash and signature (verifiable with
     `verify --file`). Read-only."""
-    from .searchlog import canonical_json, read_entries
+    from ..server.searchlog import canonical_json, read_entries
 
     path = _log_file(home)
     if not path.is_file():

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from . import __version__
-from .errors import (
+from .. import __version__
+from ..errors import (
     CalibrationError,
     CollectionError,
     FacelensError,
@@ -34,12 +34,12 @@ from .errors import (
     ModelError,
     NoFaceError,
 )
-from .server.errors import InsecureSettingsError, SearchLogError
-from .types import LEAD_NOTICE, QualityFilter, SearchMode
+from ..server.errors import InsecureSettingsError, SearchLogError
+from ..types import LEAD_NOTICE, QualityFilter, SearchMode
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .types import Comparison, Face, OperatingPoint, SearchResult
+    from ..engine import Engine
+    from ..types import Comparison, Face, OperatingPoint, SearchResult
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3, 4
 
@@ -107,7 +107,7 @@ class _State:
         self.quiet = quiet
 
     def engine(self, **extra: Any) -> Engine:
-        from .engine import Engine
+        from ..engine import Engine
 
         try:
             return Engine(**extra)
@@ -278,7 +278,7 @@ def demo(state: _State, /, folder: Path | None, max_fmr: float | None, as_json: 
     folder) and the collection is searched with every other photo. Prints each decision with its
     false-match rate and a tally.
     """
-    from .demo import run_demo
+    from ..demo import run_demo
 
     folder = folder if folder is not None else Path("examples/portraits")
     if not folder.is_dir():
@@ -304,8 +304,8 @@ def demo(state: _State, /, folder: Path | None, max_fmr: float | None, as_json: 
 @click.pass_obj
 def models(state: _State, as_json: bool) -> None:
     """List the packaged model files, their sha256, licences and whether they are installed."""
-    from .errors import ModelFileError
-    from .models.files import KNOWN_FILES, locate, sha256_of
+    from ..errors import ModelFileError
+    from ..models.files import KNOWN_FILES, locate, sha256_of
 
     rows = []
     for f in KNOWN_FILES.values():
@@ -398,7 +398,7 @@ def collection_create(state: _State, /, name: str, as_json: bool, home: Path | N
 @click.pass_obj
 def collection_list(state: _State, /, as_json: bool, home: Path | None) -> None:
     """List the collections."""
-    from .store import default_home, list_collection_names
+    from ..store import default_home, list_collection_names
 
     names = list_collection_names(home or default_home())
     _emit(state, as_json, {"collections": names}, "\n".join(names) if names else "no collections")
@@ -504,10 +504,10 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .imageio import check_image_file
+    from ..imageio import check_image_file
 
     if person_id is not None:
-        from .engine import _check_person_id
+        from ..engine import _check_person_id
 
         _check_person_id(person_id)  # one usage error (exit 2), not one error per image
     images = _expand_images(paths)
@@ -784,13 +784,12 @@ def run() -> None:
         _fail(exc)
 
 
-from .audit.commands import audit as _audit  # noqa: E402  (calibrate and audit: facelens/audit/commands.py)
-from .audit.commands import calibrate as _calibrate  # noqa: E402
+from . import audit as _audit  # noqa: E402  (calibrate and audit: facelens/cli/audit.py)
 
-main.add_command(_calibrate)
-main.add_command(_audit)
+main.add_command(_audit.calibrate)
+main.add_command(_audit.audit)
 
-from .server import cli as _service  # noqa: E402  (the service's commands: serve, keys, log)
+from . import service as _service  # noqa: E402  (the service's commands: serve, keys, log)
 
 for _command in (_service.serve, _service.keys, _service.log):
     main.add_command(_command)

@@ -1,4 +1,7 @@
-"""``facelens calibrate`` and ``facelens audit``: thin commands over :mod:`facelens.audit.run`."""
+"""``facelens calibrate`` and ``facelens audit``: thin commands over :mod:`facelens.audit.run`.
+
+facelens.audit (numpy, scipy) is imported inside the commands, never here: ``facelens --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import CalibrationError
+from ._common import _call
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -116,7 +120,6 @@ def calibrate(state: Any, /, dataset: str, out: Path, kind: str | None, name: st
     collection with `facelens collection create NAME --calibration PROFILE`.
     """
     from ..audit.run import calibrate as run_calibrate
-    from . import _call
 
     engine = _engine(state, model, workers, home)
     ds = _call(_read, dataset, kind)
@@ -175,7 +178,6 @@ def audit_dataset(state: Any, /, dataset: str, out: Path, kind: str | None, max_
     """Measure verification, identification and per-group error rates on DATASET; write a report."""
     from ..audit.report import write_report
     from ..audit.run import audit as run_audit
-    from . import _call
 
     engine = _engine(state, model, workers, home)
     ds = _call(_read, dataset, kind)
@@ -205,7 +207,6 @@ def audit_false_matches(state: Any, /, probes: str, galleries: tuple[str, ...], 
     """The ACLU experiment: search every probe against a gallery of strangers and count false matches."""
     from ..audit.report import write_report
     from ..audit.run import false_match_audit, read_exclusions
-    from . import _call
 
     engine = _engine(state, model, workers, home)
     p = _call(_read, probes, None)

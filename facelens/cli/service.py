@@ -1,8 +1,9 @@
 """The service's commands: ``facelens serve``, ``facelens keys create|list|revoke``, ``facelens log
 verify|checkpoint|public-key|export``.
 
-Registered on the main ``facelens`` group by facelens/cli.py. Imports stay light: FastAPI and uvicorn
-load only when ``serve`` runs.
+Registered on the main ``facelens`` group by facelens/cli/__init__.py. Imports stay light: facelens.server
+(FastAPI, uvicorn, the key and log stores) loads only inside the commands. Errors go through the one exit-code
+table, facelens/cli/_common.py.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from ..errors import FacelensError
+from ._common import _fail
 
 __all__ = ["keys", "log", "serve"]
 
@@ -34,13 +36,6 @@ def _home(home: Path | None) -> Path:
     from ..store import default_home
 
     return home if home is not None else default_home()
-
-
-def _fail(exc: FacelensError) -> NoReturn:
-    """One line on stderr and the documented exit code: the one table in facelens/cli.py decides."""
-    from . import _fail as fail
-
-    fail(exc)
 
 
 @click.command()

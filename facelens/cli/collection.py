@@ -1,0 +1,452 @@
+"""The collection commands: ``facelens collection``, ``index``, ``search``, ``faces`` and ``person``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import ImageDecodeError, InvalidArgumentError
+from ..types import LEAD_NOTICE, SearchMode
+from ._common import (
+    _QUALITY_CHOICES,
+    EXIT_INPUT,
+    EXIT_NO_MATCH,
+    EXIT_OK,
+    EXIT_USAGE,
+    _call,
+    _collection_engine,
+    _emit,
+    _FiniteFloatRange,
+    _home_option,
+    _json_and_home,
+    _operating_point_words,
+    _rate,
+    _State,
+    _threshold_options,
+)
+
+if TYPE_CHECKING:
+    from ..types import SearchResult
+
+__all__ = ["collection", "faces", "index", "person", "search"]
+
+_log = logging.getLogger(__name__)
+
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+@click.group()
+def collection() -> None:
+    """Create, list, describe, delete and check collections."""
+
+
+@collection.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the new collection's description as JSON.")
+@_home_option
+@click.option("--model", default=None, help="Model the collection is bound to (default buffalo_s).")
+@click.option("--calibration", "calibration", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Calibration profile for this collection's searches (from `facelens calibrate`; default: the "
+              "model's shipped profile).")
+@click.option("--lead-floor", "lead_floor", type=_FiniteFloatRange(min=0, max=1, min_open=True), default=None,
+              metavar="FMR", help="Investigations list candidates scoring at least the threshold of this "
+              "per-comparison false-match rate (default 1e-3).")
+@click.pass_obj
+def collection_create(state: _State, /, name: str, as_json: bool, home: Path | None, model: str | None,
+                      calibration: str | None, lead_floor: float | None) -> None:
+    """Create an empty collection NAME bound to the engine's model."""
+    engine = _collection_engine(state, home, model=model)
+    info = _call(engine.create_collection, name, calibration=calibration, lead_floor_fmr=lead_floor)
+    _emit(state, as_json, info.to_dict(), f"created collection {name!r} (model {info.model_name}) in {engine.home}")
+
+
+@collection.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of names.")
+@_home_option
+@click.pass_obj
+def collection_list(state: _State, /, as_json: bool, home: Path | None) -> None:
+    """List the collections."""
+    from ..store import default_home, list_collection_names
+
+    names = list_collection_names(home or default_home())
+    _emit(state, as_json, {"collections": names}, "\n".join(names) if names else "no collections")
+
+
+@collection.command("describe")
+@click.argument("name")
+@_json_and_home
+@click.pass_obj
+def collection_describe(state: _State, /, name: str, as_json: bool, home: Path | None) -> None:
+    """Face count, person count, model and index of collection NAME."""
+    info = _call(_collection_engine(state, home).describe_collection, name)
+    d = info.to_dict()
+    _emit(state, as_json, d, "\n".join(f"{k}: {v}" for k, v in d.items()))
+
+
+@collection.command("delete")
+@click.argument("name")
+@_json_and_home
+@click.pass_obj
+def collection_delete(state: _State, /, name: str, as_json: bool, home: Path | None) -> None:
+    """Delete collection NAME and every face in it."""
+    _call(_collection_engine(state, home).delete_collection, name)
+    _emit(state, as_json, {"deleted": name}, f"deleted collection {name!r}")
+
+
+@collection.command("check")
+@click.argument("name")
+@click.option("--repair", is_flag=True, help="Rebuild the vector index from the metadata if they differ.")
+@_json_and_home
+@click.pass_obj
+def collection_check(state: _State, /, name: str, repair: bool, as_json: bool, home: Path | None) -> None:
+    """Check that the vector index holds exactly the faces in the metadata (exit 1 if not, unrepaired)."""
+    r = _call(_collection_engine(state, home).check_collection, name, repair=repair)
+    d = {"faces": r.faces, "vectors": r.vectors, "missing_from_index": r.missing_from_index,
+         "extra_in_index": r.extra_in_index, "rerank_rows_wrong": r.rerank_rows_wrong, "consistent": r.consistent,
+         "repaired": r.repaired}
+    text = (f"{name}: {r.faces} faces, {r.vectors} vectors; " + ("consistent" if r.consistent else
+            f"{r.missing_from_index} missing from the index, {r.extra_in_index} extra, "
+            f"{r.rerank_rows_wrong} wrong float16 re-rank rows"
+            + (" (repaired)" if r.repaired else " (run with --repair)")))
+    _emit(state, as_json, d, text)
+    sys.exit(EXIT_OK if r.consistent or r.repaired else EXIT_NO_MATCH)
+
+
+def _text_id(name: str) -> str:
+    """A file name as an external image id: bytes that are not UTF-8 become escapes (b'\\xff' -> '\\xff')."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _expand_images(paths: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(file, default external id) for each image: a file's name, or its path inside a given folder.
+
+    Inside a folder only regular files with an image suffix are taken, and symbolic links are skipped,
+    files and folders alike: a link can point out of the folder (``photos/x -> /``), loop, or index
+    the same photo twice under two ids. The skipped links are named in a warning. A path given on
+    the command line is used as given, link or not.
+    """
+    out: list[tuple[str, str]] = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_dir():
+            out.append((p, _text_id(path.name)))
+            continue
+        skipped: list[str] = []
+        found: list[Path] = []
+        for root, dirs, files in os.walk(path):  # does not descend into linked folders
+            here = Path(root)
+            skipped += [str(here / d) for d in dirs if (here / d).is_symlink()]
+            dirs[:] = sorted(d for d in dirs if not (here / d).is_symlink())
+            for name in files:
+                f = here / name
+                if f.is_symlink():
+                    skipped.append(str(f))
+                elif f.suffix.lower() in _IMAGE_SUFFIXES and stat.S_ISREG(f.lstat().st_mode):
+                    found.append(f)
+        out += [(str(f), _text_id(f.relative_to(path).as_posix())) for f in sorted(found)]
+        if skipped:
+            _log.warning("%s: skipped %d symbolic link(s) inside the folder: %s", p, len(skipped),
+                         ", ".join(sorted(skipped)[:5]) + (", ..." if len(skipped) > 5 else ""))
+    return out
+
+
+@click.command()
+@click.argument("name")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--external-id", default=None, help="External image id (one image only; default: the file name, "
+              "or the path inside a folder).")
+@click.option("--person", "person_id", default=None, help="Person id to give every indexed face.")
+@click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Index at most the N largest faces.")
+@click.option("--quality-filter", type=_QUALITY_CHOICES, default=None, help="Refuse faces below this quality "
+              "(default AUTO).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, help="Images processed in parallel.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_home_option
+@click.pass_obj
+def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str | None, person_id: str | None,
+          max_faces: int | None, quality_filter: str | None, workers: int, as_json: bool,
+          home: Path | None) -> None:
+    """Index the faces of each image in PATHS (files or folders, recursively) into collection NAME.
+
+    Re-running skips images already indexed under the same external id, so an interrupted run resumes.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..imageio import check_image_file
+
+    if person_id is not None:
+        from ..engine import _check_person_id
+
+        _check_person_id(person_id)  # one usage error (exit 2), not one error per image
+    images = _expand_images(paths)
+    if external_id is not None and len(images) != 1:
+        click.echo("facelens: error: --external-id needs exactly one image", err=True)
+        sys.exit(EXIT_USAGE)
+    # Parallelism comes from the workers; one onnxruntime thread each avoids oversubscribing the cores.
+    threads = None if os.environ.get("FACELENS_THREADS") else (1 if workers > 1 else 0)
+    engine = _collection_engine(state, home, threads=threads)
+    _call(engine.describe_collection, name)  # fail early on an unknown collection
+
+    def one(item: tuple[str, str]) -> dict[str, Any]:
+        path, default_id = item
+        try:
+            check_image_file(path)  # before the engine opens it to hash it: a FIFO would block there
+            r = engine.index_faces(name, path, external_image_id=external_id or default_id, person_id=person_id,
+                                   max_faces=max_faces, quality_filter=quality_filter)
+        except (ImageDecodeError, InvalidArgumentError) as exc:
+            return {"image": path, "error": {"type": type(exc).__name__, "message": str(exc)}}
+        return {"image": path, "external_image_id": external_id or default_id, **r.to_dict()}
+
+    results: list[dict[str, Any]] = []
+    show = sys.stderr.isatty() and not state.quiet and len(images) > 3
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(images), desc=f"index {name}",
+                                                               unit="img", disable=not show) as bar:
+        for res in pool.map(one, images):
+            results.append(res)
+            bar.update(1)
+            if "error" in res:
+                click.echo(f"facelens: error: {res['error']['message']}", err=True)
+    errors = sum("error" in r for r in results)
+    summary = {"images": len(results), "faces_indexed": sum(len(r.get("indexed", ())) for r in results
+                                                            if not r.get("already_indexed")),
+               "already_indexed": sum(bool(r.get("already_indexed")) for r in results),
+               "faces_refused": sum(len(r.get("unindexed", ())) for r in results), "errors": errors}
+    if as_json:
+        click.echo(json.dumps({"collection": name, "summary": summary, "images": results}, indent=2))
+    else:
+        for r in results if len(results) <= 20 else []:
+            if "error" not in r:
+                reasons = [", ".join(u["refusal_reasons"]) for u in r["unindexed"]]
+                state.say(f"{r['image']}: {len(r['indexed'])} indexed"
+                          + (" (already)" if r["already_indexed"] else "")
+                          + (f", {len(reasons)} refused ({'; '.join(reasons)})" if reasons else ""))
+        state.say(f"{name}: {summary['faces_indexed']} faces indexed from {summary['images']} images, "
+                  f"{summary['already_indexed']} already indexed, {summary['faces_refused']} faces refused, "
+                  f"{errors} errors")
+    sys.exit(EXIT_INPUT if errors else EXIT_OK)
+
+
+def _mode_options(f: Any) -> Any:
+    """--mode identify|investigate and --max-candidates: what a search is for (docs/identification.md)."""
+    f = click.option("--max-candidates", type=click.IntRange(min=1), default=None, help="investigate: at most this "
+                     "many candidates (default 10).")(f)
+    return click.option("--mode", type=click.Choice([m.value for m in SearchMode], case_sensitive=False),
+                        default=SearchMode.IDENTIFY.value, show_default=True, help="identify: matches at a strict, "
+                        "measured rate; investigate: ranked candidates, leads that a person must review.")(f)
+
+
+def _search_lines(r: SearchResult, *, persons: bool = False) -> list[str]:
+    """The text of one search result: its matches, or in investigate mode its leads and what they mean."""
+    if r.mode is SearchMode.INVESTIGATE:
+        op = r.operating_point
+        lines = [f"investigation of {r.collection_size:,} faces: {len(r.candidates)} lead"
+                 f"{'s' if len(r.candidates) != 1 else ''} (of at most {r.max_candidates}) above the lead floor "
+                 f"(false-match rate {op.max_fmr:.2g} per comparison, score >= {op.threshold:.4f}; {op.policy} "
+                 f"policy, set by {op.limited_by})", f"  {LEAD_NOTICE}"]
+        for c in r.candidates:
+            lines.append(f"  lead {c.rank}  {c.face_id}  {c.external_image_id or '-'}  person {c.person_id or '-'}  "
+                         f"score {c.score:.3f}  false-match rate {_rate(c.fmr, c.fmr_extrapolated)}  "
+                         f"expected strangers this high: {c.expected_strangers:.2g}")
+            lines.append(f"    {c.meaning}")
+        return lines
+    what = "person(s)" if persons else f"match{'es' if len(r.matches) != 1 else ''}"
+    lines = [f"searched {r.collection_size:,} faces at {_operating_point_words(r.operating_point)}: "
+             f"{len(r.matches)} {what}"]
+    if persons:
+        lines += [f"  {m.person_id}  score {m.score:.3f}  false-match rate {_rate(m.fmr, m.fmr_extrapolated)}  "
+                  f"(face {m.face_id})" for m in r.matches]
+    else:
+        lines += [f"  {m.face_id}  {m.external_image_id or '-'}  person {m.person_id or '-'}  "
+                  f"score {m.score:.3f}  false-match rate {_rate(m.fmr, m.fmr_extrapolated)}" for m in r.matches]
+    return lines
+
+
+@click.command()
+@click.argument("name")
+@click.argument("image", required=False)
+@click.option("--face-id", default=None, help="Search with a face already in the collection instead of an image.")
+@_mode_options
+@click.option("--max-results", type=click.IntRange(min=1), default=None, help="identify: at most this many matches "
+              "(default 10).")
+@_threshold_options
+@click.option("--all-faces", is_flag=True, help="Search with every face of the image, not just the largest.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (keys in docs/cli.md).")
+@_home_option
+@click.pass_obj
+def search(state: _State, /, name: str, image: str | None, face_id: str | None, mode: str,
+           max_candidates: int | None, max_results: int | None, max_fmr: float | None, max_fpir: float | None,
+           min_score: float | None, all_faces: bool, as_json: bool, home: Path | None) -> None:
+    """Search collection NAME for the face in IMAGE (or --face-id): matches best first, or with
+    --mode investigate ranked candidates (leads for a person to review)."""
+    if (image is None) == (face_id is None):
+        click.echo("facelens: error: give either IMAGE or --face-id", err=True)
+        sys.exit(EXIT_USAGE)
+    engine = _collection_engine(state, home)
+    kw = {"mode": mode, "max_candidates": max_candidates, "max_results": max_results, "max_fmr": max_fmr,
+          "max_fpir": max_fpir, "min_score": min_score}
+    if face_id is not None:
+        results = [_call(engine.search_faces, name, face_id, **kw)]
+    else:
+        results = _call(engine.search_faces_by_image, name, image, all_faces=all_faces, **kw)
+    if as_json:
+        doc = results[0].to_dict() if not all_faces else {"results": [r.to_dict() for r in results]}
+        doc.update(collection=name)
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for r in results:
+        state.say("\n".join(_search_lines(r)))
+
+
+_MAX_PAGE = 1_000_000  # faces per `faces list` page
+
+
+@click.group()
+def faces() -> None:
+    """List and delete the faces stored in a collection."""
+
+
+@faces.command("list")
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(1, _MAX_PAGE), default=100, help="Faces per page.")
+@click.option("--next-token", default=None, help="Token printed by the previous page.")
+@_json_and_home
+@click.pass_obj
+def faces_list(state: _State, /, name: str, limit: int, next_token: str | None, as_json: bool,
+               home: Path | None) -> None:
+    """List the faces of collection NAME, oldest first, a page at a time."""
+    try:
+        page, token = _call(_collection_engine(state, home).list_faces, name, limit=limit, next_token=next_token)
+    except OverflowError:  # a token made up, not printed by a previous page
+        click.echo(f"facelens: error: invalid page token {next_token!r}: pass the token a previous page printed",
+                   err=True)
+        sys.exit(EXIT_USAGE)
+    doc = {"faces": [f.to_dict() for f in page], "next_token": token}
+    lines = [f"{f.face_id}  {f.external_image_id or '-'}  person {f.person_id or '-'}" for f in page]
+    if token:
+        lines.append(f"(more: --next-token {token})")
+    _emit(state, as_json, doc, "\n".join(lines) if lines else "no faces")
+
+
+@faces.command("delete")
+@click.argument("name")
+@click.argument("face_ids", nargs=-1, required=True)
+@_json_and_home
+@click.pass_obj
+def faces_delete(state: _State, /, name: str, face_ids: tuple[str, ...], as_json: bool, home: Path | None) -> None:
+    """Delete faces from collection NAME by id.
+
+    The ids that exist are deleted; if any id is unknown, it is named on stderr and the exit code is 3.
+    """
+    deleted = _call(_collection_engine(state, home).delete_faces, name, list(face_ids))
+    unknown = [f for f in face_ids if f not in deleted]
+    _emit(state, as_json, {"deleted": deleted, "unknown": unknown}, f"deleted {len(deleted)} face(s)")
+    _unknown_faces(name, unknown)
+
+
+def _unknown_faces(name: str, unknown: list[str]) -> None:
+    """Name the unknown face ids on stderr and exit 3, if there are any."""
+    if unknown:
+        faces = "face" if len(unknown) == 1 else "faces"
+        click.echo(f"facelens: error: no {faces} {', '.join(map(repr, unknown))} in collection {name!r}", err=True)
+        sys.exit(EXIT_INPUT)
+
+
+@click.group()
+def person() -> None:
+    """Persons: group several faces of one individual; erase everything about someone."""
+
+
+@person.command("create")
+@click.argument("name")
+@click.argument("person_id")
+@_json_and_home
+@click.pass_obj
+def person_create(state: _State, /, name: str, person_id: str, as_json: bool, home: Path | None) -> None:
+    """Create PERSON_ID in collection NAME."""
+    _call(_collection_engine(state, home).create_person, name, person_id)
+    _emit(state, as_json, {"created": person_id}, f"created person {person_id!r}")
+
+
+@person.command("list")
+@click.argument("name")
+@_json_and_home
+@click.pass_obj
+def person_list(state: _State, /, name: str, as_json: bool, home: Path | None) -> None:
+    """List the persons of collection NAME with their face counts."""
+    rows = _call(_collection_engine(state, home).list_persons, name)
+    _emit(state, as_json, {"persons": [{"person_id": p, "faces": n} for p, n in rows]},
+          "\n".join(f"{p}  {n} face(s)" for p, n in rows) if rows else "no persons")
+
+
+@person.command("associate")
+@click.argument("name")
+@click.argument("person_id")
+@click.argument("face_ids", nargs=-1, required=True)
+@_json_and_home
+@click.pass_obj
+def person_associate(state: _State, /, name: str, person_id: str, face_ids: tuple[str, ...], as_json: bool,
+                     home: Path | None) -> None:
+    """Give FACE_IDS to PERSON_ID (unknown ids are named on stderr, exit code 3; the others are given)."""
+    done = _call(_collection_engine(state, home).associate_faces, name, person_id, list(face_ids))
+    unknown = [f for f in face_ids if f not in done]
+    _emit(state, as_json, {"associated": done, "unknown": unknown},
+          f"associated {len(done)} face(s) with {person_id!r}")
+    _unknown_faces(name, unknown)
+
+
+@person.command("disassociate")
+@click.argument("name")
+@click.argument("person_id")
+@click.argument("face_ids", nargs=-1, required=True)
+@_json_and_home
+@click.pass_obj
+def person_disassociate(state: _State, /, name: str, person_id: str, face_ids: tuple[str, ...], as_json: bool,
+                        home: Path | None) -> None:
+    """Take FACE_IDS away from PERSON_ID (the faces stay in the collection)."""
+    done = _call(_collection_engine(state, home).disassociate_faces, name, person_id, list(face_ids))
+    _emit(state, as_json, {"disassociated": done}, f"disassociated {len(done)} face(s) from {person_id!r}")
+
+
+@person.command("delete")
+@click.argument("name")
+@click.argument("person_id")
+@_json_and_home
+@click.pass_obj
+def person_delete(state: _State, /, name: str, person_id: str, as_json: bool, home: Path | None) -> None:
+    """Erase PERSON_ID: the person and every face and vector of theirs."""
+    deleted = _call(_collection_engine(state, home).delete_person, name, person_id)
+    _emit(state, as_json, {"deleted_person": person_id, "deleted_faces": deleted},
+          f"erased person {person_id!r} and {len(deleted)} face(s)")
+
+
+@person.command("search")
+@click.argument("name")
+@click.argument("image")
+@_mode_options
+@click.option("--max-results", type=click.IntRange(min=1), default=None, help="identify: at most this many "
+              "persons (default 10).")
+@_threshold_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (as `search`, one match per person).")
+@_home_option
+@click.pass_obj
+def person_search(state: _State, /, name: str, image: str, mode: str, max_candidates: int | None,
+                  max_results: int | None, max_fmr: float | None, max_fpir: float | None, min_score: float | None,
+                  as_json: bool, home: Path | None) -> None:
+    """Search collection NAME for the persons whose best face matches the largest face in IMAGE (with
+    --mode investigate: ranked candidate persons, leads for a person to review)."""
+    r = _call(_collection_engine(state, home).search_persons_by_image, name, image, mode=mode,
+              max_candidates=max_candidates, max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir,
+              min_score=min_score)
+    doc = r.to_dict()
+    doc.update(collection=name)
+    _emit(state, as_json, doc, "\n".join(_search_lines(r, persons=True)))
+

@@ -5,6 +5,10 @@ face offered as someone else's."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +139,31 @@ def test_enrol_over_http_refuses_the_bystander_and_the_stranger(tmp_path: Path, 
             assert bad.status_code == 422 and "person_id" in bad.json()["error"]["message"]
     finally:
         live.stop()
+
+
+def test_enrol_cli_largest_face_match_check_and_override(tmp_path: Path, group: Path) -> None:
+    home = tmp_path / "h"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FACELENS_THREADS": "1"}
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        p = subprocess.run([sys.executable, "-m", "facelens", *args, "--home", str(home)], capture_output=True,
+                           text=True, timeout=300, env=env)
+        return p.returncode, p.stdout, p.stderr
+
+    assert cli("collection", "create", "c")[0] == 0
+    code, out, err = cli("index", "c", str(group), "--person", SUBJECT, "--json")
+    assert code == 0, err
+    (img,) = json.loads(out)["images"]
+    assert len(img["indexed"]) == 1 and img["unindexed"][0]["refusal_reasons"] == ["NOT_THE_LARGEST_FACE"]
+    code, out, err = cli("index", "c", str(portrait(STRANGER, "a")), "--person", SUBJECT)
+    assert code == 0, err
+    assert "0 indexed, 1 refused (NO_MATCH_WITH_PERSON)" in out and "does not match" in out and "threshold" in out
+    code, out, err = cli("index", "c", str(portrait(STRANGER, "a")), "--person", SUBJECT, "--no-match-check",
+                         "--json")
+    assert code == 0, err
+    (img,) = json.loads(out)["images"]
+    assert len(img["indexed"]) == 1 and img["enrolment"][0]["checked"] is False
+    code, _, err = cli("index", "c", str(group), "--all-faces")
+    assert code == 2 and "--person" in err
+    code, out, _ = cli("person", "list", "c", "--json")
+    assert json.loads(out)["persons"] == [{"person_id": SUBJECT, "faces": 2}]

@@ -244,3 +244,76 @@ def test_policy_over_http_admin_only_changes_logged_and_enforced(tmp_path: Path)
         assert other.collection_policy("p").max_fpir == 3e-4 and other.lead_floor("p") == 1e-3
     finally:
         other.close()
+
+
+# -- the CLI (real processes) ----------------------------------------------------------------------
+
+def _cli(home: Path, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FACELENS_ACTOR": "officer-12", "FACELENS_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "facelens", *args, "--home", str(home)], capture_output=True,
+                       text=True, timeout=300, env=env)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_policy_cli_create_enforce_change_and_lead_floor(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    code, out, err = _cli(home, "collection", "create", "c", "--allow-modes", "identify", "--purpose-required",
+                          "--max-fpir", "3e-4", "--lead-floor", "1e-4", "--no-face-crops", "--json")
+    assert code == 0, err
+    made = json.loads(out)
+    assert made["policy"]["allowed_modes"] == ["identify"] and made["policy"]["purpose_required"]
+    assert made["policy"]["max_fpir"] == 3e-4 and not made["policy"]["face_crops"] and made["lead_floor_fmr"] == 1e-4
+    bad_file = tmp_path / "bad.json"
+    bad_file.write_text('{"allowed_modes": ["identify"], "bogus": 1}')
+    code, _, err = _cli(home, "collection", "create", "d", "--policy-file", str(bad_file))
+    assert code == 2 and "unknown policy field(s) bogus" in err
+    good_file = tmp_path / "good.json"
+    good_file.write_text('{"allowed_modes": ["investigate"], "retention_days": 7}')
+    code, out, err = _cli(home, "collection", "create", "e", "--policy-file", str(good_file), "--retention-days",
+                          "3", "--json")
+    assert code == 0, err
+    assert json.loads(out)["policy"]["allowed_modes"] == ["investigate"]
+    assert json.loads(out)["policy"]["retention_days"] == 3.0  # the flag wins over the file
+    assert _cli(home, "index", "c", str(portrait(PEOPLE[0])), str(portrait(PEOPLE[1])), "--workers", "1")[0] == 0
+    probe = str(portrait(PEOPLE[0], "b"))
+    code, _, err = _cli(home, "search", "c", probe)
+    assert code == 5 and "requires a purpose" in err
+    code, _, err = _cli(home, "search", "c", probe, "--purpose", "case 9", "--mode", "investigate")
+    assert code == 5 and "allows only identify searches" in err
+    code, _, err = _cli(home, "search", "c", probe, "--purpose", "case 9", "--max-fpir", "0.003")
+    assert code == 5 and "no looser than max_fpir 0.0003" in err
+    code, out, err = _cli(home, "search", "c", probe, "--purpose", "case 9", "--json")
+    assert code == 0, err
+    found = json.loads(out)
+    assert found["policy_floor"] == {"max_fpir": 3e-4, "max_fmr": None, "applied": True}
+    assert found["matches"][0]["person_id"] is None and found["max_fpir"] == 3e-4
+    # changing it: bad settings change nothing; good ones are logged with the CLI actor
+    for bad in ("bogus=1", "max_fpir=abc", "max_fpir", "allowed_modes=guess"):
+        code, _, err = _cli(home, "collection", "policy", "c", "--set", bad)
+        assert code == 2, (bad, err)
+    code, out, err = _cli(home, "collection", "policy", "c", "--set", "allowed_modes=identify,investigate",
+                          "--set", "max_fpir=null", "--json")
+    assert code == 0, err
+    new = json.loads(out)
+    assert new["policy"]["allowed_modes"] == ["identify", "investigate"] and new["policy"]["max_fpir"] is None
+    assert new["policy"]["purpose_required"]  # kept
+    code, out, _ = _cli(home, "collection", "policy", "c")
+    assert code == 0 and 'allowed_modes: ["identify", "investigate"]' in out and "lead floor" in out
+    assert _cli(home, "search", "c", probe, "--purpose", "case 10", "--mode", "investigate")[0] == 0
+    code, out, err = _cli(home, "collection", "lead-floor", "c", "1e-3", "--json")
+    assert code == 0 and json.loads(out)["lead_floor_fmr"] == 1e-3, err
+    assert _cli(home, "collection", "lead-floor", "c", "0")[0] == 2
+    assert _cli(home, "collection", "policy", "nope")[0] == 3
+    changes = [a for a in _actions(home) if a["action"] in ("policy_changed", "lead_floor_changed")]
+    assert [a["action"] for a in changes] == ["policy_changed", "lead_floor_changed"]
+    assert all(a["actor"] == {"kind": "cli", "id": "officer-12", "name": None} for a in changes)
+    assert changes[0]["before"]["max_fpir"] == 3e-4 and changes[1]["before"] == 1e-4
+    # a change made from Python is seen by the next CLI process, and the other way round
+    e = facelens.Engine(home=str(home), threads=1)
+    try:
+        assert e.collection_policy("c").max_fpir is None and e.lead_floor("c") == 1e-3
+        e.set_collection_policy("c", {"allowed_modes": ["investigate"]}, actor=Actor.python("script"))
+    finally:
+        e.close()
+    code, _, err = _cli(home, "search", "c", probe, "--purpose", "case 11")
+    assert code == 5 and "not identify" in err

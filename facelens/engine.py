@@ -543,7 +543,7 @@ class Engine:
             out.append(EnrolmentCheck(person_id=person_id, bbox=tuple(face.bbox.as_list()), checked=checked,
                                       existing_faces=len(face_ids), max_fmr=max_fmr, threshold=threshold,
                                       best_score=best_score, best_face_id=best_id,
-                                      passed=threshold is None or (best_score or -2.0) >= threshold))
+                                      passed=threshold is None or (best_score is not None and best_score >= threshold)))
         return tuple(out)
 
     def list_faces(self, collection: str, *, limit: int = 100,

@@ -458,6 +458,13 @@ class EnrolmentCheck:
                 "best_score": None if self.best_score is None else round(self.best_score, 6),
                 "best_face_id": self.best_face_id, "passed": self.passed, "reason": self.reason}
 
+    def to_record(self) -> dict[str, Any]:
+        """The fields for the signed log's ``faces_indexed`` record: :meth:`to_dict` without the face box
+        (the log holds no biometric data)."""
+        d = self.to_dict()
+        del d["bbox"]
+        return d
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class IndexResult:

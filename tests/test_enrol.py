@@ -110,6 +110,7 @@ def test_enrol_refuses_a_face_that_does_not_match_the_person(eng: facelens.Engin
     (off,) = forced.enrolment
     assert len(forced.indexed) == 1 and off.passed and not off.checked and "turned off" in off.reason
     assert forced.to_dict()["enrolment"][0]["checked"] is False
+    assert "bbox" not in off.to_record() and off.to_record()["checked"] is False  # what the log may hold
     with pytest.raises(InvalidArgumentError, match="enrol_max_fmr"):
         eng.index_faces("c", portrait(STRANGER, "b"), person_id=SUBJECT, enrol_max_fmr=0)
 

@@ -22,6 +22,7 @@ __all__ = [
     "CollectionNotFoundError",
     "FaceNotFoundError",
     "ModelMismatchError",
+    "VideoDecodeError",
 ]
 
 
@@ -110,3 +111,17 @@ class FaceNotFoundError(CollectionError):
 
 class ModelMismatchError(CollectionError):
     """A collection is bound to one model and refuses embeddings of another."""
+
+
+class VideoDecodeError(FacelensError):
+    """A video could not be opened or decoded: not a video, no video stream, corrupt, or truncated.
+
+    ``source`` names the file or stream; ``at_s`` is the time in the video where decoding failed, when
+    some frames had been decoded before it (a truncated or damaged file), else ``None``.
+    """
+
+    def __init__(self, message: str, *, source: str, at_s: float | None = None) -> None:
+        where = f" at {at_s:.3f} s" if at_s is not None else ""
+        super().__init__(f"{source}: {message}{where}")
+        self.source = source
+        self.at_s = at_s

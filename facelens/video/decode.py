@@ -32,6 +32,7 @@ VideoSource = str | os.PathLike[str]
 """A video file's path, or a URL FFmpeg reads (``rtsp://``, ``http://``, ``udp://``...)."""
 
 _THUMB_WIDTH = 64  # the grey thumbnails compared to tell whether anything moved
+_STILL_FORMATS = {"image2"}  # with the "*_pipe" formats: FFmpeg opens photos as one-frame videos
 _LUMA_FIRST = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21",
                "gray"}
 
@@ -136,6 +137,9 @@ class VideoReader:
         except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
             raise VideoDecodeError(f"not a video FFmpeg can open ({_reason(e)})", source=name) from None
         try:
+            fmt = str(self._container.format.name)
+            if fmt in _STILL_FORMATS or fmt.endswith("_pipe"):
+                raise VideoDecodeError(f"a still image ({fmt}), not a video: search it as an image", source=name)
             streams = self._container.streams.video
             if not streams:
                 raise VideoDecodeError("the file holds no video stream", source=name)

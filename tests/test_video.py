@@ -41,11 +41,13 @@ def _sprite(person: str, width: int = 140) -> npt.NDArray[np.uint8]:
 
 
 def make_video(path: Path, scene: list[tuple[str, float, float, int, int, int]], *, duration: float = DURATION,
-               interval: object = _interval, faststart: bool = False) -> list[float]:
-    """Encode ``scene`` as H.264 in an mp4; returns the presentation times (s) of its frames."""
+               interval: object = _interval, faststart: bool = False, cut_s: float | None = None) -> list[float]:
+    """Encode ``scene`` as H.264 in an mp4; returns the presentation times (s) of its frames. From ``cut_s``
+    on, the background is another one (a cut to another shot)."""
     w, h = SIZE
     yy, xx = np.mgrid[0:h, 0:w]
     background = np.stack([60 + 80 * xx / w, 90 + 40 * yy / h, np.full_like(xx, 120.0)], -1).astype(np.uint8)
+    other = np.stack([np.full_like(xx, 200.0), 180 - 60 * xx / w, 40 + 60 * yy / h], -1).astype(np.uint8)
     sprites = {p: _sprite(p) for p, *_ in scene}
     times: list[float] = []
     t = 0.0
@@ -59,7 +61,7 @@ def make_video(path: Path, scene: list[tuple[str, float, float, int, int, int]],
         stream.codec_context.time_base = fractions.Fraction(1, 1000)
         stream.options = {"g": "25", "preset": "ultrafast"}
         for t in times:
-            img = background.copy()
+            img = (other if cut_s is not None and t >= cut_s - 1e-6 else background).copy()
             for person, t0, t1, x0, x1, y in scene:
                 if t0 - 1e-6 <= t <= t1 + 1e-6:
                     sp = sprites[person]
@@ -274,3 +276,14 @@ def test_frames_over_max_pixels_are_refused(tmp_path: Path) -> None:
     make_video(path, [], duration=0.2, interval=0.04)
     with pytest.raises(VideoDecodeError, match="max_pixels"):
         open_video(path, max_pixels=1000)
+
+
+def test_a_cut_ends_every_track(home_engine: facelens.Engine, tmp_path: Path) -> None:
+    """Two people filmed at the same place in two shots are two tracks, split at the cut, each named."""
+    path = tmp_path / "cut.mp4"
+    scene = [("A000368", 0.0, 1.48, 170, 170, 50), ("B000444", 1.52, 3.0, 170, 170, 50)]
+    times = make_video(path, scene, duration=3.0, interval=0.04, cut_s=1.52)
+    result = home_engine.search_video("people", path)
+    assert result.stats.cuts == 1
+    assert [(t.start_s, t.end_s) for t in result.tracks] == [truth(times, 0.0, 1.48), truth(times, 1.52, 3.0)]
+    assert [[m.person_id for m in t.search.matches] for t in result.tracks if t.search] == [["A000368"], ["B000444"]]

@@ -20,7 +20,7 @@ from PIL import Image
 import facelens
 from facelens.errors import CollectionNotFoundError, InvalidArgumentError, VideoDecodeError
 from facelens.pipeline import CancelledError, CancelToken, cancellable
-from facelens.video import VideoOptions, VideoProgress, open_video
+from facelens.video import VideoOptions, VideoProgress, open_video, write_annotated_video
 
 from .conftest import portrait
 
@@ -132,10 +132,15 @@ def test_detect_video_tracks_people_entering_and_leaving(engine: facelens.Engine
     assert [t["track_id"] for t in d["tracks"]] == [1, 2, 3] and d["collection"] is None
 
 
-def test_search_video_names_who_appears_when(home_engine: facelens.Engine,
-                                             scene_video: tuple[Path, list[float]]) -> None:
-    path, times = scene_video
-    result = home_engine.search_video("people", path)
+@pytest.fixture(scope="module")
+def identified(home_engine: facelens.Engine, scene_video: tuple[Path, list[float]]) -> facelens.video.VideoResult:
+    return home_engine.search_video("people", scene_video[0])
+
+
+def test_search_video_names_who_appears_when(home_engine: facelens.Engine, scene_video: tuple[Path, list[float]],
+                                             identified: facelens.video.VideoResult) -> None:
+    _, times = scene_video
+    result = identified
     check_tracks(result, times)
     names = []
     for track in result.tracks:
@@ -287,3 +292,22 @@ def test_a_cut_ends_every_track(home_engine: facelens.Engine, tmp_path: Path) ->
     assert result.stats.cuts == 1
     assert [(t.start_s, t.end_s) for t in result.tracks] == [truth(times, 0.0, 1.48), truth(times, 1.52, 3.0)]
     assert [[m.person_id for m in t.search.matches] for t in result.tracks if t.search] == [["A000368"], ["B000444"]]
+
+
+def test_annotated_copy_shows_boxes_and_names(identified: facelens.video.VideoResult,
+                                             scene_video: tuple[Path, list[float]], tmp_path: Path) -> None:
+    path, times = scene_video
+    out = tmp_path / "annotated.mp4"
+    assert write_annotated_video(identified, path, out) == len(times)
+    a = identified.tracks[0]  # A000368, matched: drawn green
+    box = a.boxes[len(a.boxes) // 2]
+    with open_video(out, max_pixels=10**8) as reader:
+        frames = {round(f.time_s, 3): f for f in reader.frames()}
+        assert sorted(frames) == pytest.approx(times, abs=1e-3)
+        rgb = frames[min(frames, key=lambda t: abs(t - box.time_s))].rgb().astype(int)
+        before = frames[min(frames)].rgb().astype(int)  # nobody on screen yet: nothing drawn
+    x0, y0, _, y1 = (int(round(v)) for v in box.bbox.as_list())
+    edge = rgb[(y0 + y1) // 2, x0]
+    assert edge[1] > edge[0] + 60 and edge[1] > edge[2] + 60, edge
+    plain = before[(y0 + y1) // 2, x0]
+    assert not plain[1] > plain[0] + 60, plain

@@ -7,9 +7,11 @@ pipeline that composes them with the engine's detect, embed and search steps (:m
 
 from __future__ import annotations
 
+from .annotate import write_annotated_video
 from .decode import DecodedFrame, VideoInfo, VideoReader, open_video
 from .pipeline import Track, TrackBox, VideoOptions, VideoProgress, VideoResult, VideoStats, face_rank
 from .tracking import FaceTracker
 
 __all__ = ["DecodedFrame", "FaceTracker", "Track", "TrackBox", "VideoInfo", "VideoOptions", "VideoProgress",
-           "VideoReader", "VideoResult", "VideoStats", "face_rank", "open_video"]
+           "VideoReader", "VideoResult", "VideoStats", "face_rank", "open_video",
+           "write_annotated_video"]

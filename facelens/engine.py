@@ -26,6 +26,7 @@ from .errors import (
     InvalidArgumentError,
     ModelMismatchError,
     NoFaceError,
+    VideoDecodeError,
 )
 from .imageio import ImageInput, check_image_file, decode_image, describe_source
 from .models.backends import Backend, open_backend
@@ -730,7 +731,8 @@ class Engine:
     def search_video(self, collection: str, video: str | Path, *, mode: SearchMode | str = SearchMode.IDENTIFY,
                      max_fpir: float | None = None, max_fmr: float | None = None, min_score: float | None = None,
                      max_results: int | None = None, max_candidates: int | None = None, every: int | None = None,
-                     options: VideoOptions | None = None, progress: ProgressCallback | None = None) -> VideoResult:
+                     options: VideoOptions | None = None, progress: ProgressCallback | None = None,
+                     actor: Actor | None = None, purpose: str | None = None) -> VideoResult:
         """Who of the collection appears in a video, and when (Rekognition's StartFaceSearch/GetFaceSearch).
 
         As :meth:`detect_video`, and each track's best faces (up to ``options.embeddings_per_track``, 3:
@@ -738,17 +740,31 @@ class Engine:
         searched together with :meth:`search_faces_by_embedding`: ``track.search`` holds the matches (or,
         with ``mode="investigate"``, the candidates) and the operating point, the options being those of
         :meth:`search_faces_by_image`. The options are checked before the video is opened.
+
+        With an ``actor``, the search is recorded in the signed log (action ``search_video``, with
+        ``purpose``, the video's sha256, each searched track's times and its matches or candidates: ids and
+        scores, no image, box or file name), failed searches too, before this returns.
         """
         from .video.pipeline import VideoResult, run_video, search_tracks
 
-        self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
-                           max_results=max_results, max_candidates=max_candidates)
-        info, tracks, stats = run_video(self, video, options=_video_options(options, every), embed=True,
-                                        progress=progress)
-        tracks = search_tracks(self, collection, tracks, mode=mode, max_fpir=max_fpir, max_fmr=max_fmr,
-                               min_score=min_score, max_results=max_results, max_candidates=max_candidates)
-        return VideoResult(info=info, tracks=tuple(tracks), stats=stats, collection=collection,
-                           mode=SearchMode.parse(mode))
+        search = {"mode": str(mode), "max_fpir": max_fpir, "max_fmr": max_fmr, "min_score": min_score,
+                  "max_results": max_results, "max_candidates": max_candidates}
+        opts = _video_options(options, every)
+        try:
+            self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                               max_results=max_results, max_candidates=max_candidates)
+            info, tracks, stats = run_video(self, video, options=opts, embed=True, progress=progress)
+            tracks = search_tracks(self, collection, tracks, mode=mode, max_fpir=max_fpir, max_fmr=max_fmr,
+                                   min_score=min_score, max_results=max_results, max_candidates=max_candidates)
+        except FacelensError as exc:
+            if actor is not None:
+                self.record(actor, _video_record(collection, purpose, video, search, opts, [], exc))
+            raise
+        result = VideoResult(info=info, tracks=tuple(tracks), stats=stats, collection=collection,
+                             mode=SearchMode.parse(mode))
+        if actor is not None:
+            self.record(actor, _video_record(collection, purpose, video, search, opts, list(result.tracks), None))
+        return result
 
     def close(self) -> None:
         """Release the model sessions and close the collections (also done when the engine is
@@ -782,6 +798,36 @@ class _Search:
     mode: SearchMode
     limit: int
     size: int
+
+
+def _video_record(collection: str, purpose: str | None, video: str | Path, search: dict[str, Any],
+                  options: VideoOptions, tracks: list[Any], error: FacelensError | None) -> dict[str, Any]:
+    """The log record of a video search (:func:`facelens.accountability.log.search_record`'s shape, one
+    result per searched track, plus each track's times)."""
+    from .accountability.log import search_record
+
+    try:
+        digest: str | None = _file_sha256(video)
+    except OSError:
+        digest = None
+    searched = [t for t in tracks if t.search is not None]
+    record = search_record(action="search_video", key_id="", purpose=purpose, collection=collection,
+                           probe={"video_sha256": digest}, options={**search, **dataclasses.asdict(options)},
+                           results=[t.search for t in searched], error=error)
+    record["tracks"] = [{"track_id": t.track_id, "start_s": round(t.start_s, 3), "end_s": round(t.end_s, 3),
+                         "embeddings": len(t.embeddings)} for t in searched]
+    record["tracks_unsearched"] = len(tracks) - len(searched)
+    if isinstance(error, VideoDecodeError):  # the message without the file's name
+        record["error"]["message"] = str(error).removeprefix(f"{error.source}: ")
+    return record
+
+
+def _file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _video_options(options: VideoOptions | None, every: int | None) -> VideoOptions:

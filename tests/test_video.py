@@ -311,3 +311,26 @@ def test_annotated_copy_shows_boxes_and_names(identified: facelens.video.VideoRe
     assert edge[1] > edge[0] + 60 and edge[1] > edge[2] + 60, edge
     plain = before[(y0 + y1) // 2, x0]
     assert not plain[1] > plain[0] + 60, plain
+
+
+def test_a_video_search_by_an_actor_is_logged(home_engine: facelens.Engine,
+                                              scene_video: tuple[Path, list[float]], tmp_path: Path) -> None:
+    path, _ = scene_video
+    actor = facelens.Actor.python("video-test")
+    result = home_engine.search_video("people", path, actor=actor, purpose="test: who was in the lobby",
+                                      options=VideoOptions(every=10))
+    entry = home_engine.log.entries(after_seq=max(home_engine.log.head()[0] - 1, 0))[-1]  # type: ignore[index]
+    body = entry.body
+    assert body["action"] == "search_video" and body["purpose"] == "test: who was in the lobby"
+    assert body["actor"] == {"kind": "python", "id": "video-test", "name": None} and body["collection"] == "people"
+    assert len(body["tracks"]) == len(body["results"]) == len(result.tracks)
+    named = [[c["person_id"] for c in r["candidates"]] for r in body["results"]]
+    assert named == [[m.person_id for m in t.search.matches] for t in result.tracks if t.search]
+    assert str(path) not in str(body) and "A000368_b" not in str(body)  # no file name, no external image id
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"nothing here" * 100)
+    with pytest.raises(VideoDecodeError):
+        home_engine.search_video("people", junk, actor=actor, purpose="a failed search is logged too")
+    failed = home_engine.log.entries(after_seq=home_engine.log.head()[0] - 1)[-1].body  # type: ignore[index]
+    assert failed["error"]["code"] == "invalid_video" and str(junk) not in failed["error"]["message"]
+    assert failed["purpose"] == "a failed search is logged too" and failed["results"] == []

@@ -39,7 +39,7 @@ def test_video_search_prints_who_and_when(clip: tuple[Path, list[float]], tmp_pa
     engine.close()
     annotated = tmp_path / "annotated.mp4"
     r = facelens_cli("video", "search", "people", str(path), "--json", "--home", str(tmp_path),
-                     "--annotate", str(annotated))
+                     "--annotate", str(annotated), "--purpose", "cli test")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["collection"] == "people" and doc["mode"] == "identify" and doc["annotated"] == str(annotated)
@@ -50,6 +50,10 @@ def test_video_search_prints_who_and_when(clip: tuple[Path, list[float]], tmp_pa
     m = tracks[0]["search"]["matches"][0]
     assert {"face_id", "external_image_id", "person_id", "score", "fmr"} <= set(m)
     assert annotated.stat().st_size > 0
+    engine = facelens.Engine(threads=2, home=tmp_path)
+    last = engine.log.entries(after_seq=engine.log.head()[0] - 1)[-1].body  # type: ignore[index]
+    assert last["action"] == "search_video" and last["purpose"] == "cli test" and last["actor"]["kind"] == "cli"
+    engine.close()
     r = facelens_cli("video", "search", "people", str(path), "--every", "3", "--max-fpir", "0.01",
                      "--home", str(tmp_path))
     assert r.returncode == 0, r.stderr

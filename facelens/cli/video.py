@@ -108,18 +108,24 @@ def video_detect(state: _State, /, video_file: str, every: int, annotate: Path |
               "per track (default 10).")
 @_threshold_options
 @_video_options
+@click.option("--purpose", default=None, help="Why this search is made (recorded in the signed log with who ran it).")
 @_home_option
 @click.option("--threads", type=click.IntRange(0, 1024), default=None,
               help="onnxruntime threads per model (0: one per core).")
 @click.pass_obj
 def video_search(state: _State, /, collection_name: str, video_file: str, mode: str, max_candidates: int | None,
                  max_results: int | None, max_fmr: float | None, max_fpir: float | None, min_score: float | None,
-                 every: int, annotate: Path | None, as_json: bool, home: Path | None, threads: int | None) -> None:
+                 every: int, annotate: Path | None, as_json: bool, purpose: str | None, home: Path | None,
+                 threads: int | None) -> None:
     """Who of collection COLLECTION_NAME appears in VIDEO_FILE, and when: each track with start_s, end_s and
-    its matches (or, with --mode investigate, ranked leads for a person to review)."""
+    its matches (or, with --mode investigate, ranked leads for a person to review). The search is recorded
+    in the home's signed log as made by the local user ($FACELENS_ACTOR, else the login name)."""
+    from ..accountability import Actor
+
     engine = state.engine(**_collect(home=str(home) if home else None, threads=threads))
     result = _call(engine.search_video, collection_name, video_file, mode=mode, max_candidates=max_candidates,
-                   max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score, every=every)
+                   max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score, every=every,
+                   actor=Actor.cli(), purpose=purpose)
     header = f"searched {collection_name!r} in {mode} mode"
     if mode == "identify" and max_fmr is None and min_score is None:
         fpir = engine.config.max_fpir if max_fpir is None else max_fpir

@@ -155,6 +155,12 @@ def test_search_video_names_who_appears_when(home_engine: facelens.Engine, scene
     assert result.stats.faces_embedded < result.stats.faces_detected
     d = result.to_dict()
     assert d["tracks"][0]["search"]["matches"][0]["external_image_id"] == "A000368"
+    frames = result.per_frame()  # Rekognition's GetFaceSearch form
+    assert len(frames) == sum(len(t.boxes) for t in result.tracks)
+    assert [f["timestamp_ms"] for f in frames] == sorted(f["timestamp_ms"] for f in frames)
+    at_2s = [f for f in frames if 1600 <= f["timestamp_ms"] <= 3000]
+    assert {f["person"]["index"] for f in at_2s} == {1, 2}  # two people on screen together
+    assert all(f["face_matches"][0]["person_id"] == "B000444" for f in at_2s if f["person"]["index"] == 2)
     assert {"face_id", "person_id", "score", "fmr"} <= set(d["tracks"][1]["search"]["matches"][0])
 
 

@@ -75,3 +75,12 @@ def test_video_detect_and_its_errors(clip: tuple[Path, list[float]], tmp_path: P
     assert r.returncode == 2
     r = facelens_cli("video", "search", "nope", str(path), "--home", str(tmp_path))
     assert r.returncode == 3 and "nope" in r.stderr
+
+
+def test_video_commands_import_nothing_heavy() -> None:
+    """`facelens --help` stays fast: the video commands load PyAV, numpy and the engine only when run."""
+    code = "import sys, facelens.cli.video; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout.split()
+    assert "facelens.cli.video" in out
+    assert [m for m in out if m in ("av", "numpy", "scipy", "facelens.engine", "facelens.video")] == []

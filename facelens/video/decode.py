@@ -204,8 +204,11 @@ class VideoReader:
             last = t
             yield DecodedFrame(frame, index, t)
             index += 1
-        declared = self.info.frames
-        if declared and index < declared - 1 and not _is_url(self.source):
+        # fewer frames than the container declares, ending well before its duration: cut short (an edit
+        # list can drop a few frames, so both must be short)
+        declared, duration = self.info.frames, self.info.duration_s
+        short_time = duration is None or last < duration - 2 * step - 0.5
+        if declared and index < declared - 1 and short_time and not _is_url(self.source):
             raise VideoDecodeError(
                 f"the video ends after {index} of the {declared} frames its container declares (truncated?)",
                 source=self.source, at_s=max(last, 0.0) if index else None)

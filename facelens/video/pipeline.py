@@ -182,6 +182,22 @@ class VideoResult:
     collection: str | None = None
     mode: SearchMode | None = None
 
+    def per_frame(self) -> list[dict[str, Any]]:
+        """Rekognition GetFaceSearch's form: one record per sampled box of every track, by time:
+        ``timestamp_ms``, ``person`` (``index``: the track id, ``bbox``, ``score``) and ``face_matches``
+        (the track's matches, or its candidates when investigating; the same for all of a track's boxes)."""
+        out: list[dict[str, Any]] = []
+        for t in self.tracks:
+            s = t.search
+            found = [] if s is None else [m.to_dict() for m in s.matches] or [c.to_dict() for c in s.candidates]
+            for b in t.boxes:
+                out.append({"timestamp_ms": int(round(b.time_s * 1000)),
+                            "person": {"index": t.track_id, "bbox": [round(v, 1) for v in b.bbox.as_list()],
+                                       "score": round(b.score, 3)},
+                            "face_matches": found})
+        out.sort(key=lambda r: (int(r["timestamp_ms"]), int(r["person"]["index"])))
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {"video": self.info.to_dict(), "collection": self.collection,
                 "mode": None if self.mode is None else self.mode.value,

@@ -167,7 +167,7 @@ def test_search_video_names_who_appears_when(home_engine: facelens.Engine, scene
 def test_search_video_investigate_lists_leads(home_engine: facelens.Engine,
                                               scene_video: tuple[Path, list[float]]) -> None:
     path, _ = scene_video
-    result = home_engine.search_video("people", path, mode="investigate", every=5)
+    result = home_engine.search_video("people", path, mode="investigate", every=10)
     first = result.tracks[0].search
     assert first is not None and first.mode is facelens.SearchMode.INVESTIGATE and not first.matches
     assert first.candidates[0].person_id == "A000368"

@@ -39,7 +39,7 @@ def test_video_search_prints_who_and_when(clip: tuple[Path, list[float]], tmp_pa
     engine.close()
     annotated = tmp_path / "annotated.mp4"
     r = facelens_cli("video", "search", "people", str(path), "--json", "--home", str(tmp_path),
-                     "--annotate", str(annotated), "--purpose", "cli test")
+                     "--annotate", str(annotated), "--purpose", "cli test", "--every", "10")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["collection"] == "people" and doc["mode"] == "identify" and doc["annotated"] == str(annotated)

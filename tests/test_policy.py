@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 import facelens
@@ -116,6 +117,22 @@ def test_policy_floor_refuses_a_looser_rate_and_raises_the_default(eng: facelens
     # an investigation keeps its own lead floor: the identify floor does not apply to it
     (lead,) = eng.search_faces_by_image(rules, probe, mode="investigate")
     assert lead.operating_point.max_fmr == eng.lead_floor(rules) and lead.policy_floor is None
+
+
+def test_policy_floor_and_purpose_hold_for_a_search_by_embeddings(eng: facelens.Engine, rules: str) -> None:
+    """The entry point of video searches: n embeddings of one person, each look at the rate / n."""
+    looks = np.stack([eng.embed(portrait(PEOPLE[4], "b")), eng.embed(portrait(PEOPLE[4], "a"))])
+    floor = eng.config.max_fpir / 10
+    eng.set_collection_policy(rules, {"max_fpir": floor, "purpose_required": True})
+    with pytest.raises(PolicyError, match="requires a purpose"):
+        eng.search_faces_by_embedding(rules, looks)
+    r = eng.search_faces_by_embedding(rules, looks, purpose="case 5")  # the default, raised to the floor
+    assert r.policy_floor is not None and r.policy_floor.applied and r.operating_point.max_fpir == floor / 2
+    assert r.matches[0].person_id == PEOPLE[4]
+    with pytest.raises(PolicyError, match=r"per look, of 2"):
+        eng.search_faces_by_embedding(rules, looks, purpose="case 5", max_fpir=eng.config.max_fpir)
+    one = eng.search_faces_by_embedding(rules, looks[0], purpose="case 5", max_fpir=floor)
+    assert one.policy_floor is not None and not one.policy_floor.applied and one.operating_point.max_fpir == floor
 
 
 def test_policy_fmr_floor_applies_to_a_per_comparison_rate(eng: facelens.Engine, rules: str) -> None:

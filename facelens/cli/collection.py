@@ -375,11 +375,13 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
     sys.exit(EXIT_INPUT if errors else EXIT_OK)
 
 
+def _purpose_option(f: Any) -> Any:
+    return click.option("--purpose", default=None, help="Why this search is made (a case reference or reason); "
+                        "required where the collection's policy says so.")(f)
+
+
 def _mode_options(f: Any) -> Any:
-    """--mode identify|investigate, --max-candidates and --purpose: what a search is for
-    (docs/identification.md)."""
-    f = click.option("--purpose", default=None, help="Why this search is made (a case reference or reason); "
-                     "required where the collection's policy says so.")(f)
+    """--mode identify|investigate and --max-candidates: what a search is for (docs/identification.md)."""
     f = click.option("--max-candidates", type=click.IntRange(min=1), default=None, help="investigate: at most this "
                      "many candidates (default 10).")(f)
     return click.option("--mode", type=click.Choice([m.value for m in SearchMode], case_sensitive=False),
@@ -418,6 +420,7 @@ def _search_lines(r: SearchResult, *, persons: bool = False) -> list[str]:
 @click.argument("image", required=False)
 @click.option("--face-id", default=None, help="Search with a face already in the collection instead of an image.")
 @_mode_options
+@_purpose_option
 @click.option("--max-results", type=click.IntRange(min=1), default=None, help="identify: at most this many matches "
               "(default 10).")
 @_threshold_options
@@ -575,6 +578,7 @@ def person_delete(state: _State, /, name: str, person_id: str, as_json: bool, ho
 @click.argument("name")
 @click.argument("image")
 @_mode_options
+@_purpose_option
 @click.option("--max-results", type=click.IntRange(min=1), default=None, help="identify: at most this many "
               "persons (default 10).")
 @_threshold_options

@@ -26,6 +26,7 @@ __all__ = [
     "Candidate",
     "CollectionInfo",
     "Comparison",
+    "EnrolmentCheck",
     "Face",
     "IndexResult",
     "Landmarks",
@@ -38,7 +39,6 @@ __all__ = [
     "RefusalReason",
     "SearchMode",
     "SearchResult",
-    "EnrolmentCheck",
 ]
 
 LEAD_NOTICE = ("These candidates are leads, not matches: each must be reviewed by a person before anything "

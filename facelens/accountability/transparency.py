@@ -75,8 +75,8 @@ _SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "calibration" / "da
 # -- reading the period ------------------------------------------------------------------------------
 
 def _time(value: str | dt.datetime | None, what: str) -> dt.datetime | None:
-    """An ISO 8601 time (a date alone: midnight; no zone: UTC) as an aware UTC datetime."""
-    if value is None:
+    """An ISO 8601 time (a date alone: midnight; no zone: UTC) as an aware UTC datetime; None or blank: none."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, dt.datetime):
         t = value
@@ -88,7 +88,10 @@ def _time(value: str | dt.datetime | None, what: str) -> dt.datetime | None:
                                        f"2026-11-01T00:00:00Z)") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
-    return t.astimezone(dt.UTC)
+    try:
+        return t.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00: before the first representable UTC time
+        raise InvalidArgumentError(f"{what} is out of range: {value!r}") from None
 
 
 def _iso(t: dt.datetime) -> str:
@@ -849,9 +852,10 @@ def _point_words(p: Mapping[str, Any], a: Mapping[str, Any]) -> str:
                   f"<b>{_e(a['worst_group'])}</b> ({a['worst_group_ratio']:.2g}&times; as often)")
     size = p.get("collection_size")
     if size and overall["fmr"]:
-        expected = size["max"] * (a["worst_group_fmr"] or overall["fmr"])
-        words += (f". Searching {size['max']:,} faces, about {expected:.2g} strangers per search would be expected "
-                  f"to be {what} at that rate")
+        rate = a["worst_group_fmr"] or overall["fmr"]
+        whose = "the worst group's" if a["worst_group_fmr"] else "the overall"
+        words += (f". A search of {size['max']:,} faces for someone who is not among them would have about "
+                  f"{size['max'] * rate:.2g} strangers {what}, at {whose} rate")
     unsupported = a.get("groups_unsupported") or []
     if unsupported:
         words += (". Too few pairs to say anything at this rate for: "
@@ -894,8 +898,9 @@ def _points_section(c: Mapping[str, Any]) -> str:
             continue
         out.append(f'<p class="plain">{_point_words(p, a)}</p>')
         grows = [[("<b>overall</b>" if g is a["overall"] else _e(g["name"])), _n(g["impostor_pairs"]),
+                  '<span class="muted">too few pairs to say</span>' if g["status"] == "unsupported" else
                   _rate(g["fmr"]) + (f' <span class="muted">({_one_in(g["fmr"])})</span>' if g["fmr"] else ""),
-                  _rate(g["fmr_estimate"]),
+                  "&ndash;" if g["status"] == "unsupported" else _rate(g["fmr_estimate"]),
                   f'<span class="st {_e(g["status"])}">{_e(g["status"])}</span>',
                   "yes" if g["used_by_worst_group"] else "no (too few pairs)"]
                  for g in [a["overall"], *a["groups"]]]

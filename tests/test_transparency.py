@@ -502,3 +502,24 @@ def test_transparency_of_an_engine_uses_its_home(demo_home: tuple[Path, Done]) -
     assert report["totals"] == build_transparency(home, done.since, done.until)["totals"]
     assert report["collections"][0]["operating_points"] == build_transparency(
         home, done.since, done.until)["collections"][0]["operating_points"]
+
+
+def test_transparency_reads_a_collections_own_calibration_and_outlives_its_deletion(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    demo = Demo(home)
+    try:
+        demo.eng.create_collection("own", calibration=ROOT / "facelens" / "calibration" / "data" / "buffalo_s.npz")
+        demo.enrol("own", PEOPLE[0], None)
+        demo.search("own", portrait(PEOPLE[0], "b"), demo.officer, "case 1", "identify", None)
+        (point,) = build_transparency(home)["collections"][0]["operating_points"]
+        assert point["audited"]["source"] == "collection"
+        demo.eng.delete_collection("own")
+        demo.record(demo.admin, {"action": "collection_deleted", "collection": "own", "purpose": None,
+                                 "face_count": 1, "person_count": 1})
+    finally:
+        demo.close()
+    (c,) = build_transparency(home)["collections"]
+    assert not c["exists_now"] and c["lifecycle"][-1]["action"] == "collection_deleted"
+    assert c["lifecycle"][-1]["face_count"] == 1
+    # its own profile went with it; the model's profile of the same name still gives the audited rates
+    assert c["operating_points"][0]["audited"]["source"] == "model"

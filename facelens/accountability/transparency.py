@@ -738,13 +738,14 @@ def _verification_box(report: Mapping[str, Any]) -> str:
         "bad", "THE RECORD FAILS VERIFICATION",
         "The log does not verify: it was changed after it was written, by someone without the signing key, "
         "or parts of it were removed. The numbers on this page are read from it and prove nothing."))
-    parts = [f'<div class="box {kind}"><h2 class="boxtitle">{_e(title)}</h2><p>{_e(words)}</p>']
+    parts = [f'<h2>The record</h2><div class="box {kind}"><h3 class="boxtitle">{_e(title)}</h3><p>{_e(words)}</p>']
     if not v["ok"] and v.get("problem"):
         parts.append(f'<p><b>What failed:</b> {_e(v["problem"])}</p>')
     if not v["ok"] and log["unproven_entries_in_period"]:
         parts.append(f"<p><b>{_plural(log['unproven_entries_in_period'], 'entry', 'entries')} of this period "
                      f"cannot be trusted.</b></p>")
-    facts = [("Status", _e(v["status"])), ("Entries in the log", _n(v["entries"])),
+    read = "Entries in the log" if v["ok"] else "Entries verified before the failure"
+    facts = [("Status", _e(v["status"])), (read, _n(v["entries"])),
              ("Entries in this period", _n(log["entries_in_period"])
               + (f" (seq {log['first_seq']}&ndash;{log['last_seq']})" if log["first_seq"] is not None else "")),
              ("Signatures checked with public key", f"<code>{_e(log['public_key'] or 'none found')}</code>")]
@@ -769,6 +770,16 @@ def _verification_box(report: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _banner(report: Mapping[str, Any]) -> str:
+    """A warning at the top of the page when the record does not verify (the details follow below)."""
+    v = report["log"]["verification"]
+    if v["ok"]:
+        return ""
+    kind, title, _ = _STATUS_WORDS.get(str(v["status"]), ("bad", "THE RECORD FAILS VERIFICATION", ""))
+    return (f'<div class="box {kind}"><b>{_e(title)}:</b> the numbers below are read from a record that cannot be '
+            f"shown to be complete and unchanged (see &ldquo;The record&rdquo;).</div>")
+
+
 def _headline(report: Mapping[str, Any]) -> str:
     t = report["totals"]
     period = report["period"]
@@ -780,14 +791,15 @@ def _headline(report: Mapping[str, Any]) -> str:
            if t["searches_failed"] else "") + ".",
         f"Identifications returned {_plural(t['matches'], 'match', 'matches')}; investigations returned "
         f"{_plural(t['candidates'], 'candidate')} (leads for a person to review).",
-        f"Reviewers confirmed {t['reviews_confirmed']:,} and rejected {t['reviews_rejected']:,} candidates; "
+        f"Of the candidates, reviewers confirmed {t['reviews_confirmed']:,} and rejected {t['reviews_rejected']:,}; "
         f"{t['reviews_expired']:,} expired unreviewed, {t['reviews_withdrawn']:,} "
         f"{'was' if t['reviews_withdrawn'] == 1 else 'were'} withdrawn by an erasure, and {t['reviews_pending']:,} "
         f"{'is' if t['reviews_pending'] == 1 else 'are'} still waiting for review.",
         f"{_plural(t['faces_enrolled'], 'face')} enrolled from {_plural(t['images_enrolled'], 'photo')}; "
         f"{_plural(t['faces_erased'], 'face')} erased ({_plural(t['persons_erased'], 'person')} erased "
         f"entirely), with {_plural(t['erasure_receipts'], 'erasure receipt')}.",
-        f"{_plural(t['searches_without_purpose'], 'search', 'searches')} stated no purpose. "
+        (f"{_plural(t['searches_without_purpose'], 'search', 'searches')} stated no purpose. "
+         if t["searches_without_purpose"] else "Every search stated a purpose. ") +
         f"{_plural(t['compares'], 'one-to-one comparison')}; {_plural(t['policy_changes'], 'policy change')}, "
         f"{_plural(t['lead_floor_changes'], 'lead-floor change')}; {_plural(t['keys_created'], 'API key')} "
         f"created, {t['keys_revoked']:,} revoked.",
@@ -889,7 +901,9 @@ def _points_section(c: Mapping[str, Any]) -> str:
            '<p class="plain">The operating point is the rule a search ran under: the score a face had to reach '
            "to be returned, derived from a target false-match rate. The audited rate is the share of pairs of "
            "photos of two different people, in the calibration data, that score at least that high: overall, "
-           "and in each audited group of people.</p>",
+           "and in each audited group of people. Groups are named by data set and label: "
+           "<code>lfw:sex=F</code> is pairs of women in the LFW photos, <code>set:congress-historical</code> "
+           "pairs of official portraits of former members of the US Congress.</p>",
            _table(["Mode", "Target rate", "Score threshold", "Faces searched", "Searches",
                    "Audited false-match rate at this threshold"], rows)]
     for p in points:
@@ -1017,13 +1031,14 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.92em}th,td{border:1px so
 vertical-align:top;text-align:left}th{background:#f4f4f4}table.kv thead{display:none}
 .muted{color:#666}.badge{display:inline-block;padding:0 .45em;border-radius:.6em;font-size:.78em;font-weight:600}
 .badge.muted{background:#eef;color:#335;border:1px solid #ccd}
-.box{border:2px solid;border-radius:6px;padding:.2em 1em .6em;margin:1em 0}.box h2.boxtitle{border:0;margin:.4em 0}
+.box{border:2px solid;border-radius:6px;padding:.4em 1em;margin:1em 0}.box .boxtitle{margin:.3em 0}
 .box.ok{border-color:#3a7d44;background:#f1f8f2}.box.warn{border-color:#b7791f;background:#fdf8ec}
-.box.bad{border-color:#9b1c1c;background:#fde8e8}.box.bad h2{color:#9b1c1c}
+.box.bad{border-color:#9b1c1c;background:#fde8e8}.box.bad .boxtitle,.box.bad p b{color:#9b1c1c}
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin:1em 0}.card{border:1px solid #ccc;border-radius:6px;
 padding:.5em 1em;min-width:9em;background:#fafafa}.card .big{font-size:1.8em;font-weight:700}
-ul.headline li{margin:.25em 0}dl.gloss dt{font-weight:600;margin-top:.5em}dl.gloss dd{margin-left:1.2em;
-max-width:52em}section.coll{margin-top:1.5em}section.coll h3{background:#f4f4f4;padding:.3em .5em}
+ul.headline li{margin:.25em 0}dl.gloss{display:grid;grid-template-columns:minmax(10em,16em) 1fr;gap:.35em 1.2em}
+dl.gloss dt{font-weight:600}dl.gloss dd{margin:0;max-width:52em}
+section.coll{margin-top:1.5em}section.coll h3{background:#f4f4f4;padding:.3em .5em}
 .plain{color:#333;max-width:60em}.cols{display:flex;flex-wrap:wrap;gap:2em}
 .cols>div{flex:1 1 24em}q{quotes:"\\201C" "\\201D"}code{font-size:.9em;overflow-wrap:anywhere}
 details{margin:.4em 0}summary{cursor:pointer;color:#234}
@@ -1041,7 +1056,7 @@ def render_transparency_html(report: Mapping[str, Any]) -> str:
             '<p class="muted">What this face recognition service did in the period: who searched, for what '
             "stated purpose, what they were shown, what reviewers decided, and what was enrolled and erased. "
             "Counted from its signed record.</p>",
-            _verification_box(report), _headline(report), _glossary(), "<h2>Collections</h2>"]
+            _banner(report), _headline(report), _verification_box(report), _glossary(), "<h2>Collections</h2>"]
     if not report["collections"]:
         body.append('<p class="muted">No collection was used in this period.</p>')
     body += [_collection_section(c) for c in report["collections"]]

@@ -295,7 +295,8 @@ def test_transparency_counts_what_was_done(demo_home: tuple[Path, Done]) -> None
     assert sum(d["returned"] * d["searches"] for d in c["candidates"]["per_search"]) == done.candidates
     assert c["matches"]["total"] == done.matches and c["matches"]["identifications"] == done.identify - done.no_face
     assert c["reviews"] == {"created": done.created, "confirmed": done.confirmed, "rejected": done.rejected,
-                            "expired": done.expired, "withdrawn": done.withdrawn, "pending": done.pending}
+                            "expired": done.expired, "withdrawn": done.withdrawn, "deleted_with_collection": 0,
+                            "pending": done.pending}
     assert done.confirmed == 2 and done.pending > 0
     assert c["enrolments"] == {"images": done.images, "faces": done.faces, "faces_refused": 0, "already_indexed": 0}
     er = c["erasures"]
@@ -511,8 +512,10 @@ def test_transparency_reads_a_collections_own_calibration_and_outlives_its_delet
         demo.eng.create_collection("own", calibration=ROOT / "facelens" / "calibration" / "data" / "buffalo_s.npz")
         demo.enrol("own", PEOPLE[0], None)
         demo.search("own", portrait(PEOPLE[0], "b"), demo.officer, "case 1", "identify", None)
-        (point,) = build_transparency(home)["collections"][0]["operating_points"]
-        assert point["audited"]["source"] == "collection"
+        demo.search("own", portrait(PEOPLE[0], "b"), demo.officer, "case 1", "investigate", None)
+        assert build_transparency(home)["totals"]["reviews_pending"] == 1
+        points = build_transparency(home)["collections"][0]["operating_points"]
+        assert [p["audited"]["source"] for p in points] == ["collection", "collection"]
         demo.eng.delete_collection("own")
         demo.record(demo.admin, {"action": "collection_deleted", "collection": "own", "purpose": None,
                                  "face_count": 1, "person_count": 1})
@@ -521,5 +524,6 @@ def test_transparency_reads_a_collections_own_calibration_and_outlives_its_delet
     (c,) = build_transparency(home)["collections"]
     assert not c["exists_now"] and c["lifecycle"][-1]["action"] == "collection_deleted"
     assert c["lifecycle"][-1]["face_count"] == 1
+    assert c["reviews"]["deleted_with_collection"] == 1 and c["reviews"]["pending"] == 0
     # its own profile went with it; the model's profile of the same name still gives the audited rates
     assert c["operating_points"][0]["audited"]["source"] == "model"

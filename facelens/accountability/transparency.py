@@ -338,6 +338,12 @@ class _Reader:
             self.closed[item] = decision
             if in_period:
                 self._collection(collection).reviews[decision] += 1
+        elif action == "collection_deleted":  # its review items went with it
+            gone = [item for item, c in self.items.items() if c == collection and item not in self.closed]
+            for item in gone:
+                self.closed[item] = "deleted_with_collection"
+            if in_period and gone:
+                self._collection(collection).reviews["deleted_with_collection"] += len(gone)
         elif action == "review_purged":
             reason = str(body.get("reason") or "expired")
             items = _ids(body.get("item_ids"))
@@ -542,7 +548,8 @@ def _collection_doc(c: _Collection, pending: int, profiles: _Profiles | None, ex
                     "per_search": _distribution(c.matches_per_search)},
         "reviews": {"created": c.reviews.get("created", 0), "confirmed": c.reviews.get("confirmed", 0),
                     "rejected": c.reviews.get("rejected", 0), "expired": c.reviews.get("expired", 0),
-                    "withdrawn": c.reviews.get("withdrawn", 0), "pending": pending},
+                    "withdrawn": c.reviews.get("withdrawn", 0),
+                    "deleted_with_collection": c.reviews.get("deleted_with_collection", 0), "pending": pending},
         "enrolments": {"images": c.images, "faces": c.faces, "faces_refused": c.faces_refused,
                        "already_indexed": c.already_indexed},
         "erasures": {"face_deletions": c.face_deletions, "faces_deleted": c.faces_deleted,
@@ -942,7 +949,9 @@ def _collection_section(c: Mapping[str, Any]) -> str:
          f"{cand['total']:,} in {cand['investigations']:,} investigations"
          + (f" (at most {cand['max']:,} in one, {cand['mean']:.1f} on average)" if cand["investigations"] else "")],
         ["Review items", f"{r['created']:,} created; {r['confirmed']:,} confirmed, {r['rejected']:,} rejected, "
-                         f"{r['expired']:,} expired, {r['withdrawn']:,} withdrawn; <b>{r['pending']:,} pending</b>"],
+                         f"{r['expired']:,} expired, {r['withdrawn']:,} withdrawn"
+                         + (f", {r['deleted_with_collection']:,} deleted with the collection"
+                            if r["deleted_with_collection"] else "") + f"; <b>{r['pending']:,} pending</b>"],
         ["Enrolments", f"{en['faces']:,} faces from {en['images']:,} photos ({en['faces_refused']:,} faces refused; "
                        f"{en['already_indexed']:,} photos already enrolled)"],
         ["Erasures", f"{_plural(er['faces'], 'face')} ({er['faces_deleted']:,} deleted in "

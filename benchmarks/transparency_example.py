@@ -23,10 +23,9 @@ from typing import Any
 
 import facelens
 from facelens import Actor
-from facelens.accountability.log import search_record
 from facelens.accountability.transparency import build_transparency, write_transparency
 from facelens.engine import image_sha256
-from facelens.errors import NoFaceError
+from facelens.errors import NoFaceError, error_status
 
 PORTRAITS = Path(__file__).resolve().parents[1] / "examples" / "portraits"
 PEOPLE = sorted({p.stem.rsplit("_", 1)[0] for p in PORTRAITS.glob("*.jpg")})
@@ -35,6 +34,8 @@ BURGLARY = Actor.for_key("k_7f3a21", "desk 4, burglary unit")
 MISSING = Actor.for_key("k_91bc07", "desk 9, missing persons")
 DOOR = Actor.for_key("k_d00r55", "front door, staff entrance")
 REVIEWER = Actor.for_key("k_r00a19", "review team A")
+_NOT_LOGGED = {"bbox", "external_image_id", "searched_face", "matches", "searched_face_id", "collection_size",
+               "candidates", "mode", "notice", "meaning"}
 
 
 def _photo(person: str, which: str) -> Path:
@@ -69,18 +70,21 @@ def build(home: Path) -> None:
                                    "already_indexed": result.already_indexed})
 
         def search(name: str, image: Any, actor: Actor, purpose: str | None, mode: str) -> None:
-            rec: dict[str, Any]
+            error: dict[str, str] | None = None
             try:
                 results = list(eng.search_faces_by_image(name, image, mode=mode))
-                rec = search_record(action="search_faces_by_image", key_id="", purpose=purpose, collection=name,
-                                    probe={"image_sha256": image_sha256(image)}, options={"mode": mode},
-                                    results=results)
             except NoFaceError as exc:
-                rec = search_record(action="search_faces_by_image", key_id="", purpose=purpose, collection=name,
-                                    probe={"image_sha256": image_sha256(image)}, options={"mode": mode},
-                                    results=[], error=exc)
-                results = []
-            rec["search_id"] = uuid.uuid4().hex
+                results, error = [], {"code": error_status(exc)[1], "message": str(exc)}
+            docs = [r.to_dict() for r in results]
+            rec: dict[str, Any] = {  # the shape of docs/identification.md's search records
+                "action": "search_faces_by_image", "search_id": uuid.uuid4().hex, "purpose": purpose,
+                "collection": name, "mode": mode, "collection_size": docs[0]["collection_size"] if docs else None,
+                "probe": {"image_sha256": image_sha256(image)}, "options": {"mode": mode},
+                "operating_point": {k: v for k, v in docs[0].items() if k not in _NOT_LOGGED} if docs else None,
+                "results": [{"candidates": [{k: v for k, v in m.items() if k not in _NOT_LOGGED}
+                                            for m in d.get("matches", d.get("candidates", []))]} for d in docs]}
+            if error is not None:
+                rec["error"] = error
             if mode == "investigate":
                 rec["review_items"] = [uuid.uuid4().hex for r in results for _ in r.candidates]
                 items.extend((name, i) for i in rec["review_items"])

@@ -21,18 +21,10 @@ from PIL import Image
 
 import facelens
 from facelens import Actor
-from facelens.accountability.log import (
-    Checkpoint,
-    LogSigningKey,
-    canonical_json,
-    compare_record,
-    make_checkpoint,
-    read_entries,
-    search_record,
-)
+from facelens.accountability.log import Checkpoint, LogSigningKey, canonical_json, make_checkpoint, read_entries
 from facelens.accountability.transparency import build_transparency, render_transparency_html, write_transparency
 from facelens.engine import image_sha256
-from facelens.errors import InvalidArgumentError, NoFaceError
+from facelens.errors import InvalidArgumentError, NoFaceError, error_status
 from facelens.server import ServerSettings
 from facelens.server.keys import KeyStore
 
@@ -41,6 +33,27 @@ from .conftest import PEOPLE, portrait
 
 ROOT = Path(__file__).resolve().parents[1]
 XSS = "<script>alert(1)</script>"
+
+
+_NOT_LOGGED = {"bbox", "external_image_id", "searched_face", "matches", "searched_face_id", "collection_size",
+               "candidates", "mode", "notice", "meaning"}
+
+
+def search_rec(action: str, *, collection: str, purpose: str | None, mode: str, results: list[Any],
+               error: Exception | None = None) -> dict[str, Any]:
+    """A search's log record in the shape docs/identification.md names (what the engine records; built
+    here from the results so that the test does not depend on the builder's signature)."""
+    docs = [r.to_dict() for r in results]
+    rec: dict[str, Any] = {
+        "action": action, "search_id": uuid.uuid4().hex, "purpose": purpose, "collection": collection, "mode": mode,
+        "collection_size": docs[0]["collection_size"] if docs else None, "probe": {"image_sha256": "1" * 64},
+        "options": {"mode": mode},
+        "operating_point": {k: v for k, v in docs[0].items() if k not in _NOT_LOGGED} if docs else None,
+        "results": [{"candidates": [{k: v for k, v in m.items() if k not in _NOT_LOGGED}
+                                    for m in d.get("matches", d.get("candidates", []))]} for d in docs]}
+    if error is not None:
+        rec["error"] = {"code": error_status(error)[1], "message": str(error)}
+    return rec
 
 
 @dataclass
@@ -115,17 +128,13 @@ class Demo:
 
     def search(self, name: str, image: Any, actor: Actor, purpose: str | None, mode: str, done: Done | None,
                *, action: str = "search_faces_by_image") -> None:
-        search_id = uuid.uuid4().hex
-        options: dict[str, Any] = {"mode": mode}
         try:
             if action == "search_persons_by_image":
                 results = [self.eng.search_persons_by_image(name, image, mode=mode)]
             else:
                 results = list(self.eng.search_faces_by_image(name, image, mode=mode))
         except NoFaceError as exc:
-            self.record(actor, {**search_record(action=action, key_id="", purpose=purpose, collection=name,
-                                                probe={"image_sha256": "0" * 64}, options=options, results=[],
-                                                error=exc), "search_id": search_id})
+            self.record(actor, search_rec(action, collection=name, purpose=purpose, mode=mode, results=[], error=exc))
             if done is not None:
                 done.searches += 1
                 done.no_face += 1
@@ -134,12 +143,10 @@ class Demo:
                 done.per_purpose[purpose] = done.per_purpose.get(purpose, 0) + 1
                 done.per_actor[(actor.kind, actor.id)] = done.per_actor.get((actor.kind, actor.id), 0) + 1
             return
-        rec = search_record(action=action, key_id="", purpose=purpose, collection=name,
-                            probe={"image_sha256": "1" * 64}, options=options, results=results)
-        rec["search_id"] = search_id
+        rec = search_rec(action, collection=name, purpose=purpose, mode=mode, results=results)
         returned = sum(len(r.candidates) if mode == "investigate" else len(r.matches) for r in results)
         if mode == "investigate":
-            rec["review_items"] = self.items[search_id] = [uuid.uuid4().hex for _ in range(returned)]
+            rec["review_items"] = self.items[rec["search_id"]] = [uuid.uuid4().hex for _ in range(returned)]
         self.record(actor, rec)
         if done is not None:
             done.searches += 1
@@ -228,10 +235,10 @@ def build_demo(home: Path) -> Done:
                     action="search_persons_by_image")
         demo.search("watch", _blank_jpeg(), demo.officer, "case 2026-0173", "identify", done)
         # an entry from before actors were logged: the key id alone names who searched
-        old = search_record(action="search_faces_by_image", key_id="k_legacy", purpose="old case",
-                            collection="watch", probe={"image_sha256": "2" * 64}, options={},
-                            results=list(demo.eng.search_faces_by_image("watch", portrait(PEOPLE[5], "b"))))
-        demo.eng.log.append(old)
+        old = search_rec("search_faces_by_image", collection="watch", purpose="old case", mode="identify",
+                         results=list(demo.eng.search_faces_by_image("watch", portrait(PEOPLE[5], "b"))))
+        del old["search_id"], old["mode"]
+        demo.eng.log.append({**old, "key_id": "k_legacy"})
         done.searches += 1
         done.identify += 1
         done.matches += len(old["results"][0]["candidates"])
@@ -249,8 +256,12 @@ def build_demo(home: Path) -> Done:
         demo.purge("watch", [in_period[3]], "withdrawn", done)
         demo.delete_faces("watch", PEOPLE[3], done)
         res = demo.eng.compare(portrait(PEOPLE[0], "a"), portrait(PEOPLE[0], "b"))
-        demo.record(demo.officer, compare_record(key_id="", purpose="passport check", image_a_sha256="3" * 64,
-                                                 image_b_sha256="4" * 64, options={}, result=res))
+        outcome = {"score": res.score, "fmr": res.fmr, "match": res.match}
+        demo.record(demo.officer, {"action": "compare", "purpose": "passport check", "collection": None,
+                                   "collection_size": None, "probe": {"image_a_sha256": "3" * 64,
+                                                                      "image_b_sha256": "4" * 64},
+                                   "options": {}, "operating_point": res.operating_point.to_dict(),
+                                   "results": [outcome]})
         done.compares += 1
         ks = KeyStore.open(home, action_log=demo.eng.log)
         try:

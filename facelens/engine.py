@@ -566,6 +566,12 @@ class Engine:
         """(person id, number of faces) for each person of the collection."""
         return self._store(collection).list_persons()
 
+    def list_persons_page(self, collection: str, *, limit: int = 100,
+                          after: str | None = None) -> tuple[list[tuple[str, int]], str | None]:
+        """One page of persons with their face counts, sorted by id, after the person ``after``; and the
+        ``after`` of the next page (None at the end). For lists that must not read a whole collection."""
+        return self._store(collection).list_persons_page(limit=limit, after=after)
+
     def associate_faces(self, collection: str, person_id: str, face_ids: list[str]) -> list[str]:
         """Give stored faces to a person; returns the face ids that exist (others are ignored)."""
         return self._store(collection).associate(_check_person_id(person_id), face_ids)

@@ -23,8 +23,9 @@ __all__ = ["CSP", "SECURITY_HEADERS", "Picture", "compare_words", "html_page", "
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-src 'self'; frame-ancestors 'none'; base-uri 'none'")
 
+# same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on the console's own forms
 SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-                    "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
+                    "Referrer-Policy": "same-origin", "Cache-Control": "no-store",
                     "Cross-Origin-Opener-Policy": "same-origin"}
 
 _REFUSALS = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .accountability import Actor, CollectionPolicy
 from .config import DEFAULT_MAX_FMR, DEFAULT_MAX_FPIR, EngineConfig
 from .errors import (
     CalibrationError,
@@ -27,6 +28,12 @@ from .errors import (
     ModelFileError,
     ModelMismatchError,
     NoFaceError,
+    PolicyError,
+    ReviewDecidedError,
+    ReviewError,
+    ReviewForbiddenError,
+    ReviewItemNotFoundError,
+    SearchLogError,
     UnsupportedRateError,
 )
 from .types import (
@@ -62,6 +69,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'facelens' has no attribute {name!r}")
 
 __all__ = [
+    "Actor",
     "BBox",
     "Candidate",
     "CalibrationError",
@@ -70,6 +78,7 @@ __all__ = [
     "CollectionExistsError",
     "CollectionInfo",
     "CollectionNotFoundError",
+    "CollectionPolicy",
     "Comparison",
     "DEFAULT_MAX_FMR",
     "DEFAULT_MAX_FPIR",
@@ -89,10 +98,16 @@ __all__ = [
     "ModelFileError",
     "ModelMismatchError",
     "NoFaceError",
+    "PolicyError",
     "Pose",
     "Quality",
     "QualityFilter",
     "RefusalReason",
+    "ReviewDecidedError",
+    "ReviewError",
+    "ReviewForbiddenError",
+    "ReviewItemNotFoundError",
+    "SearchLogError",
     "SearchMode",
     "SearchResult",
     "__version__",

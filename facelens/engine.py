@@ -8,12 +8,15 @@ import logging
 import re
 import threading
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .accountability.actor import Actor
+from .accountability.policy import POLICY_META_KEY, CollectionPolicy
 from .calibration import ScoreCalibration, load_calibration
 from .calibration.table import Policy, fpir_to_fmr
 from .config import EngineConfig, check_fmr
@@ -42,6 +45,9 @@ from .types import (
     SearchMode,
     SearchResult,
 )
+
+if TYPE_CHECKING:
+    from .accountability.log import LogEntry, SearchLog
 
 __all__ = ["DEFAULT_LEAD_FLOOR_FMR", "DEFAULT_MAX_CANDIDATES", "Engine", "FaceList", "SearchResultList"]
 
@@ -109,9 +115,16 @@ class Engine:
     (see :class:`facelens.EngineConfig`), e.g. ``Engine(threads=2, det_size=480)``.
 
     An Engine is safe to share between threads.
+
+    Accountability: methods that change state or search take ``actor`` (:class:`facelens.Actor`, who is
+    acting); given one, the action is recorded in the home's signed log (:meth:`record`) before the call
+    returns. The HTTP service and the CLI always give one; the bare Python API records nothing unless told
+    who acts. ``signed_log``: the log to record in (default: ``<home>/service/search-log.sqlite``, opened on first
+    use, signed with ``$FACELENS_LOG_SIGNING_KEY`` or the home's own signing key).
     """
 
-    def __init__(self, config: EngineConfig | None = None, **overrides: Any) -> None:
+    def __init__(self, config: EngineConfig | None = None, *, signed_log: SearchLog | None = None,
+                 **overrides: Any) -> None:
         if config is None:
             config = EngineConfig.from_env(**overrides)
         elif overrides:
@@ -133,10 +146,35 @@ class Engine:
         self._stores: dict[str, FaceStore] = {}
         self._collection_calibrations: dict[str, ScoreCalibration] = {}
         self._stores_lock = threading.Lock()
+        self._log = signed_log
+        self._own_log = False  # whether close() closes it (this engine opened it)
+        self._log_lock = threading.Lock()
         # closes the stores (saving approximate indexes) on close(), garbage collection or exit, so
         # that short-lived engines (the CLI's) save what they wrote too
         self._finalizer = weakref.finalize(self, _close_stores, self._stores, self._stores_lock)
         log.info("engine opened: model %s (sha256 %s)", self.model_name, self.model_sha256[:12])
+
+    # -- the record ----------------------------------------------------------------------------------
+
+    @property
+    def log(self) -> SearchLog:
+        """The signed log this engine records actions in (opened on first use)."""
+        with self._log_lock:
+            if self._log is None:
+                from .accountability.log import SearchLog
+
+                self._log = SearchLog.open(self.home)
+                self._own_log = True
+            return self._log
+
+    def record(self, actor: Actor | None, record: Mapping[str, Any]) -> LogEntry | None:
+        """Append ``record`` (a JSON object naming its ``action``) to the signed log as done by ``actor``,
+        durably, and return the entry; with no actor, nothing is recorded (None). Raises SearchLogError:
+        an action that cannot be recorded must not be reported as done."""
+        if actor is None:
+            return None
+        return self.log.append({**record, "actor": actor.to_dict(),
+                                "key_id": actor.id if actor.kind == "key" else None})
 
     # -- what this engine is ----------------------------------------------------------------------
 
@@ -292,16 +330,22 @@ class Engine:
         return store
 
     def create_collection(self, name: str, *, calibration: str | Path | None = None,
-                          lead_floor_fmr: float | None = None) -> CollectionInfo:
+                          lead_floor_fmr: float | None = None,
+                          policy: CollectionPolicy | Mapping[str, Any] | None = None) -> CollectionInfo:
         """Create an empty collection bound to this engine's model; raises CollectionExistsError.
 
         ``calibration``: a calibration profile (``facelens calibrate``) for this collection's searches,
         copied into the collection; by default the model's shipped profile is used. ``lead_floor_fmr``: the
         collection's lead floor for investigations (default :data:`DEFAULT_LEAD_FLOOR_FMR`; see
-        :meth:`set_lead_floor`).
+        :meth:`set_lead_floor`). ``policy``: its rules (:class:`facelens.CollectionPolicy` or a mapping of
+        its fields; default: the defaults), written with the collection, never after it.
         """
         if lead_floor_fmr is not None:
             lead_floor_fmr = check_fmr(lead_floor_fmr, "lead_floor_fmr")
+        rules = policy if isinstance(policy, CollectionPolicy) else CollectionPolicy.from_dict(policy or {})
+        extra = {POLICY_META_KEY: rules.to_json()}
+        if lead_floor_fmr is not None:
+            extra["lead_floor_fmr"] = repr(lead_floor_fmr)
         profile = None
         if calibration is not None:
             profile = load_calibration(calibration, model_sha256=self.model_sha256)
@@ -316,9 +360,7 @@ class Engine:
 
         store = FaceStore.create(path, name=name, model_name=self.model_name, model_sha256=self.model_sha256,
                                  dim=self.embedding_size, calibration=profile.name if profile else None,
-                                 prepare=prepare)
-        if lead_floor_fmr is not None:
-            store.set_lead_floor_fmr(repr(lead_floor_fmr))
+                                 prepare=prepare, extra_meta=extra)
         with self._stores_lock:
             stale = self._stores.pop(name, None)  # a deleted collection's store (deleted elsewhere)
             self._collection_calibrations.pop(name, None)
@@ -354,6 +396,24 @@ class Engine:
                               index_factory=store.index_factory, created=m["created"],
                               calibration=own or (self.calibration.name if self._calibration_path else ""),
                               generation=store.generation, lead_floor_fmr=_lead_floor(store))
+
+    def collection_policy(self, name: str) -> CollectionPolicy:
+        """The collection's policy now (as another process may just have changed it); raises
+        CollectionNotFoundError."""
+        return CollectionPolicy.from_json(self._store(name).policy_json())
+
+    def set_collection_policy(self, name: str, changes: CollectionPolicy | Mapping[str, Any], *,
+                              actor: Actor | None = None) -> CollectionPolicy:
+        """Change the collection's policy (a whole :class:`CollectionPolicy`, or a mapping of the fields to
+        change) and record ``policy_changed`` with the policy before and after; returns the new policy.
+        Who may change it is the entry point's rule (the service: admin keys only)."""
+        store = self._store(name)
+        before = CollectionPolicy.from_json(store.policy_json())
+        after = changes if isinstance(changes, CollectionPolicy) else before.replace(**dict(changes))
+        self.record(actor, {"action": "policy_changed", "collection": name, "purpose": None,
+                            "before": before.to_dict(), "after": after.to_dict()})
+        store.set_policy_json(after.to_json())
+        return after
 
     def collection_generation(self, name: str) -> str:
         """The identity of the collection named ``name`` now (a new one each time a collection of that
@@ -614,6 +674,10 @@ class Engine:
         self._pipeline = None
         self.backend = None
         self._finalizer()
+        with self._log_lock:
+            if self._own_log and self._log is not None:
+                self._log.close()
+                self._log, self._own_log = None, False
 
     def __enter__(self) -> Engine:
         return self

@@ -22,6 +22,13 @@ __all__ = [
     "CollectionNotFoundError",
     "FaceNotFoundError",
     "ModelMismatchError",
+    "SearchLogError",
+    "PolicyError",
+    "ReviewError",
+    "ReviewItemNotFoundError",
+    "ReviewForbiddenError",
+    "ReviewDecidedError",
+    "error_status",
 ]
 
 
@@ -110,3 +117,64 @@ class FaceNotFoundError(CollectionError):
 
 class ModelMismatchError(CollectionError):
     """A collection is bound to one model and refuses embeddings of another."""
+
+
+class SearchLogError(FacelensError):
+    """The signed log could not be written or read, or its file is not a facelens log. Whatever needed
+    the log to be written (a search, an enrolment, an erasure) answers this error instead of its result."""
+
+
+class PolicyError(FacelensError):
+    """A collection's policy forbids the request: a mode it does not allow, a rate looser than its floor,
+    no purpose where one is required, a policy change by someone who is not an admin. The message names
+    the rule and who can change it."""
+
+
+class ReviewError(FacelensError):
+    """A review-queue operation failed."""
+
+
+class ReviewItemNotFoundError(ReviewError):
+    """No review item of that id in the collection (never created, or purged)."""
+
+
+class ReviewForbiddenError(ReviewError):
+    """Four eyes: the reviewer is the one who ran the search, or has no right to decide."""
+
+
+class ReviewDecidedError(ReviewError):
+    """The review item was already decided (decisions are final), expired or withdrawn."""
+
+
+# The one table from errors to stable codes and HTTP statuses (the service renders every error with
+# them; the signed log records the code of a failed action). Most specific first: the first class the
+# error is an instance of decides. An error object with its own ``status`` and ``code`` attributes (the
+# service's ApiError) gives those.
+_STATUS: tuple[tuple[type[FacelensError], int, str], ...] = (
+    (ImageTooLargeError, 413, "image_too_large"),
+    (ImageDecodeError, 400, "invalid_image"),
+    (NoFaceError, 422, "no_face"),
+    (CollectionNotFoundError, 404, "collection_not_found"),
+    (CollectionExistsError, 409, "collection_exists"),
+    (FaceNotFoundError, 404, "face_not_found"),
+    (ModelMismatchError, 409, "model_mismatch"),
+    (InvalidArgumentError, 422, "invalid_argument"),
+    (SearchLogError, 503, "search_log_unavailable"),
+    (PolicyError, 403, "policy_forbids"),
+    (ReviewItemNotFoundError, 404, "review_item_not_found"),
+    (ReviewForbiddenError, 403, "review_forbidden"),
+    (ReviewDecidedError, 409, "review_decided"),
+    (CalibrationError, 500, "calibration_error"),
+    (ModelError, 500, "model_error"),
+)
+
+
+def error_status(exc: BaseException) -> tuple[int, str]:
+    """The HTTP status and stable code of an error (500 ``internal_error`` if unknown)."""
+    status, code = getattr(exc, "status", None), getattr(exc, "code", None)
+    if isinstance(status, int) and isinstance(code, str):
+        return status, code
+    for cls, status_, code_ in _STATUS:
+        if isinstance(exc, cls):
+            return status_, code_
+    return 500, "internal_error"

@@ -163,7 +163,7 @@ def test_keys_generation_cache_reads_once_until_the_file_changes(tmp_path: Path,
 
 
 def test_keys_created_and_revoked_are_recorded_in_the_signed_log(tmp_path: Path) -> None:
-    from facelens.server.searchlog import LogPublicKey, read_entries, verify_log
+    from facelens.accountability.log import LogPublicKey, read_entries, verify_log
 
     run = CliRunner()
     assert run.invoke(main, ["collection", "create", "c", "--home", str(tmp_path)]).exit_code == 0

@@ -23,12 +23,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from facelens.accountability.log import LogPublicKey, verify_log
 from facelens.cli import main
 from facelens.server import ServerSettings, create_app
 from facelens.server.errors import InsecureSettingsError
 from facelens.server.keys import KeyStore
 from facelens.server.ratelimit import RateLimiter
-from facelens.server.searchlog import LogPublicKey, verify_log
 
 from ._service import LiveService, make_key
 from .conftest import PEOPLE, PORTRAITS, portrait

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from facelens.server.searchlog import SearchLog
+from facelens.accountability.log import SearchLog
 
 from ._service import make_key
 from .conftest import PEOPLE, portrait

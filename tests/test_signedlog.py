@@ -20,10 +20,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from facelens.cli import main
-from facelens.server import ServerSettings
-from facelens.server.errors import SearchLogError
-from facelens.server.searchlog import (
+from facelens.accountability.log import (
     Checkpoint,
     LogPublicKey,
     LogSigningKey,
@@ -32,6 +29,9 @@ from facelens.server.searchlog import (
     make_checkpoint,
     verify_log,
 )
+from facelens.cli import main
+from facelens.server import ServerSettings
+from facelens.server.errors import SearchLogError
 
 from ._service import LiveService, make_key
 
@@ -156,7 +156,7 @@ def test_signedlog_service_signs_with_the_key_its_settings_name(tmp_path: Path) 
 
 def test_signedlog_processes_creating_the_key_at_once_share_one(tmp_path: Path) -> None:
     key = tmp_path / "k" / "log.key"
-    code = ("import sys; from facelens.server.searchlog import LogSigningKey; "
+    code = ("import sys; from facelens.accountability.log import LogSigningKey; "
             "print(LogSigningKey.load_or_create(__import__('pathlib').Path(sys.argv[1])).public_key.fingerprint)")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(key)], stdout=subprocess.PIPE, env=_env(), text=True)
              for _ in range(4)]
@@ -363,7 +363,7 @@ def test_signedlog_huge_after_is_a_clean_error(tmp_path: Path) -> None:
 _APPENDER = """
 import sys
 from pathlib import Path
-from facelens.server.searchlog import SearchLog
+from facelens.accountability.log import SearchLog
 log = SearchLog.open(Path(sys.argv[1]))
 for i in range(int(sys.argv[2])):
     entry = log.append({"action": "search_faces", "purpose": f"{sys.argv[3]} {i}"})

@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..accountability.log import SearchLog
 from ..errors import FacelensError
 from .deps import EngineCalls, Services
 from .errors import InsecureSettingsError, error_status
@@ -23,7 +24,6 @@ from .limits import RequestGuard, error_response
 from .ratelimit import RateLimiter
 from .routes import collections, faces, images, log, persons, search, system
 from .schemas import ErrorOut
-from .searchlog import SearchLog
 from .settings import SETTINGS_ENV, ServerSettings, is_loopback
 
 if TYPE_CHECKING:

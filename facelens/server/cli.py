@@ -163,7 +163,7 @@ def _listen(host: str, port: int) -> Any:
 def _action_log(home: Path | None) -> Iterator[Any]:
     """The search log of the home, open for recording key creation and revocation (key_id null: done
     on the host, not with an API key)."""
-    from .searchlog import SearchLog
+    from ..accountability.log import SearchLog
 
     action_log = SearchLog.open(_home(home))
     try:
@@ -275,7 +275,7 @@ def log() -> None:
 
 
 def _log_file(home: Path | None) -> Path:
-    from .searchlog import LOG_NAME
+    from ..accountability.log import LOG_NAME
 
     return _home(home) / "service" / LOG_NAME
 
@@ -287,13 +287,13 @@ def _signing_key_option(f: Any) -> Any:
 
 
 def _key_path(signing_key: Path | None, home: Path | None) -> Path:
-    from .searchlog import default_signing_key_path
+    from ..accountability.log import default_signing_key_path
 
     return signing_key if signing_key is not None else default_signing_key_path(_home(home))
 
 
 def _anchor(value: str | None) -> tuple[int, str] | None:
-    from .searchlog import MAX_SEQ
+    from ..accountability.log import MAX_SEQ
 
     if value is None:
         return None
@@ -306,7 +306,7 @@ def _anchor(value: str | None) -> tuple[int, str] | None:
 def _public_keys(given: tuple[Path, ...], signing_key: Path | None, home: Path | None) -> list[Any] | None:
     """The keys to trust: those given, else the public key beside the signing key, else the signing key's
     own; None when there is none (signatures then cannot be checked)."""
-    from .searchlog import LogPublicKey, LogSigningKey, public_key_path
+    from ..accountability.log import LogPublicKey, LogSigningKey, public_key_path
 
     if given:
         return [LogPublicKey.load(p) for p in given]
@@ -336,7 +336,7 @@ def log_verify(checkpoint_file: Path | None, anchor: str | None, public_keys: tu
                as_json: bool, signing_key: Path | None, home: Path | None) -> None:
     """Check the log, read-only: exit 0 when every entry is chained and signed (or covered by a
     checkpoint), 1 naming the first bad entry, or saying it is empty, missing, truncated or unsigned."""
-    from .searchlog import Checkpoint, verify_lines, verify_log
+    from ..accountability.log import Checkpoint, verify_lines, verify_log
 
     anchor_point = _anchor(anchor)
     try:
@@ -375,7 +375,7 @@ def log_verify(checkpoint_file: Path | None, anchor: str | None, public_keys: tu
 def log_public_key(as_json: bool, signing_key: Path | None, home: Path | None) -> None:
     """Print the public key of the log's signing key (PEM), for auditors; its fingerprint goes to stderr.
     The signing key is created if there is none yet."""
-    from .searchlog import LogSigningKey
+    from ..accountability.log import LogSigningKey
 
     path = _key_path(signing_key, home)
     existed = path.is_file()
@@ -402,7 +402,7 @@ def log_checkpoint(out: Path | None, signing_key: Path | None, home: Path | None
     """Verify the log, then print a signed checkpoint of its head (JSON: seq, hash, time, public_key,
     signature). Copy it somewhere this host cannot change; `log verify --checkpoint FILE` then proves
     every entry up to it unchanged. Exit 1 (no checkpoint) when the log does not verify."""
-    from .searchlog import LogSigningKey, make_checkpoint
+    from ..accountability.log import LogSigningKey, make_checkpoint
 
     path = _key_path(signing_key, home)
     if not path.is_file():
@@ -435,7 +435,7 @@ def log_checkpoint(out: Path | None, signing_key: Path | None, home: Path | None
 def log_export(since: str | None, after: int, output: Any, home: Path | None) -> None:
     """Write the entries as JSON lines, oldest first, each with its hash and signature (verifiable with
     `verify --file`). Read-only."""
-    from .searchlog import canonical_json, read_entries
+    from ..accountability.log import canonical_json, read_entries
 
     path = _log_file(home)
     if not path.is_file():

@@ -21,11 +21,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
+from ..accountability.log import LogEntry, SearchLog
 from ..pipeline import CancelToken, cancellable
 from .errors import ApiError
 from .keys import ApiKey, KeyStore, Scope
 from .ratelimit import RateLimiter
-from .searchlog import LogEntry, SearchLog
 from .settings import ServerSettings
 
 if TYPE_CHECKING:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import CollectionNotFoundError, InvalidArgumentError
-from ..store.home import collection_dir, collection_generation, validate_collection_name
+from ..store.home import collection_dir, collection_generation, service_dir, validate_collection_name
 from .errors import ServiceError
 
 __all__ = ["ApiKey", "GenerationCache", "KeyStore", "NewKey", "Scope", "service_dir"]
@@ -85,17 +85,6 @@ class Scope(enum.StrEnum):
 
 
 ALL_SCOPES = frozenset(Scope)
-
-
-def service_dir(home: Path) -> Path:
-    """The folder under a facelens home holding the service's key file and search log (mode 0700)."""
-    path = Path(home).expanduser() / "service"
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        path.chmod(0o700)
-    except OSError:  # pragma: no cover - a file system without modes
-        pass
-    return path
 
 
 def _now() -> str:

@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -444,12 +444,13 @@ class FaceStore:
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: Path, *, name: str, model_name: str, model_sha256: str, dim: int,
-               calibration: str | None = None, prepare: Callable[[Path], None] | None = None) -> FaceStore:
+               calibration: str | None = None, prepare: Callable[[Path], None] | None = None,
+               extra_meta: Mapping[str, str] | None = None) -> FaceStore:
         """Create a new, empty collection folder at ``path``; raises CollectionExistsError.
 
-        The collection is built in a hidden folder beside ``path`` (schema, meta, and whatever
-        ``prepare(folder)`` adds, such as its calibration profile) and renamed into place whole, so no
-        other process ever opens a half-made collection."""
+        The collection is built in a hidden folder beside ``path`` (schema, meta with ``extra_meta`` such as
+        its policy, and whatever ``prepare(folder)`` adds, such as its calibration profile) and renamed into
+        place whole, so no other process ever opens a half-made collection."""
         _sweep_graves(path.parent)
         if path.exists():
             raise CollectionExistsError(f"collection {name!r} already exists")
@@ -463,6 +464,7 @@ class FaceStore:
                         "model_sha256": model_sha256, "dim": str(dim), "created": _now(),
                         "index_factory": INDEX_FACTORY, "calibration": calibration or "",
                         "generation": new_generation()}
+                meta.update({k: v for k, v in (extra_meta or {}).items() if k not in meta})
                 conn.execute("BEGIN")
                 conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
                 conn.execute("COMMIT")
@@ -535,6 +537,16 @@ class FaceStore:
     def set_lead_floor_fmr(self, value: str) -> None:
         """Store the collection's ``lead_floor_fmr`` meta value (validated by the engine)."""
         self._set_meta(lead_floor_fmr=value)
+
+    def policy_json(self) -> str | None:
+        """The collection's ``policy`` meta value (JSON; None: not set), read from the database so a change
+        made by another process is seen (see Engine.collection_policy)."""
+        row = self._reader().execute("SELECT value FROM meta WHERE key = 'policy'").fetchone()
+        return None if row is None else str(row[0])
+
+    def set_policy_json(self, value: str) -> None:
+        """Store the collection's ``policy`` meta value (validated by the engine)."""
+        self._set_meta(policy=value)
 
     @property
     def generation(self) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import CollectionNotFoundError, InvalidArgumentError
 
-__all__ = ["collection_dir", "collection_generation", "default_home", "list_collection_names",
+__all__ = ["collection_dir", "collection_generation", "default_home", "list_collection_names", "service_dir",
            "validate_collection_name"]
 
 # Rekognition's CollectionId pattern is [a-zA-Z0-9_.\-]+ up to 255 characters. A name is also a folder
@@ -77,3 +77,14 @@ def collection_generation(home: Path, name: str) -> str:
     if (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino) or _TOMBSTONE in meta:
         raise CollectionNotFoundError(f"no collection named {name!r}")
     return meta.get("generation") or legacy_generation(meta)
+
+
+def service_dir(home: Path) -> Path:
+    """The folder under a facelens home holding the key file, the signed log and its signing key (mode 0700)."""
+    path = Path(home).expanduser() / "service"
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.chmod(0o700)
+    except OSError:  # pragma: no cover - a file system without modes
+        pass
+    return path

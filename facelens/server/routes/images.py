@@ -7,11 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from ...accountability.log import compare_record
 from ...errors import FacelensError
 from ...types import Comparison
 from ..deps import Key, ServicesDep, image_request_body, read_image_request
 from ..schemas import CompareOptions, ComparisonOut, DetectOptions, DetectOut
-from ..searchlog import compare_record
 
 router = APIRouter(prefix="/v1", tags=["images"])
 

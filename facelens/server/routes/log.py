@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from ...accountability.log import MAX_SEQ
 from ..deps import AdminKey, ServicesDep
 from ..schemas import LogPageOut
-from ..searchlog import MAX_SEQ
 
 router = APIRouter(prefix="/v1/log", tags=["search log"])
 

@@ -11,12 +11,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from ...accountability.log import LogEntry, search_record
 from ...errors import FacelensError
 from ...types import SearchResult
 from ..deps import Key, SearchCollection, Services, ServicesDep, image_request_body, read_image_request
 from ..keys import ApiKey
 from ..schemas import SearchFaceIn, SearchImageOptions, SearchImageOut, SearchOneOut, SearchOptions
-from ..searchlog import LogEntry, search_record
 
 router = APIRouter(prefix="/v1/collections/{collection}/search", tags=["search"])
 

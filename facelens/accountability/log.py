@@ -1,4 +1,4 @@
-"""The search log: an append-only, hash-chained, signed record of every search and compare the service ran.
+"""The signed log: an append-only, hash-chained, signed record of every search and compare the service ran.
 
 Each entry is a JSON object: what was done (``action``), by which key (its public id, never the
 secret), for what ``purpose``, on which collection of which size, with which probe (the sha256 of the
@@ -54,10 +54,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..errors import FacelensError
+from ..errors import FacelensError, SearchLogError, error_status
+from ..store.home import service_dir
 from ..types import Comparison, SearchResult
-from .errors import SearchLogError, error_status
-from .keys import service_dir
 
 __all__ = ["GENESIS", "SIGNING_KEY_ENV", "Checkpoint", "LogEntry", "LogPublicKey", "LogSigningKey", "SearchLog",
            "VerifyReport", "canonical_json", "compare_record", "default_signing_key_path", "failure",

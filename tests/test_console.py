@@ -268,3 +268,27 @@ def test_audit_reports_are_framed_in_a_sandbox_and_only_listed_names_open(servic
     assert r.headers["content-security-policy"].startswith("sandbox;")
     assert admin.get("/console/audit/..%2F..%2Fservice/report.html").status_code == 404
     assert admin.get("/console/audit/nope/report.html").status_code == 404
+
+
+def test_a_collection_admin_changes_the_policy_and_the_change_is_logged_with_the_key(
+        service: LiveService, admin_token: str, home: Path) -> None:
+    admin, csrf = sign_in(service, admin_token)
+    assert admin.post("/console/collections", data={"csrf_token": csrf, "name": "ruled"}).status_code == 303
+    page = admin.get("/console/c/ruled").text
+    r = admin.post("/console/c/ruled/policy", data={"csrf_token": csrf, "allowed_modes": ["identify"],
+                                                     "purpose_required": "on", "review_required": "on",
+                                                     "face_crops": "on", "retention_days": "7", "max_fpir": "0.001"})
+    assert r.status_code == 303, r.text
+    page = admin.get("/console/c/ruled").text
+    assert re.search(r'value="investigate" id="policy-investigate"\s*>', page)  # unchecked now
+    assert re.search(r'id="policy-purpose" checked', page) and 'value="7.0"' in page
+    log = admin.get("/console/log?action=policy_changed&collection=ruled").text
+    assert "policy_changed" in log and "admin &lt;b&gt;" in log
+    r = admin.post("/console/c/ruled/policy", data={"csrf_token": csrf, "max_fpir": "lots"})
+    assert r.status_code == 422 and "max_fpir" in r.text
+    r = admin.post("/console/c/ruled/policy", data={"csrf_token": csrf, "allowed_modes": []})
+    assert r.status_code == 422 and "allowed_modes" in r.text  # the core's refusal, shown as the API shows it
+    reader, rcsrf = sign_in(service, make_key(home, name="ruled reader", grants={"ruled": ["read", "search"]}))
+    assert 'id="save-policy"' not in reader.get("/console/c/ruled").text
+    r = reader.post("/console/c/ruled/policy", data={"csrf_token": rcsrf, "allowed_modes": ["investigate"]})
+    assert r.status_code == 403

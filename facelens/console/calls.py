@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..accountability.actor import Actor
+from ..accountability.log import LogEntry, compare_record
 from ..errors import FacelensError
 from ..server.deps import Services, not_found
 from ..server.errors import ApiError
@@ -27,7 +29,6 @@ from ..server.routes import log as log_routes
 from ..server.routes import persons as persons_routes
 from ..server.routes import search as search_routes
 from ..server.schemas import CollectionIn, CompareOptions, DetectOptions, IndexOptions, SearchImageOptions
-from ..server.searchlog import LogEntry, compare_record
 from ..types import Comparison
 
 __all__ = ["ConsoleCalls", "KeyActionLog", "LogFilter"]
@@ -53,8 +54,8 @@ class KeyActionLog:
         self.key = key
 
     def append(self, record: Mapping[str, Any]) -> LogEntry:
-        return self.services.log.append({**record, "key_id": self.key.key_id,
-                                         "actor": {"kind": "key", "id": self.key.key_id, "name": self.key.name}})
+        actor = Actor.for_key(self.key.key_id, self.key.name)
+        return self.services.log.append({**record, "key_id": self.key.key_id, "actor": actor.to_dict()})
 
 
 class ConsoleCalls:
@@ -100,6 +101,25 @@ class ConsoleCalls:
     async def delete_collection(self, collection: str) -> dict[str, Any]:
         self.require(collection, Scope.ADMIN)
         return await collections_routes.delete_collection(collection, self.services)
+
+    @property
+    def actor(self) -> Actor:
+        """Who acts: the signed-in key (its name is shown in the log and on every page)."""
+        return Actor.for_key(self.key.key_id, self.key.name)
+
+    # -- policies (issue 15): Engine.collection_policy / set_collection_policy ---------------------------
+
+    async def collection_policy(self, collection: str) -> dict[str, Any]:
+        self.require(collection)
+        engine = self.services.engine
+        return (await self.services.calls(lambda: engine.collection_policy(collection))).to_dict()
+
+    async def set_collection_policy(self, collection: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change the policy (the collection's admins), logged as ``policy_changed`` with this key as actor."""
+        self.require(collection, Scope.ADMIN)
+        engine, actor = self.services.engine, self.actor
+        policy = await self.services.calls(lambda: engine.set_collection_policy(collection, changes, actor=actor))
+        return policy.to_dict()
 
     # -- faces and persons ---------------------------------------------------------------------------
 

@@ -258,8 +258,9 @@ async def collection_page(ctx: Ctx) -> Response:
         rows, after = await ctx.calls.list_persons(name, limit=PAGE, after=q.get("persons_after") or None)
         persons = {"rows": rows, "next": after}
     crops = hasattr(ctx.services.engine, "face_crop")
+    policy = await ctx.calls.collection_policy(name)
     return ctx.page("collection.html", nav="collections", c=info, scopes=sorted(scopes), faces=faces, persons=persons,
-                    crops=crops, faces_after=q.get("faces_after"), persons_after=q.get("persons_after"),
+                    crops=crops, policy=policy, faces_after=q.get("faces_after"), persons_after=q.get("persons_after"),
                     results=None)
 
 
@@ -298,6 +299,32 @@ async def erase_person(ctx: Ctx) -> Response:
     person_id = _text(form, "person_id") or ""
     receipt = await ctx.calls.erase_person(name, person_id)
     return ctx.page("erased.html", nav="collections", collection=name, receipt=receipt)
+
+
+def _rate_field(form: FormData, name: str) -> float | None:
+    text = _text(form, name)
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ApiError(422, "invalid_request", f"{name} must be a rate such as 0.001, or empty for none") from None
+
+
+@page
+async def set_policy(ctx: Ctx) -> Response:
+    """Change the collection's policy: every field of the form, logged once with the policy before and after."""
+    name = _collection_name(ctx)
+    form = await _form(ctx)
+    days = _rate_field(form, "retention_days")
+    changes: dict[str, Any] = {
+        "allowed_modes": [m for m in form.getlist("allowed_modes") if isinstance(m, str)],
+        "max_fpir": _rate_field(form, "max_fpir"), "max_fmr": _rate_field(form, "max_fmr"),
+        **{flag: form.get(flag) == "on" for flag in ("purpose_required", "review_required",
+                                                     "disclose_before_review", "face_crops")},
+        "retention_days": days if days is not None else 30.0}
+    await ctx.calls.set_collection_policy(name, changes)
+    return _redirect(f"{PREFIX}/c/{name}#policy")
 
 
 @page
@@ -486,6 +513,7 @@ routes = [
     Route(f"{PREFIX}/c/{{collection}}/enrol", enrol, methods=["POST"]),
     Route(f"{PREFIX}/c/{{collection}}/erase", erase_person, methods=["POST"]),
     Route(f"{PREFIX}/c/{{collection}}/delete", delete_collection, methods=["POST"]),
+    Route(f"{PREFIX}/c/{{collection}}/policy", set_policy, methods=["POST"]),
     Route(f"{PREFIX}/c/{{collection}}/faces/{{face_id}}/crop.jpg", face_crop, methods=["GET"]),
     Route(f"{PREFIX}/detect", detect, methods=["GET", "POST"]),
     Route(f"{PREFIX}/compare", compare, methods=["GET", "POST"]),

@@ -203,8 +203,15 @@ class ConsoleCalls:
         """Up to ``limit`` entries matching ``flt``, newest first (the log page; GET /v1/log reads the same
         entries oldest first). A read-only query of the log file: filters run in SQLite, on the page only."""
         self.require_admin()
-        path = self.services.log.path
-        return await self.services.calls(lambda: _newest(path, flt, limit))
+        path, keys = self.services.log.path, self.services.keys
+        entries = await self.services.calls(lambda: _newest(path, flt, limit))
+        names = {k.key_id: k.name for k in await self.services.calls(keys.list_keys)}
+        for e in entries:  # who acted: the actor's name, else the name of the key the entry names
+            actor = e.get("actor") if isinstance(e.get("actor"), dict) else None
+            key_id = e.get("key_id")
+            e["who"] = ((actor or {}).get("name") or (actor or {}).get("id")
+                        or (names.get(key_id, f"key {key_id}") if key_id else "the command line"))
+        return entries
 
     async def log_head(self) -> tuple[int, str] | None:
         self.require_admin()

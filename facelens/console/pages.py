@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -149,13 +150,18 @@ def page(handler: Callable[[Ctx], Awaitable[Response]]) -> Handler:
         except ApiError as exc:
             return html_page("error.html", exc.status, exc.headers, me=None, csrf="", version=__version__, nav="",
                              status=exc.status, code=exc.code, message=exc.message)
+        started = time.perf_counter()
         try:
-            return await handler(ctx)
+            response = await handler(ctx)
         except FacelensError as exc:
             status, code = error_status(exc)
             if status >= 500:
                 logger.error("%s %s: %s", request.method, request.url.path, exc, exc_info=exc)
-            return ctx.page("error.html", status, status=status, code=code, message=getattr(exc, "message", str(exc)))
+            response = ctx.page("error.html", status, status=status, code=code,
+                                message=getattr(exc, "message", str(exc)))
+        # the server's time for the page (session, API calls, template), for browsers' tools and the benchmark
+        response.headers["Server-Timing"] = f"console;dur={(time.perf_counter() - started) * 1000:.1f}"
+        return response
     run.__name__ = handler.__name__
     return run
 

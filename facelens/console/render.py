@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -113,7 +114,8 @@ def picture(image: bytes, faces: Sequence[Mapping[str, Any]], *, max_side: int =
 def _when(value: Any) -> str:
     if isinstance(value, int | float):
         return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return str(value or "").replace("T", " ").replace("+00:00", " UTC")
+    text = re.sub(r"\.\d+(?=[+Z]|$)", "", str(value or ""))  # whole seconds are enough to read
+    return text.replace("T", " ").replace("+00:00", " UTC").replace("Z", " UTC")
 
 
 def _rate(value: Any) -> str:

@@ -9,27 +9,31 @@ pages show with the API's status and message.
 
 from __future__ import annotations
 
-import hashlib
+import base64
+import inspect
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.types import Message
+
 from ..accountability.actor import Actor
-from ..accountability.log import LogEntry, compare_record
-from ..errors import FacelensError
+from ..accountability.log import LogEntry
 from ..server.deps import Services, not_found
 from ..server.errors import ApiError
 from ..server.keys import ApiKey, KeyStore, NewKey, Scope
 from ..server.routes import collections as collections_routes
 from ..server.routes import faces as faces_routes
+from ..server.routes import images as images_routes
 from ..server.routes import log as log_routes
 from ..server.routes import persons as persons_routes
 from ..server.routes import search as search_routes
-from ..server.schemas import CollectionIn, CompareOptions, DetectOptions, IndexOptions, SearchImageOptions
-from ..types import Comparison
+from ..server.schemas import CollectionIn
 
 __all__ = ["ConsoleCalls", "KeyActionLog", "LogFilter"]
 
@@ -61,9 +65,10 @@ class KeyActionLog:
 class ConsoleCalls:
     """The API calls of one signed-in ``key``."""
 
-    def __init__(self, services: Services, key: ApiKey) -> None:
+    def __init__(self, services: Services, key: ApiKey, request: Request | None = None) -> None:
         self.services = services
         self.key = key
+        self.request = request  # the console's request (its ASGI scope is the app's; uploads are rebuilt from it)
 
     # -- access, as the routes' dependencies (server/deps.py) decide it ---------------------------------
 
@@ -85,22 +90,54 @@ class ConsoleCalls:
         if not self.key.admin:
             raise ApiError(403, "forbidden", "this needs a global admin key (`facelens keys create --admin`)")
 
+    # -- calling the API's route functions ---------------------------------------------------------------
+
+    async def _route(self, fn: Callable[..., Awaitable[dict[str, Any]]], *,
+                     json_body: Mapping[str, Any] | None = None, **params: Any) -> dict[str, Any]:
+        """Call a route function of ``facelens/server/routes`` as FastAPI would after its dependencies: each
+        parameter it declares by name (``key``, ``services``, ``collection``, ``request``...) from ``params``,
+        this key and the services. ``json_body``: the JSON body of a route that reads its request itself (image
+        uploads: images base64-encoded, as any API client may send them), given as a real ASGI request."""
+        available: dict[str, Any] = {"key": self.key, "services": self.services, **params}
+        if json_body is not None:
+            available["request"] = self._json_request(json_body)
+        names = inspect.signature(fn).parameters
+        return await fn(**{name: available[name] for name in names if name in available})
+
+    def _json_request(self, body: Mapping[str, Any]) -> Request:
+        data = json.dumps(body).encode()
+        scope = {**(self.request.scope if self.request is not None else {"type": "http"}), "method": "POST",
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]}
+        sent = False
+
+        async def receive() -> Message:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": data, "more_body": False}
+        return Request(scope, receive)
+
     # -- collections: GET/POST /v1/collections, GET/DELETE /v1/collections/{c} --------------------------
 
     async def list_collections(self) -> list[str]:
-        answer = await collections_routes.list_collections(self.key, self.services)
+        answer = await self._route(collections_routes.list_collections)
         return list(answer["collections"])
 
     async def describe_collection(self, collection: str) -> dict[str, Any]:
         self.require(collection)
-        return await collections_routes.describe_collection(collection, self.services)
+        return await self._route(collections_routes.describe_collection, collection=collection)
 
     async def create_collection(self, name: str) -> dict[str, Any]:
-        return await collections_routes.create_collection(CollectionIn(name=name), self.key, self.services)
+        try:
+            body = CollectionIn(name=name)
+        except ValidationError:
+            raise ApiError(422, "invalid_request", "a collection name is 1-128 letters, digits, _ . -") from None
+        return await self._route(collections_routes.create_collection, body=body)
 
     async def delete_collection(self, collection: str) -> dict[str, Any]:
         self.require(collection, Scope.ADMIN)
-        return await collections_routes.delete_collection(collection, self.services)
+        return await self._route(collections_routes.delete_collection, collection=collection)
 
     @property
     def actor(self) -> Actor:
@@ -126,7 +163,7 @@ class ConsoleCalls:
     async def list_faces(self, collection: str, *, limit: int, next_token: str | None) -> dict[str, Any]:
         """GET /v1/collections/{c}/faces: one page."""
         self.require(collection, Scope.READ)
-        return await faces_routes.list_faces(collection, self.services, limit=limit, next_token=next_token)
+        return await self._route(faces_routes.list_faces, collection=collection, limit=limit, next_token=next_token)
 
     async def list_persons(self, collection: str, *, limit: int, after: str | None) -> tuple[list[tuple[str, int]],
                                                                                              str | None]:
@@ -135,60 +172,33 @@ class ConsoleCalls:
         engine = self.services.engine
         return await self.services.calls(lambda: engine.list_persons_page(collection, limit=limit, after=after))
 
-    async def index_faces(self, collection: str, image: bytes, options: IndexOptions) -> dict[str, Any]:
-        """POST /v1/collections/{c}/faces with one image."""
+    async def index_faces(self, collection: str, image: bytes, options: Mapping[str, Any]) -> dict[str, Any]:
+        """POST /v1/collections/{c}/faces with one image and the API's options (person_id, quality_filter...)."""
         self.require(collection, Scope.INDEX)
-        kwargs = options.engine_kwargs()
-        engine = self.services.engine
-        result = await self.services.calls(lambda: engine.index_faces(collection, image, **kwargs))
-        return result.to_dict()
+        return await self._route(faces_routes.index_faces, collection=collection,
+                                 json_body={**options, "image": _b64(image)})
 
     async def erase_person(self, collection: str, person_id: str) -> dict[str, Any]:
         """DELETE /v1/collections/{c}/persons/{p}: the person, every face and vector of theirs."""
         self.require(collection, Scope.ADMIN)
-        return await persons_routes.erase_person(person_id, collection, self.services)
+        return await self._route(persons_routes.erase_person, collection=collection, person_id=person_id)
 
     # -- images: POST /v1/detect, POST /v1/compare (logged) ---------------------------------------------
 
-    async def detect(self, image: bytes, options: DetectOptions) -> dict[str, Any]:
-        kwargs = options.engine_kwargs()
-        engine = self.services.engine
-        faces = await self.services.calls(lambda: engine.detect(image, **kwargs))
-        return {"faces": [f.to_dict() for f in faces], "faces_over_limit": faces.faces_over_limit}
+    async def detect(self, image: bytes, options: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._route(images_routes.detect, json_body={**options, "image": _b64(image)})
 
-    async def compare(self, image_a: bytes, image_b: bytes, options: CompareOptions) -> dict[str, Any]:
-        """As the route: the purpose checked, the compare run, then logged (a failed one too)."""
-        services = self.services
-        purpose = services.purpose(None, options.purpose)
-        kwargs = options.engine_kwargs()
-
-        def record(result: Comparison | None, error: FacelensError | None = None) -> dict[str, Any]:
-            return compare_record(key_id=self.key.key_id, purpose=purpose, options=kwargs, result=result, error=error,
-                                  image_a_sha256=hashlib.sha256(image_a).hexdigest(),
-                                  image_b_sha256=hashlib.sha256(image_b).hexdigest())
-
-        try:
-            result = await services.calls(lambda: services.engine.compare(image_a, image_b, **kwargs))
-        except FacelensError as exc:
-            await services.record(record(None, exc))
-            raise
-        entry = await services.record(record(result))
-        return {**result.to_dict(), "log_entry": {"seq": entry.seq, "hash": entry.hash}}
+    async def compare(self, image_a: bytes, image_b: bytes, options: Mapping[str, Any]) -> dict[str, Any]:
+        """POST /v1/compare: the purpose checked, the compare run and logged (a failed one too)."""
+        return await self._route(images_routes.compare,
+                                 json_body={**options, "image_a": _b64(image_a), "image_b": _b64(image_b)})
 
     # -- search: POST /v1/collections/{c}/search/image (logged before it answers) -----------------------
 
-    async def search_by_image(self, collection: str, image: bytes, options: SearchImageOptions) -> dict[str, Any]:
+    async def search_by_image(self, collection: str, image: bytes, options: Mapping[str, Any]) -> dict[str, Any]:
         self.require(collection, Scope.SEARCH)
-        services = self.services
-        purpose = services.purpose(collection, options.purpose)
-        kwargs = options.engine_kwargs()
-        results, entry = await search_routes._logged(
-            services, lambda: services.engine.search_faces_by_image(collection, image, **kwargs),
-            action="search_faces_by_image", key_id=self.key.key_id, purpose=purpose, collection=collection,
-            probe={"image_sha256": hashlib.sha256(image).hexdigest()}, options=kwargs)
-        return {"collection": collection, "results": [r.to_dict() for r in results],
-                "faces_over_limit": getattr(results, "faces_over_limit", 0),
-                "log_entry": {"seq": entry.seq, "hash": entry.hash}}
+        return await self._route(search_routes.search_by_image, collection=collection,
+                                 json_body={**options, "image": _b64(image)})
 
     def purpose_required(self, collection: str | None) -> bool:
         return self.services.settings.purpose_policy(collection) == "required"
@@ -278,6 +288,10 @@ class ConsoleCalls:
         if name not in names:  # only names listed from the folder: no path from the request is opened
             raise ApiError(404, "not_found", f"no audit report named {name!r} in {root}")
         return (root / name / "report.html").read_bytes()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _newest(path: Path, flt: LogFilter, limit: int) -> list[dict[str, Any]]:

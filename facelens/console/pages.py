@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -27,7 +26,6 @@ from ..errors import FacelensError
 from ..server.deps import NO_AUTH_KEY, Services
 from ..server.errors import ApiError, error_status
 from ..server.keys import ApiKey, Scope
-from ..server.schemas import CompareOptions, DetectOptions, IndexOptions, SearchImageOptions
 from .calls import ConsoleCalls, LogFilter
 from .render import SECURITY_HEADERS, compare_words, html_page, match_words, picture
 from .sessions import ConsoleSession, SessionStore
@@ -96,7 +94,8 @@ async def _context(request: Request) -> Ctx:
     if wait > 0:
         raise ApiError(429, "rate_limited", f"too many requests with this key; retry in {wait:.2f} s",
                        headers={"Retry-After": str(max(1, math.ceil(wait)))})
-    return Ctx(request=request, services=services, session=session, key=key, calls=ConsoleCalls(services, key))
+    return Ctx(request=request, services=services, session=session, key=key,
+               calls=ConsoleCalls(services, key, request))
 
 
 def _same_origin(request: Request) -> bool:
@@ -129,12 +128,9 @@ async def _files(form: FormData, name: str) -> list[tuple[str, bytes]]:
     return out
 
 
-def _options(model: type[Any], fields: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate({k: v for k, v in fields.items() if v not in (None, "")})
-    except ValidationError as exc:
-        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}" for e in exc.errors()[:5]]
-        raise ApiError(422, "invalid_request", "; ".join(parts)) from None
+def _options(fields: dict[str, Any]) -> dict[str, Any]:
+    """A form's API options, those left empty left out (the API's defaults); the route validates them."""
+    return {k: v for k, v in fields.items() if v not in (None, "")}
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -282,7 +278,7 @@ async def enrol(ctx: Ctx) -> Response:
     for filename, data in await _files(form, "images"):
         if by_file:  # "A000368_a.jpg" -> person A000368
             fields["person_id"] = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0].split("_", 1)[0]
-        options = _options(IndexOptions, fields)
+        options = _options(fields)
         try:
             answer = await ctx.calls.index_faces(name, data, options)
             results.append({"file": filename, "ok": True, **answer})
@@ -367,7 +363,7 @@ async def detect(ctx: Ctx) -> Response:
     files = await _files(form, "image")
     if not files:
         raise ApiError(422, "invalid_request", "choose an image")
-    options = _options(DetectOptions, {"quality_filter": _text(form, "quality_filter")})
+    options = _options({"quality_filter": _text(form, "quality_filter")})
     result = await ctx.calls.detect(files[0][1], options)
     return ctx.page("detect.html", nav="detect", result=result, pic=picture(files[0][1], result["faces"]),
                     filename=files[0][0])
@@ -382,7 +378,7 @@ async def compare(ctx: Ctx) -> Response:
     a, b = await _files(form, "image_a"), await _files(form, "image_b")
     if not a or not b:
         raise ApiError(422, "invalid_request", "choose two images")
-    options = _options(CompareOptions, {"purpose": _text(form, "purpose"), "max_fmr": _text(form, "max_fmr")})
+    options = _options({"purpose": _text(form, "purpose"), "max_fmr": _text(form, "max_fmr")})
     result = await ctx.calls.compare(a[0][1], b[0][1], options)
     return ctx.page("compare.html", nav="compare", result=result, words=compare_words(result), purpose_required=need,
                     pic_a=picture(a[0][1], [result["face_a"]]), pic_b=picture(b[0][1], [result["face_b"]]))
@@ -403,8 +399,8 @@ async def search(ctx: Ctx) -> Response:
         raise ApiError(422, "invalid_request", "choose a probe image")
     mode = _text(form, "mode") or "identify"
     count = _text(form, "max_results")
-    options = _options(SearchImageOptions, {"mode": mode, "purpose": _text(form, "purpose"),
-                                            ("max_candidates" if mode == "investigate" else "max_results"): count})
+    options = _options({"mode": mode, "purpose": _text(form, "purpose"),
+                        ("max_candidates" if mode == "investigate" else "max_results"): count})
     result = await ctx.calls.search_by_image(chosen, files[0][1], options)
     first = result["results"][0] if result["results"] else None
     rows = []

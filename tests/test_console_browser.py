@@ -90,6 +90,13 @@ def test_a_new_user_signs_in_enrols_searches_erases_reads_the_log_and_signs_out(
     _el(driver, "#create-collection").click()
     _wait(driver, "#collection-name")
     assert driver.current_url.endswith("/console/c/demo")
+    # this demo shows investigations' candidates to the searcher before review (a policy choice, logged)
+    disclose = _el(driver, "input[name=disclose_before_review]")
+    assert not disclose.is_selected()  # off by default
+    disclose.click()
+    _el(driver, "#save-policy").click()
+    _wait(driver, "#collection-name")
+    assert _el(driver, "input[name=disclose_before_review]").is_selected()
 
     # enrol the bundled portraits (first photo of each person), one person per file; the page's script
     # sends them one at a time and shows each result as it comes
@@ -160,7 +167,7 @@ def test_a_new_user_signs_in_enrols_searches_erases_reads_the_log_and_signs_out(
     driver.get(f"{url}/console/log")
     log = _el(driver, "table.log").text
     assert "search_faces_by_image" in log and "compare" in log
-    assert "case 2026-11" in log and "case 2026-13" in log
+    assert "case 2026-11" in log and "case 2026-13" in log and "policy_changed" in log
     driver.get(f"{url}/console/log?action=compare")
     rows = _els(driver, "table.log tbody tr")
     assert len(rows) == 1 and "case 2026-13" in rows[0].text

@@ -10,12 +10,14 @@ pages show with the API's status and message.
 from __future__ import annotations
 
 import base64
+import importlib
 import inspect
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pydantic import ValidationError
@@ -92,8 +94,14 @@ class ConsoleCalls:
 
     # -- calling the API's route functions ---------------------------------------------------------------
 
-    async def _route(self, fn: Callable[..., Awaitable[dict[str, Any]]], *,
+    async def _route(self, fn: Callable[..., Awaitable[Any]], *,
                      json_body: Mapping[str, Any] | None = None, **params: Any) -> dict[str, Any]:
+        """:meth:`_invoke` of a route answering JSON (a dict)."""
+        answer: dict[str, Any] = await self._invoke(fn, json_body=json_body, **params)
+        return answer
+
+    async def _invoke(self, fn: Callable[..., Awaitable[Any]], *,
+                      json_body: Mapping[str, Any] | None = None, **params: Any) -> Any:
         """Call a route function of ``facelens/server/routes`` as FastAPI would after its dependencies: each
         parameter it declares by name (``key``, ``services``, ``collection``, ``request``...) from ``params``,
         this key and the services. ``json_body``: the JSON body of a route that reads its request itself (image
@@ -199,6 +207,58 @@ class ConsoleCalls:
         self.require(collection, Scope.SEARCH)
         return await self._route(search_routes.search_by_image, collection=collection,
                                  json_body={**options, "image": _b64(image)})
+
+    # -- the review queue (issue 15: routes/review.py, once it is there) -------------------------------
+
+    @staticmethod
+    def review_routes() -> ModuleType | None:
+        """The API's review routes, or None in a version without the review queue."""
+        try:
+            return importlib.import_module("facelens.server.routes.review")
+        except ImportError:
+            return None
+
+    def _review(self) -> ModuleType:
+        routes = self.review_routes()
+        if routes is None:
+            raise ApiError(404, "not_found", "this version of facelens has no review queue")
+        return routes
+
+    async def review_list(self, *, collection: str | None, state: str | None, limit: int,
+                          after: str | None) -> dict[str, Any]:
+        """GET /v1/review: the items this key may see (a reviewer: all of the collection; a searcher: its own)."""
+        answer: dict[str, Any] = await self._route(self._review().list_review, collection=collection, state=state,
+                                                   limit=limit, after=after)
+        return answer
+
+    async def review_get(self, collection: str, item_id: str) -> dict[str, Any]:
+        """GET /v1/collections/{c}/review/{item}."""
+        self.require(collection)
+        answer: dict[str, Any] = await self._route(self._review().get_review, collection=collection,
+                                                   item_id=item_id)
+        return answer
+
+    async def review_probe_crop(self, collection: str, item_id: str) -> bytes:
+        """GET /v1/collections/{c}/review/{item}/probe.jpg."""
+        self.require(collection)
+        response = await self._invoke(self._review().get_probe_crop, collection=collection, item_id=item_id)
+        return bytes(response.body)
+
+    async def review_decide(self, collection: str, item_id: str, decision: str, reason: str) -> dict[str, Any]:
+        """POST /v1/collections/{c}/review/{item}/confirm or /reject, with the reason; four eyes enforced by
+        the core (the searcher cannot decide: 403), final (a second decision: 409)."""
+        self.require(collection)
+        routes = self._review()
+        fn = {"confirm": routes.confirm_review, "reject": routes.reject_review}.get(decision)
+        if fn is None:
+            raise ApiError(422, "invalid_request", "the decision is confirm or reject")
+        try:
+            body = routes.ReviewDecisionIn(reason=reason)
+        except ValidationError:
+            raise ApiError(422, "invalid_request", "a decision needs a reason (1-2,000 characters): what in the "
+                                                   "two faces decided it") from None
+        answer: dict[str, Any] = await self._route(fn, collection=collection, item_id=item_id, body=body)
+        return answer
 
     def purpose_required(self, collection: str | None) -> bool:
         return self.services.settings.purpose_policy(collection) == "required"

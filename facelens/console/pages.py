@@ -350,7 +350,7 @@ async def face_crop(ctx: Ctx) -> Response:
         raise ApiError(404, "not_found", "this version keeps no face crops")
     face_id = str(ctx.request.path_params["face_id"])
     data = await ctx.services.calls(lambda: fn(name, face_id))
-    return Response(data, media_type="image/jpeg", headers={**SECURITY_HEADERS, "Cache-Control": "private, max-age=60"})
+    return Response(data, media_type="image/jpeg", headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 
 
 # -- detect, compare, search -----------------------------------------------------------------------
@@ -417,12 +417,57 @@ async def search(ctx: Ctx) -> Response:
     return ctx.page("search.html", **context)
 
 
-# -- review queue (issue 15: shown once the engine has it) -----------------------------------------
+# -- review queue (issue 15: the API's review routes, where this version has them) -------------------
+
+REVIEW_STATES = ("pending", "confirmed", "rejected", "expired", "withdrawn")
+
 
 @page
 async def review(ctx: Ctx) -> Response:
-    available = hasattr(ctx.services.engine, "review_list")
-    return ctx.page("review.html", nav="review", available=available)
+    """The items this key may see, filtered by collection and state (pending first by default)."""
+    if ctx.calls.review_routes() is None:
+        return ctx.page("review.html", nav="review", available=False)
+    q = ctx.request.query_params
+    collection = q.get("collection") or None
+    state = q.get("state", "pending") or None
+    if state is not None and state not in REVIEW_STATES:
+        raise ApiError(422, "invalid_request", f"state is one of {', '.join(REVIEW_STATES)}")
+    answer = await ctx.calls.review_list(collection=collection, state=state, limit=PAGE, after=q.get("after") or None)
+    names = await ctx.calls.list_collections()
+    return ctx.page("review.html", nav="review", available=True, items=answer["items"], next=answer["next_after"],
+                    collection=collection, state=state, states=REVIEW_STATES, names=names,
+                    after=q.get("after"))
+
+
+def _item_ids(ctx: Ctx) -> tuple[str, str]:
+    return str(ctx.request.path_params["collection"]), str(ctx.request.path_params["item_id"])
+
+
+@page
+async def review_item(ctx: Ctx) -> Response:
+    """Probe and candidate side by side, the score and what it means, and the decision form."""
+    collection, item_id = _item_ids(ctx)
+    item = await ctx.calls.review_get(collection, item_id)
+    can_decide = Scope.REVIEW in ctx.calls.scopes(collection) if hasattr(Scope, "REVIEW") else False
+    searcher = item.get("searcher") or {}
+    own = searcher.get("kind") == "key" and searcher.get("id") == ctx.key.key_id
+    return ctx.page("review_item.html", nav="review", item=item, can_decide=can_decide and not own, own=own)
+
+
+@page
+async def review_decide(ctx: Ctx) -> Response:
+    collection, item_id = _item_ids(ctx)
+    form = await _form(ctx)
+    decision = _text(form, "decision") or ""
+    await ctx.calls.review_decide(collection, item_id, decision, _text(form, "reason") or "")
+    return _redirect(f"{PREFIX}/review/{collection}/{item_id}")
+
+
+@page
+async def review_probe(ctx: Ctx) -> Response:
+    collection, item_id = _item_ids(ctx)
+    data = await ctx.calls.review_probe_crop(collection, item_id)
+    return Response(data, media_type="image/jpeg", headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 
 
 # -- log, keys, audit (global admins) --------------------------------------------------------------
@@ -521,6 +566,9 @@ routes = [
     Route(f"{PREFIX}/compare", compare, methods=["GET", "POST"]),
     Route(f"{PREFIX}/search", search, methods=["GET", "POST"]),
     Route(f"{PREFIX}/review", review, methods=["GET"]),
+    Route(f"{PREFIX}/review/{{collection}}/{{item_id}}", review_item, methods=["GET"]),
+    Route(f"{PREFIX}/review/{{collection}}/{{item_id}}/decide", review_decide, methods=["POST"]),
+    Route(f"{PREFIX}/review/{{collection}}/{{item_id}}/probe.jpg", review_probe, methods=["GET"]),
     Route(f"{PREFIX}/log", log_page, methods=["GET"]),
     Route(f"{PREFIX}/log/verify", log_verify, methods=["POST"]),
     Route(f"{PREFIX}/keys", keys_page, methods=["GET"]),

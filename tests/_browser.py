@@ -17,8 +17,16 @@ from typing import Any
 
 import httpx
 
-CHROMIUM = os.environ.get("FACELENS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = os.environ.get("FACELENS_CHROMEDRIVER") or shutil.which("chromedriver")
+def _program(env: str, *names: str) -> str | None:
+    """``$env`` if it names an executable, else the first of ``names`` on the PATH."""
+    given = os.environ.get(env)
+    if given:
+        return given if os.access(given, os.X_OK) else None
+    return next((found for n in names if (found := shutil.which(n))), None)
+
+
+CHROMIUM = _program("FACELENS_CHROMIUM", "chromium", "chromium-browser")
+CHROMEDRIVER = _program("FACELENS_CHROMEDRIVER", "chromedriver")
 try:
     import selenium  # noqa: F401
 

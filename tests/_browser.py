@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+
 def _program(env: str, *names: str) -> str | None:
     """``$env`` if it names an executable, else the first of ``names`` on the PATH."""
     given = os.environ.get(env)

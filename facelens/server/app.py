@@ -146,4 +146,7 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     app.include_router(system.router)
     for module in (images, collections, faces, persons, search, log, reports):
         app.include_router(module.router, responses=_ERRORS)
+    from ..console import install_console
+
+    install_console(app, services)  # the web console: /console (and / leading there), docs/console.md
     return app

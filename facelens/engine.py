@@ -340,6 +340,12 @@ class Engine:
                 stale.close()  # saves nothing: it no longer owns the collection
         return store
 
+    def list_persons_page(self, collection: str, *, limit: int = 100,
+                          after: str | None = None) -> tuple[list[tuple[str, int]], str | None]:
+        """One page of persons with their face counts, sorted by id, after the person ``after``; and the
+        ``after`` of the next page (None at the end). For lists that must not read a whole collection."""
+        return self._store(collection).list_persons_page(limit=limit, after=after)
+
     def _store(self, name: str) -> FaceStore:
         """The collection's store, refusing one bound to another model."""
         store = self._open_store(name)

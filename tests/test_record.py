@@ -455,3 +455,64 @@ def test_record_a_search_recorded_as_shown_is_answered_even_past_the_timeout(tmp
         assert last["search_id"] == r.json()["search_id"] and last["results"][0]["candidates"]
     finally:
         live.stop()
+
+
+# -- the CLI ------------------------------------------------------------------------------------------
+
+def _facelens(home: Path, *args: str, code: int = 0) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FACELENS_ACTOR": "officer-12", "FACELENS_THREADS": "1"}
+    env.pop("FACELENS_LOG_SIGNING_KEY", None)
+    p = subprocess.run([sys.executable, "-m", "facelens", *args], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert p.returncode == code, (args, p.returncode, p.stdout, p.stderr)
+    return p.stdout
+
+
+def test_record_cli_actions_are_recorded_with_the_local_user_and_verify(tmp_path: Path) -> None:
+    """Real ``facelens`` processes: keys, collections, enrolment, persons, searches with ``--purpose``,
+    compare, erasures with their printed receipts; ``log export`` shows them all, ``log verify`` passes."""
+    h = str(tmp_path)
+    key = json.loads(_facelens(tmp_path, "keys", "create", "--admin", "--name", "desk", "--json", "--home", h))
+    _facelens(tmp_path, "collection", "create", "c", "--home", h)
+    doc = json.loads(_facelens(tmp_path, "index", "c", str(portrait(A)), "--person", "alice", "--external-id",
+                               EXTERNAL_ID, "--json", "--home", h))
+    fid_a = doc["images"][0]["indexed"][0]["face_id"]
+    fid_b = json.loads(_facelens(tmp_path, "index", "c", str(portrait(B)), "--json", "--home", h))[
+        "images"][0]["indexed"][0]["face_id"]
+    _facelens(tmp_path, "person", "create", "c", "bob", "--home", h)
+    _facelens(tmp_path, "person", "associate", "c", "bob", fid_b, "--home", h)
+    _facelens(tmp_path, "person", "disassociate", "c", "bob", fid_b, "--home", h)
+    found = json.loads(_facelens(tmp_path, "search", "c", str(portrait(A, "b")), "--purpose", "case 5", "--json",
+                                 "--home", h))
+    assert found["matches"][0]["face_id"] == fid_a and found["log_entry"]["seq"] > 0
+    leads = json.loads(_facelens(tmp_path, "search", "c", "--face-id", fid_a, "--mode", "investigate", "--purpose",
+                                 "case 5", "--json", "--home", h))
+    persons = json.loads(_facelens(tmp_path, "person", "search", "c", str(portrait(A, "b")), "--purpose", "case 5",
+                                   "--json", "--home", h))
+    _facelens(tmp_path, "compare", str(portrait(A)), str(portrait(A, "b")), "--purpose", "case 5", "--home", h)
+    deleted = json.loads(_facelens(tmp_path, "faces", "delete", "c", fid_b, "--json", "--home", h))
+    text = _facelens(tmp_path, "person", "delete", "c", "alice", "--home", h)
+    assert "erasure receipt" in text and "cli:officer-12" in text
+    _facelens(tmp_path, "collection", "delete", "c", "--home", h)
+    _facelens(tmp_path, "keys", "revoke", key["key_id"], "--home", h)
+
+    entries = [json.loads(line) for line in _facelens(tmp_path, "log", "export", "--home", h).splitlines()]
+    assert [e["action"] for e in entries] == [
+        "key_created", "collection_created", "faces_indexed", "faces_indexed", "person_created", "faces_associated",
+        "faces_disassociated", "search_faces_by_image", "search_faces", "search_persons_by_image", "compare",
+        "faces_deleted", "person_erased", "collection_deleted", "key_revoked"]
+    for e in entries:
+        assert e["actor"] == {"kind": "cli", "id": "officer-12", "name": None} and e["key_id"] is None, e
+    by = {e["action"]: e for e in entries}
+    assert by["key_created"]["subject"]["key_id"] == key["key_id"]
+    assert by["faces_indexed"]["face_ids"] in ([fid_a], [fid_b]) and entries[2]["person_id"] == "alice"
+    assert by["search_faces_by_image"]["search_id"] == found["search_id"]
+    assert by["search_faces"]["search_id"] == leads["search_id"] and by["search_faces"]["mode"] == "investigate"
+    assert by["search_persons_by_image"]["search_id"] == persons["search_id"]
+    assert all(by[a]["purpose"] == "case 5" for a in ("search_faces_by_image", "search_faces",
+                                                        "search_persons_by_image", "compare"))
+    assert deleted["receipt"]["receipt_id"] == by["faces_deleted"]["receipt_id"]
+    assert deleted["receipt"]["log_entry"]["seq"] == by["faces_deleted"]["seq"]
+    assert by["person_erased"]["face_ids"] == [fid_a] and by["person_erased"]["receipt_id"] in text
+    _assert_no_biometrics(entries)
+    assert _facelens(tmp_path, "log", "verify", "--home", h).startswith("ok: entries 1..15 (15), chain intact")

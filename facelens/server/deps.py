@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from ..accountability.actor import Actor
-from ..accountability.log import LogEntry, SearchLog
+from ..accountability.log import SearchLog
 from ..pipeline import CancelledError, CancelToken, cancellable
 from .errors import ApiError
 from .keys import ApiKey, KeyStore, Scope
@@ -167,7 +167,8 @@ class EngineCalls:
 
 @dataclass
 class Services:
-    """What every request shares: one engine, the key store, the search log, the rate limiter."""
+    """What every request shares: one engine, the key store, the search log, the rate limiter. The engine
+    records what the requests do in the log (it is handed the same log); routes only name the actor."""
 
     settings: ServerSettings
     engine: Engine
@@ -175,12 +176,6 @@ class Services:
     log: SearchLog
     limiter: RateLimiter
     calls: EngineCalls
-
-    async def record(self, record: Mapping[str, Any]) -> LogEntry:
-        """Append ``record`` to the search log from a worker thread. Never abandoned, unlike engine calls:
-        once started, the entry is written before anything is answered, so what a client is told and
-        what the log says cannot part ways (a timed-out search is logged as the timeout it answered)."""
-        return await anyio.to_thread.run_sync(self.log.append, record)
 
     def purpose(self, collection: str | None, given: str | None) -> str | None:
         """The purpose to record, or 422 ``purpose_required`` when the policy needs one and none was given."""

@@ -368,7 +368,7 @@ class LogEntryOut(Out):
     prev_hash: str
     hash: str
     action: str
-    key_id: str | None = Field(description=(
+    key_id: str | None = Field(default=None, description=(
         "The API key that made the request; null for what was done from the command line (a key created or "
         "revoked with `facelens keys`)"))
     actor: ActorOut | None = Field(default=None, description=(

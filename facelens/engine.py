@@ -101,7 +101,7 @@ RECORDED_METHODS = frozenset({
 READ_ONLY_METHODS = frozenset({
     "detect", "analyze", "embed", "operating_point", "threshold", "fmr", "compare_faces", "collection_calibration",
     "list_collections", "describe_collection", "collection_policy", "collection_generation", "check_collection",
-    "list_faces", "lead_floor", "list_persons", "close", "embed_faces", "detect_video",
+    "list_faces", "lead_floor", "list_persons", "list_persons_page", "close", "embed_faces", "detect_video",
     # the review queue's (docs: design of issue 15)
     "review_list", "review_get", "face_crop", "review_probe_crop",
 })
@@ -464,6 +464,12 @@ class Engine:
             if stale is not None:
                 stale.close()  # saves nothing: it no longer owns the collection
         return store
+
+    def list_persons_page(self, collection: str, *, limit: int = 100,
+                          after: str | None = None) -> tuple[list[tuple[str, int]], str | None]:
+        """One page of persons with their face counts, sorted by id, after the person ``after``; and the
+        ``after`` of the next page (None at the end). For lists that must not read a whole collection."""
+        return self._store(collection).list_persons_page(limit=limit, after=after)
 
     def _store(self, name: str) -> FaceStore:
         """The collection's store, refusing one bound to another model."""

@@ -8,8 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from ...accountability.actor import Actor
-from ..deps import AdminCollection, Key, ReadCollection, Services, ServicesDep
+from ..deps import AdminCollection, Key, ReadCollection, Services, ServicesDep, actor
 from ..errors import ApiError
 from ..schemas import LeadFloorIn, PolicyIn, PolicyOut
 
@@ -34,8 +33,8 @@ async def patch_policy(body: PolicyIn, collection: AdminCollection, key: Key, se
     changes = body.changes()
     if not changes:
         raise ApiError(422, "invalid_argument", "give at least one policy field to change")
-    actor = Actor.for_key(key.key_id, key.name)
-    await services.calls(lambda: services.engine.set_collection_policy(collection, changes, actor=actor))
+    await services.calls(lambda: services.engine.set_collection_policy(collection, changes, actor=actor(key)),
+                         recorded=True)
     return await _answer(services, collection)
 
 
@@ -44,6 +43,6 @@ async def put_lead_floor(body: LeadFloorIn, collection: AdminCollection, key: Ke
                          services: ServicesDep) -> dict[str, Any]:
     """Set the per-comparison false-match rate an investigation's candidates must reach; logged with the
     floor before and after."""
-    actor = Actor.for_key(key.key_id, key.name)
-    await services.calls(lambda: services.engine.set_lead_floor(collection, body.lead_floor_fmr, actor=actor))
+    await services.calls(lambda: services.engine.set_lead_floor(collection, body.lead_floor_fmr, actor=actor(key)),
+                         recorded=True)
     return await _answer(services, collection)

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 import facelens
+from facelens.accountability.log import read_entries
 from facelens.engine import DEFAULT_ENROL_MAX_FMR
 from facelens.errors import InvalidArgumentError
 from facelens.server import ServerSettings
@@ -105,12 +106,26 @@ def test_enrol_refuses_a_face_that_does_not_match_the_person(eng: facelens.Engin
     # a looser stated rate is used as stated; turning the check off stores the face and says so
     loose = eng.index_faces("c", portrait(STRANGER, "b"), person_id=SUBJECT, enrol_max_fmr=1.0)
     assert loose.enrolment[0].max_fmr == 1.0 and loose.enrolment[0].threshold is not None
-    forced = eng.index_faces("c", portrait(BYSTANDER, "b"), person_id=SUBJECT, match_check=False)
+    who = facelens.Actor.python("enrolment desk")
+    forced = eng.index_faces("c", portrait(BYSTANDER, "b"), person_id=SUBJECT, match_check=False, actor=who)
     assert dict(eng.list_persons("c"))[SUBJECT] == 5
     (off,) = forced.enrolment
     assert len(forced.indexed) == 1 and off.passed and not off.checked and "turned off" in off.reason
     assert forced.to_dict()["enrolment"][0]["checked"] is False
     assert "bbox" not in off.to_record() and off.to_record()["checked"] is False  # what the log may hold
+    # the log records the override with who made it, and a refused enrolment too
+    first = eng.index_faces("c", portrait(BYSTANDER, "a"), person_id="fresh", actor=who)
+    assert len(first.indexed) == 1 and first.enrolment[0].existing_faces == 0  # a new person: nothing to check
+    refused = eng.index_faces("c", portrait(SUBJECT, "b"), external_image_id="as-fresh", person_id="fresh",
+                              actor=who)
+    assert refused.indexed == ()
+    entries = [dict(e.body) for e in read_entries(eng.home / "service" / "search-log.sqlite")
+               if e.body["action"] == "faces_indexed"]
+    assert entries[0]["actor"]["name"] is None and entries[0]["actor"]["id"] == "enrolment desk"
+    assert entries[0]["enrolment"][0]["checked"] is False and entries[0]["face_ids"] == [forced.indexed[0]["face_id"]]
+    assert entries[-1]["face_ids"] == [] and entries[-1]["enrolment"][0]["passed"] is False
+    assert entries[-1]["refused"] == [{"reasons": ["NO_MATCH_WITH_PERSON"]}]
+    assert all("bbox" not in c for e in entries for c in e["enrolment"])
     with pytest.raises(InvalidArgumentError, match="enrol_max_fmr"):
         eng.index_faces("c", portrait(STRANGER, "b"), person_id=SUBJECT, enrol_max_fmr=0)
 

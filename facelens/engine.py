@@ -42,6 +42,7 @@ from .errors import (
     InvalidArgumentError,
     ModelMismatchError,
     NoFaceError,
+    PolicyError,
     VideoDecodeError,
 )
 from .imageio import ImageInput, check_image_file, decode_image, describe_source
@@ -53,10 +54,12 @@ from .types import (
     Candidate,
     CollectionInfo,
     Comparison,
+    EnrolmentCheck,
     Face,
     IndexResult,
     Match,
     OperatingPoint,
+    PolicyFloor,
     QualityFilter,
     RefusalReason,
     SearchMode,
@@ -67,8 +70,8 @@ if TYPE_CHECKING:
     from .accountability.log import LogEntry, SearchLog
     from .video.pipeline import ProgressCallback, VideoOptions, VideoResult
 
-__all__ = ["DEFAULT_LEAD_FLOOR_FMR", "DEFAULT_MAX_CANDIDATES", "READ_ONLY_METHODS", "RECORDED_METHODS", "Engine",
-           "FaceList", "SearchResultList"]
+__all__ = ["DEFAULT_ENROL_MAX_FMR", "DEFAULT_LEAD_FLOOR_FMR", "DEFAULT_MAX_CANDIDATES", "READ_ONLY_METHODS",
+           "RECORDED_METHODS", "Engine", "FaceList", "SearchResultList"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,9 @@ DEFAULT_MAX_CANDIDATES = 10
 """An investigation lists at most this many candidates unless asked for another number (NIST's FRTE 1:N
 evaluations use candidate lists of this length)."""
 DEFAULT_MAX_RESULTS = 10  # an identification returns at most this many matches unless asked for another number
+DEFAULT_ENROL_MAX_FMR = 1e-4
+"""A face indexed for a person must match one of their stored faces at this per-comparison false-match rate
+(unless the call gives ``enrol_max_fmr``, or turns the check off): a stranger passes about once in 10,000."""
 T = TypeVar("T")
 
 #: Every public method of :class:`Engine` is in one of these two sets (tests/test_record.py fails for a public
@@ -550,7 +556,8 @@ class Engine:
         return list_collection_names(self.home)
 
     def describe_collection(self, name: str) -> CollectionInfo:
-        """Face and person counts, the model the collection is bound to, its index type, when created."""
+        """Face and person counts, the model the collection is bound to, its index type, when created, its
+        lead floor and its policy."""
         store = self._open_store(name)
         m = store.meta
         own = m.get("calibration") or ""
@@ -558,7 +565,8 @@ class Engine:
                               model_name=m["model_name"], model_sha256=m["model_sha256"],
                               index_factory=store.index_factory, created=m["created"],
                               calibration=own or (self.calibration.name if self._calibration_path else ""),
-                              generation=store.generation, lead_floor_fmr=_lead_floor(store))
+                              generation=store.generation, lead_floor_fmr=_lead_floor(store),
+                              policy=CollectionPolicy.from_json(store.policy_json()).to_dict())
 
     def collection_policy(self, name: str) -> CollectionPolicy:
         """The collection's policy now (as another process may just have changed it); raises
@@ -619,9 +627,19 @@ class Engine:
         person_id: str | None = None,
         max_faces: int | None = None,
         quality_filter: QualityFilter | str | None = None,
+        all_faces: bool = False,
+        enrol_max_fmr: float | None = None,
+        match_check: bool = True,
         actor: Actor | None = None,
     ) -> IndexResult:
         """Detect the faces of an image and store those that pass the quality filter.
+
+        Indexed for a person (``person_id``), only the image's largest face is given to them: the others
+        are refused (``NOT_THE_LARGEST_FACE``; ``all_faces=True`` offers every face), and a face offered is
+        refused (``NO_MATCH_WITH_PERSON``) unless it matches one of the person's faces already stored at
+        per-comparison false-match rate ``enrol_max_fmr`` (default :data:`DEFAULT_ENROL_MAX_FMR`, under the
+        collection's calibration); ``match_check=False`` skips that check, and the result says so.
+        ``enrolment`` in the result reports each check (best score, threshold).
 
         Faces refused by the filter, and acceptable faces beyond the ``max_faces`` largest, are returned in
         ``unindexed`` with their reasons; only the faces stored are embedded. Faces beyond
@@ -638,6 +656,8 @@ class Engine:
             _check_person_id(person_id)
         if max_faces is not None and max_faces < 1:
             raise InvalidArgumentError(f"max_faces must be >= 1, got {max_faces}")
+        enrol_fmr = _check_enrolment(person_id, all_faces=all_faces, enrol_max_fmr=enrol_max_fmr,
+                                     match_check=match_check)
         store = self._store(collection)
         digest = image_sha256(image)
         existing = store.find_image(external_image_id=external_image_id, image_sha256=digest)
@@ -645,29 +665,76 @@ class Engine:
             self.record(actor, faces_indexed_record(collection, image_sha256=digest, person_id=person_id, refused=[],
                                                     face_ids=[f.face_id for f in existing], already_indexed=True))
             return IndexResult(indexed=tuple(f.to_dict() for f in existing), unindexed=(), already_indexed=True)
+        one = person_id is not None and not all_faces  # only the largest face can be stored
         faces = self._faces(image, embed=False, max_faces=None, quality_filter=quality_filter,
-                            embed_acceptable=max_faces or self.config.max_faces_per_image)
+                            embed_acceptable=1 if one else max_faces or self.config.max_faces_per_image)
         accepted = [f for f in faces if f.acceptable]
         refused = [f for f in faces if not f.acceptable]
         if max_faces is not None and len(accepted) > max_faces:
             refused += [dataclasses.replace(f, refusal_reasons=(*f.refusal_reasons, RefusalReason.EXCEEDS_MAX_FACES))
                         for f in accepted[max_faces:]]
             accepted = accepted[:max_faces]
+        checks: tuple[EnrolmentCheck, ...] = ()
+        if person_id is not None:
+            if not all_faces:  # the person's face is the image's largest (faces come largest first), if acceptable
+                largest = faces[0] if faces else None
+                refused = ([f if f is largest else _refuse(f, RefusalReason.NOT_THE_LARGEST_FACE) for f in refused]
+                           + [_refuse(f, RefusalReason.NOT_THE_LARGEST_FACE) for f in accepted if f is not largest])
+                accepted = [f for f in accepted if f is largest]
+            checks = self._enrolment_checks(collection, store, person_id, accepted, max_fmr=enrol_fmr,
+                                            checked=match_check)
+            refused += [_refuse(f, RefusalReason.NO_MATCH_WITH_PERSON)
+                        for f, c in zip(accepted, checks, strict=True) if not c.passed]
+            accepted = [f for f, c in zip(accepted, checks, strict=True) if c.passed]
+            if not accepted and checks:  # nothing stored, not even the image: it may be offered again (rightly)
+                self.record(actor, {**faces_indexed_record(
+                    collection, image_sha256=digest, face_ids=[], person_id=person_id, already_indexed=False,
+                    refused=[f.refusal_reasons for f in refused]), "enrolment": [c.to_record() for c in checks]})
+                return IndexResult(indexed=(), unindexed=tuple(refused), already_indexed=False,
+                                   faces_over_limit=faces.faces_over_limit, enrolment=checks)
         records = [FaceRecord(bbox=f.bbox.as_list(), score=f.score, embedding=f.embedding,  # type: ignore[arg-type]
                               quality={**f.to_dict()["quality"], "pose": f.to_dict()["pose"]})
                    for f in accepted]
         commit_work()  # the last point where a cancelled call leaves no trace; past it, the faces are stored
 
         def recorded(out: tuple[list[StoredFace], bool]) -> dict[str, Any]:
-            return faces_indexed_record(collection, image_sha256=digest, face_ids=[f.face_id for f in out[0]],
-                                        person_id=person_id, refused=[f.refusal_reasons for f in refused],
-                                        already_indexed=not out[1])
+            record = faces_indexed_record(collection, image_sha256=digest, face_ids=[f.face_id for f in out[0]],
+                                          person_id=person_id, refused=[f.refusal_reasons for f in refused],
+                                          already_indexed=not out[1])
+            # with a person: how each face was checked against theirs (an override, match_check=False, shows)
+            return {**record, "enrolment": [c.to_record() for c in checks]} if person_id is not None else record
 
         (stored, added), _ = self._recorded_write(actor, lambda hook: store.add_image(
             external_image_id=external_image_id, image_sha256=digest, person_id=person_id, faces=records,
             before_commit=hook), recorded)
         return IndexResult(indexed=tuple(f.to_dict() for f in stored), unindexed=tuple(refused),
-                           already_indexed=not added, faces_over_limit=faces.faces_over_limit)
+                           already_indexed=not added, faces_over_limit=faces.faces_over_limit, enrolment=checks)
+
+    def _enrolment_checks(self, collection: str, store: FaceStore, person_id: str, offered: list[Face], *,
+                          max_fmr: float, checked: bool) -> tuple[EnrolmentCheck, ...]:
+        """Check each face ``offered`` to a person against the person's stored faces: it passes when its best
+        score against them reaches the threshold of ``max_fmr`` (or nothing is stored, or ``checked`` is off)."""
+        if not offered:
+            return ()
+        face_ids, stored = store.person_embeddings(person_id)
+        threshold = None
+        if checked and face_ids:
+            threshold = self.operating_point(max_fmr=max_fmr, calibration=self.collection_calibration(collection)
+                                             ).threshold
+        out = []
+        for face in offered:
+            best_score = best_id = None
+            if threshold is not None:
+                assert face.embedding is not None
+                scores = stored @ face.embedding
+                best = int(np.argmax(scores))
+                best_score, best_id = float(scores[best]), face_ids[best]
+            out.append(EnrolmentCheck(person_id=person_id, bbox=tuple(face.bbox.as_list()), checked=checked,
+                                      existing_faces=len(face_ids), max_fmr=max_fmr, threshold=threshold,
+                                      best_score=best_score, best_face_id=best_id,
+                                      passed=threshold is None
+                                      or (best_score is not None and best_score >= threshold)))
+        return tuple(out)
 
     def list_faces(self, collection: str, *, limit: int = 100,
                    next_token: str | None = None) -> tuple[list[StoredFace], str | None]:
@@ -722,6 +789,8 @@ class Engine:
         """Set the collection's lead floor (a false-match rate in (0, 1]; stored in the collection, seen by
         every process from its next search); returns it. Given an ``actor``, ``lead_floor_changed`` (before,
         after) is recorded first."""
+        if isinstance(lead_floor_fmr, bool) or not isinstance(lead_floor_fmr, (int, float)):
+            raise InvalidArgumentError(f"lead_floor_fmr must be a rate in (0, 1], got {lead_floor_fmr!r}")
         value = check_fmr(lead_floor_fmr, "lead_floor_fmr")
         store = self._store(collection)
         record = lead_floor_changed_record(collection, before=_lead_floor(store), after=value)
@@ -730,8 +799,12 @@ class Engine:
 
     def _search_setup(self, collection: str, *, mode: SearchMode | str, max_fmr: float | None,
                       max_fpir: float | None, min_score: float | None, max_results: int | None,
-                      max_candidates: int | None) -> _Search:
-        """Check a search's options for its mode and work out its operating point and list length."""
+                      max_candidates: int | None, purpose: str | None = None, looks: int = 1,
+                      rate_given: bool = True) -> _Search:
+        """Check a search's options for its mode and the collection's policy, and work out its operating
+        point and list length. ``looks``: the searched person's embeddings searched together (the identify
+        rates given are per look, the policy's floor too); ``rate_given=False``: the identify rate passed is
+        the default's, not the caller's (a floor raises it instead of refusing it)."""
         mode = SearchMode.parse(mode)
         if mode is SearchMode.INVESTIGATE:
             given = [n for n, v in (("max_fmr", max_fmr), ("max_fpir", max_fpir), ("min_score", min_score),
@@ -751,14 +824,53 @@ class Engine:
             if limit < 1:
                 raise InvalidArgumentError(f"max_results must be >= 1, got {max_results}")
         store = self._store(collection)
+        rules = CollectionPolicy.from_json(store.policy_json())
+        _check_search_policy(collection, rules, mode, purpose)
         cal = self.collection_calibration(collection)
         size = store.searchable_count()
+        floor = None
         if mode is SearchMode.INVESTIGATE:
             op = self.operating_point(max_fmr=_lead_floor(store), collection_size=size, calibration=cal)
         else:
             op = self.operating_point(max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score, collection_size=size,
                                       calibration=cal)
-        return _Search(store=store, calibration=cal, op=op, mode=mode, limit=limit, size=size)
+            asked = {n: float(v) for n, v in (("max_fpir", max_fpir), ("max_fmr", max_fmr), ("min_score", min_score))
+                     if v is not None and rate_given}
+            op, floor = self._policy_floor(collection, rules, op, asked=asked, size=size, calibration=cal,
+                                           looks=looks)
+        return _Search(store=store, calibration=cal, op=op, mode=mode, limit=limit, size=size, floor=floor)
+
+    def _policy_floor(self, collection: str, rules: CollectionPolicy, op: OperatingPoint, *, asked: dict[str, float],
+                      size: int, calibration: ScoreCalibration,
+                      looks: int = 1) -> tuple[OperatingPoint, PolicyFloor | None]:
+        """An identification's operating point under the policy's floor (``max_fpir`` / ``max_fmr``, per look
+        divided by ``looks``): a rate the search asked for (``asked``) that is looser than the floor (a larger
+        rate of the same kind, or any option giving a lower threshold than the floor's) is refused with
+        PolicyError; the default operating point, when looser, is replaced by the floor (the strictest
+        floor's threshold)."""
+        floors: list[tuple[str, float, OperatingPoint]] = []
+        if rules.max_fpir is not None and rules.max_fpir < 1:  # an FPIR of 1 allows anything
+            floors.append(("max_fpir", rules.max_fpir / looks, self.operating_point(
+                max_fpir=rules.max_fpir / looks, collection_size=size, calibration=calibration)))
+        if rules.max_fmr is not None:
+            floors.append(("max_fmr", rules.max_fmr / looks, self.operating_point(
+                max_fmr=rules.max_fmr / looks, collection_size=size, calibration=calibration)))
+        if not floors:
+            return op, None
+        looser = [(name, value, point) for name, value, point in floors
+                  if op.threshold < point.threshold or asked.get(name, 0.0) > value]
+        if looser and asked:
+            (name, value), = asked.items()
+            shown = f"{name} {value:g} (threshold {op.threshold:.4f})"
+            limits = " and ".join(f"{n} {v:g} (threshold {p.threshold:.4f})" for n, v, p in looser)
+            per_look = f" (per look, of {looks})" if looks > 1 else ""
+            raise PolicyError(
+                f"collection {collection!r}'s policy allows identifications no looser than {limits} at its "
+                f"{size:,} faces{per_look}; this search asked for {shown}. Ask for a stricter rate, or leave the "
+                f"rate out to search at the policy's floor; only an admin may change the policy")
+        if looser:
+            op = max((point for _, _, point in looser), key=lambda point: point.threshold)
+        return op, PolicyFloor(max_fpir=rules.max_fpir, max_fmr=rules.max_fmr, applied=bool(looser))
 
     def _result(self, s: _Search, found: list[Match], *, face: Face | None = None,
                 face_id: str | None = None, looks: int = 1) -> SearchResult:
@@ -766,7 +878,7 @@ class Engine:
         found = found[:s.limit]
         if s.mode is SearchMode.IDENTIFY:
             return SearchResult(matches=tuple(found), operating_point=s.op, collection_size=s.size, face=face,
-                                face_id=face_id)
+                                face_id=face_id, policy_floor=s.floor)
         return SearchResult(matches=(), operating_point=s.op, collection_size=s.size, face=face, face_id=face_id,
                             mode=s.mode,
                             candidates=tuple(_lead(rank, m, s.size, looks) for rank, m in enumerate(found, 1)),
@@ -790,6 +902,11 @@ class Engine:
         among the faces searched would be expected to score as high. Leads are not matches: a person must
         review them. The threshold options belong to identify mode and are refused here.
 
+        ``purpose``: why the search is made (a case reference or reason; recorded with the search). The
+        collection's policy (:meth:`collection_policy`) may require one, restrict the modes, and set a floor
+        on the identify rates: a looser rate asked for raises PolicyError; the default, when looser, is
+        raised to the floor (``policy_floor`` in the result says which applied).
+
         Returns one result per searched face (with ``all_faces``, at most ``config.max_faces_per_image``,
         the largest; ``faces_over_limit`` counts the others); raises NoFaceError if there is none.
 
@@ -801,7 +918,7 @@ class Engine:
 
         def run() -> list[SearchResult]:
             s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
-                                   max_results=max_results, max_candidates=max_candidates)
+                                   max_results=max_results, max_candidates=max_candidates, purpose=purpose)
             faces = self._faces(image, embed=True, max_faces=None if all_faces else 1,
                                 quality_filter=QualityFilter.NONE)
             if not faces:
@@ -827,7 +944,7 @@ class Engine:
         modes, options and record are those of :meth:`search_faces_by_image` (the probe: the face id)."""
         def run() -> list[SearchResult]:
             s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
-                                   max_results=max_results, max_candidates=max_candidates)
+                                   max_results=max_results, max_candidates=max_candidates, purpose=purpose)
             _, embedding = s.store.get_face(face_id)
             found = self._ranked(s.store, embedding[None, :], k=s.limit, op=s.op, calibration=s.calibration,
                                  mode=s.mode, exclude=face_id)
@@ -848,7 +965,8 @@ class Engine:
         """Search the collection with one face's embedding, or with several embeddings of one person
         (the views of a video track): ``(d,)`` or ``(n, d)`` unit vectors of this engine's model.
 
-        Modes and options are those of :meth:`search_faces_by_image`. With ``n`` embeddings, each stored
+        Modes, options, ``purpose`` and policy rules are those of :meth:`search_faces_by_image` (a policy's
+        floor, like the rates, is divided among the ``n`` looks). With ``n`` embeddings, each stored
         face keeps its best score over the ``n`` and the error rates account for the ``n`` looks: in
         identify mode each look is made at ``max_fpir / n`` (or ``max_fmr / n``; a raw ``min_score`` is
         kept as given), so that a search for someone absent still returns anyone with probability at most
@@ -859,7 +977,7 @@ class Engine:
         def run() -> list[SearchResult]:
             return [self._search_by_embedding(collection, embeddings, max_results=max_results, max_fmr=max_fmr,
                                               max_fpir=max_fpir, min_score=min_score, mode=mode,
-                                              max_candidates=max_candidates, face=face)]
+                                              max_candidates=max_candidates, face=face, purpose=purpose)]
 
         count = int(np.shape(embeddings)[0]) if np.ndim(embeddings) == 2 else 1
         options = _options(max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
@@ -871,20 +989,23 @@ class Engine:
 
     def _search_by_embedding(self, collection: str, embeddings: npt.ArrayLike, *, max_results: int | None,
                              max_fmr: float | None, max_fpir: float | None, min_score: float | None,
-                             mode: SearchMode | str, max_candidates: int | None, face: Face | None) -> SearchResult:
+                             mode: SearchMode | str, max_candidates: int | None, face: Face | None,
+                             purpose: str | None = None) -> SearchResult:
         q = np.asarray(embeddings, dtype=np.float32)
         q = q[None, :] if q.ndim == 1 else q
         if q.ndim != 2 or q.shape[0] < 1 or q.shape[1] != self.embedding_size or not np.isfinite(q).all():
             raise InvalidArgumentError(
                 f"embeddings must be one or more {self.embedding_size}-d vectors of model {self.model_name!r}")
         n = q.shape[0]
+        rate_given = not (max_fmr is None and max_fpir is None and min_score is None)
         if n > 1 and SearchMode.parse(mode) is SearchMode.IDENTIFY and min_score is None:
             if max_fmr is not None:
                 max_fmr = check_fmr(max_fmr) / n
             else:
                 max_fpir = check_fmr(self.config.max_fpir if max_fpir is None else max_fpir, "max_fpir") / n
         s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
-                               max_results=max_results, max_candidates=max_candidates)
+                               max_results=max_results, max_candidates=max_candidates, purpose=purpose, looks=n,
+                               rate_given=rate_given)
         best: dict[str, Match] = {}
         for hits in self._ranked(s.store, q, k=s.limit, op=s.op, calibration=s.calibration, mode=s.mode):
             for m in hits:
@@ -962,7 +1083,7 @@ class Engine:
         Recorded as :meth:`search_faces_by_image` is."""
         def run() -> list[SearchResult]:
             s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
-                                   max_results=max_results, max_candidates=max_candidates)
+                                   max_results=max_results, max_candidates=max_candidates, purpose=purpose)
             face = self._largest_face(image)
             assert face.embedding is not None
             k = min(max(100, 10 * s.limit), max(s.size, 1))
@@ -1021,10 +1142,11 @@ class Engine:
         opts = _video_options(options, every)
         try:
             self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
-                               max_results=max_results, max_candidates=max_candidates)
+                               max_results=max_results, max_candidates=max_candidates, purpose=purpose)
             info, tracks, stats = run_video(self, video, options=opts, embed=True, progress=progress)
             tracks = search_tracks(self, collection, tracks, mode=mode, max_fpir=max_fpir, max_fmr=max_fmr,
-                                   min_score=min_score, max_results=max_results, max_candidates=max_candidates)
+                                   min_score=min_score, max_results=max_results, max_candidates=max_candidates,
+                                   purpose=purpose)
             if actor is not None:
                 commit_work()  # cancelled before: recorded as the timeout it is; past it, recorded and returned
         except FacelensError as exc:
@@ -1069,6 +1191,44 @@ class _Search:
     mode: SearchMode
     limit: int
     size: int
+    floor: PolicyFloor | None = None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_search_policy(collection: str, rules: CollectionPolicy, mode: SearchMode, purpose: str | None) -> None:
+    """Refuse (PolicyError) a search in a mode the collection's policy does not allow, or without a purpose
+    where it requires one; a purpose with control characters is an InvalidArgumentError (it is logged)."""
+    if not rules.allows(mode):
+        raise PolicyError(f"collection {collection!r}'s policy allows only {' and '.join(rules.allowed_modes)} "
+                          f"searches, not {mode.value}; only an admin may change the policy")
+    if purpose is not None and (bad := _CONTROL.search(purpose)):
+        raise InvalidArgumentError(f"purpose must not contain control characters (found U+{ord(bad.group()):04X})")
+    if rules.purpose_required and not (purpose or "").strip():
+        raise PolicyError(f"collection {collection!r}'s policy requires a purpose for every search: give purpose, "
+                          f"a case reference or reason (recorded in the log); only an admin may change the policy")
+
+
+def _refuse(face: Face, reason: RefusalReason) -> Face:
+    """``face`` with ``reason`` among its refusal reasons."""
+    if reason in face.refusal_reasons:
+        return face
+    return dataclasses.replace(face, refusal_reasons=(*face.refusal_reasons, reason))
+
+
+def _check_enrolment(person_id: str | None, *, all_faces: bool, enrol_max_fmr: float | None,
+                     match_check: bool) -> float:
+    """Validate the enrolment options of index_faces (they need a person); returns the enrolment rate."""
+    given = [n for n, v in (("all_faces", all_faces), ("enrol_max_fmr", enrol_max_fmr is not None),
+                            ("match_check=False", not match_check)) if v]
+    if person_id is None and given:
+        raise InvalidArgumentError(f"{', '.join(given)} apply to indexing for a person: give person_id")
+    if enrol_max_fmr is None:
+        return DEFAULT_ENROL_MAX_FMR
+    if isinstance(enrol_max_fmr, bool) or not isinstance(enrol_max_fmr, (int, float)):
+        raise InvalidArgumentError(f"enrol_max_fmr must be a rate in (0, 1], got {enrol_max_fmr!r}")
+    return check_fmr(enrol_max_fmr, "enrol_max_fmr")
 
 
 def _ref(entry: LogEntry | None) -> dict[str, Any] | None:

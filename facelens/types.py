@@ -12,6 +12,7 @@ Conventions used everywhere:
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,11 +26,13 @@ __all__ = [
     "Candidate",
     "CollectionInfo",
     "Comparison",
+    "EnrolmentCheck",
     "Face",
     "IndexResult",
     "Landmarks",
     "Match",
     "OperatingPoint",
+    "PolicyFloor",
     "Pose",
     "Quality",
     "QualityFilter",
@@ -149,6 +152,11 @@ class RefusalReason(enum.StrEnum):
     EXTREME_POSE = "EXTREME_POSE"
     LOW_CONFIDENCE = "LOW_CONFIDENCE"
     EXCEEDS_MAX_FACES = "EXCEEDS_MAX_FACES"
+    NOT_THE_LARGEST_FACE = "NOT_THE_LARGEST_FACE"
+    """Indexed for a person, only the image's largest face is theirs (``all_faces`` gives them every face)."""
+    NO_MATCH_WITH_PERSON = "NO_MATCH_WITH_PERSON"
+    """The face does not match the person's faces already stored at the enrolment rate (``enrol_max_fmr``);
+    :class:`EnrolmentCheck` names the best score and the threshold."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -341,6 +349,21 @@ class Candidate:
                 "meaning": self.meaning, "bbox": [round(v, 2) for v in self.bbox]}
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyFloor:
+    """The collection policy's floor on an identification's operating point (docs/identification.md,
+    "Policies"): the loosest ``max_fpir`` / per-comparison ``max_fmr`` a search of it may use (None: no
+    floor of that kind). ``applied``: the search gave no rate and the default was looser than the floor, so
+    it ran at the floor (a search that asks for a looser rate is refused instead)."""
+
+    max_fpir: float | None
+    max_fmr: float | None
+    applied: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_fpir": self.max_fpir, "max_fmr": self.max_fmr, "applied": self.applied}
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class SearchResult:
     """What one searched face found, best first, and in which ``mode``.
@@ -366,6 +389,7 @@ class SearchResult:
     mode: SearchMode = SearchMode.IDENTIFY
     candidates: tuple[Candidate, ...] = ()
     max_candidates: int | None = None
+    policy_floor: PolicyFloor | None = None  # identify: the collection policy's floor, when it sets one
     #: the search's id (one per search: every face of a search by image shares it; review items name it)
     search_id: str | None = None
     #: where the search is recorded in the signed log (``seq``, ``hash``); None when nothing was recorded
@@ -389,7 +413,8 @@ class SearchResult:
                      lead_floor_fmr=self.operating_point.max_fmr, notice=LEAD_NOTICE)
         else:
             d["matches"] = [m.to_dict() for m in self.matches]
-        d.update(self.operating_point.to_dict(), collection_size=self.collection_size)
+        d.update(self.operating_point.to_dict(), collection_size=self.collection_size,
+                 policy_floor=None if self.policy_floor is None else self.policy_floor.to_dict())
         if self.face is not None:
             d["searched_face"] = self.face.to_dict()
         if self.face_id is not None:
@@ -401,6 +426,57 @@ class SearchResult:
         return d
 
 
+@dataclass(frozen=True, slots=True)
+class EnrolmentCheck:
+    """How a face indexed for a person was checked against that person's faces already stored
+    (docs/collections.md, "Enrolment").
+
+    ``existing_faces``: how many stored faces of ``person_id`` the new face was compared with (0: a new
+    person, nothing to compare). ``checked``: False when the caller turned the check off
+    (``match_check=False``, ``--no-match-check``); the result and the log say so. ``max_fmr``: the
+    per-comparison false-match rate the new face had to match at, and ``threshold`` its score under the
+    collection's calibration; ``best_score`` / ``best_face_id``: the person's best-scoring stored face.
+    ``passed``: the face was given to the person (no faces to compare, check off, or ``best_score`` at least
+    ``threshold``). ``bbox``: which face of the image was checked. ``reason`` says it in one sentence.
+    """
+
+    person_id: str
+    bbox: tuple[float, ...]
+    checked: bool
+    existing_faces: int
+    max_fmr: float
+    threshold: float | None
+    best_score: float | None
+    best_face_id: str | None
+    passed: bool
+
+    @property
+    def reason(self) -> str:
+        who = f"person {self.person_id!r}"
+        if not self.checked:
+            return f"not checked against {who}'s stored faces: the match check was turned off"
+        if self.existing_faces == 0 or self.best_score is None or self.threshold is None:
+            return f"{who} had no stored face to compare with: this is their first"
+        verdict = "matches" if self.passed else "does not match"
+        return (f"the face {verdict} {who}: best score {self.best_score:.3f} against their face {self.best_face_id} "
+                f"(of {self.existing_faces}), threshold {self.threshold:.3f} (false-match rate {self.max_fmr:g} "
+                f"per comparison)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"person_id": self.person_id, "bbox": [round(v, 2) for v in self.bbox], "checked": self.checked,
+                "existing_faces": self.existing_faces,
+                "max_fmr": self.max_fmr, "threshold": None if self.threshold is None else round(self.threshold, 6),
+                "best_score": None if self.best_score is None else round(self.best_score, 6),
+                "best_face_id": self.best_face_id, "passed": self.passed, "reason": self.reason}
+
+    def to_record(self) -> dict[str, Any]:
+        """The fields for the signed log's ``faces_indexed`` record: :meth:`to_dict` without the face box
+        (the log holds no biometric data)."""
+        d = self.to_dict()
+        del d["bbox"]
+        return d
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class IndexResult:
     """What indexing one image did.
@@ -408,17 +484,21 @@ class IndexResult:
     ``indexed``: the stored faces (each a dict of :meth:`facelens.store.StoredFace.to_dict`);
     ``unindexed``: faces found but refused, each with its reasons; ``already_indexed``: the same image was
     indexed before under the same external id, and ``indexed`` lists the faces stored then;
-    ``faces_over_limit``: faces detected beyond ``EngineConfig.max_faces_per_image``, left out unexamined.
+    ``faces_over_limit``: faces detected beyond ``EngineConfig.max_faces_per_image``, left out unexamined;
+    ``enrolment``: indexed for a person, how each face offered to them was checked against their stored
+    faces (empty otherwise).
     """
 
     indexed: tuple[dict[str, Any], ...]
     unindexed: tuple[Face, ...]
     already_indexed: bool
     faces_over_limit: int = 0
+    enrolment: tuple[EnrolmentCheck, ...] = ()  # indexed for a person: how each face was checked against theirs
 
     def to_dict(self) -> dict[str, Any]:
         return {"indexed": list(self.indexed), "unindexed": [f.to_dict() for f in self.unindexed],
-                "already_indexed": self.already_indexed, "faces_over_limit": self.faces_over_limit}
+                "already_indexed": self.already_indexed, "faces_over_limit": self.faces_over_limit,
+                "enrolment": [c.to_dict() for c in self.enrolment]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,9 +515,11 @@ class CollectionInfo:
     calibration: str = ""
     generation: str = ""  # the collection's identity: another one after it is deleted and re-created
     lead_floor_fmr: float | None = None  # the false-match rate an investigation's candidates must reach
+    policy: Mapping[str, Any] | None = None  # the collection's policy (CollectionPolicy.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "face_count": self.face_count, "person_count": self.person_count,
                 "model_name": self.model_name, "model_sha256": self.model_sha256,
                 "index_factory": self.index_factory, "created": self.created, "calibration": self.calibration,
-                "generation": self.generation, "lead_floor_fmr": self.lead_floor_fmr}
+                "generation": self.generation, "lead_floor_fmr": self.lead_floor_fmr,
+                "policy": None if self.policy is None else dict(self.policy)}

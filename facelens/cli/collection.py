@@ -35,6 +35,7 @@ from ._common import (
 
 if TYPE_CHECKING:
     from ..accountability.actor import Actor
+    from ..engine import Engine
     from ..types import SearchResult
 
 __all__ = ["collection", "faces", "index", "person", "search"]
@@ -63,6 +64,62 @@ def collection() -> None:
     """Create, list, describe, delete and check collections."""
 
 
+def _policy_options(f: Any) -> Any:
+    """The policy options of ``collection create``: a JSON file of policy fields, and a flag per field
+    (a flag wins over the file; a field given by neither keeps its default)."""
+    rate = _FiniteFloatRange(min=0, max=1, min_open=True)
+    options = [
+        click.option("--policy-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+                     help="A JSON object of policy fields (docs/identification.md, Policies)."),
+        click.option("--allow-modes", default=None, metavar="MODES",
+                     help="Comma-separated search modes the collection answers (default identify,investigate)."),
+        click.option("--max-fpir", "policy_max_fpir", type=rate, default=None, metavar="RATE",
+                     help="The loosest max FPIR an identification may use (a floor; default none)."),
+        click.option("--max-fmr", "policy_max_fmr", type=rate, default=None, metavar="RATE",
+                     help="The loosest per-comparison false-match rate an identification may use."),
+        click.option("--purpose-required", is_flag=True, default=False, help="Every search must state a purpose."),
+        click.option("--no-review-required", is_flag=True, default=False,
+                     help="Investigation candidates do not become review items."),
+        click.option("--retention-days", type=_FiniteFloatRange(min=0, max=3650, min_open=True), default=None,
+                     help="Days review items and probe crops are kept (default 30)."),
+        click.option("--disclose-before-review", is_flag=True, default=False,
+                     help="Investigations show candidate identities to the searcher before review."),
+        click.option("--no-face-crops", is_flag=True, default=False, help="Keep no crop of enrolled faces."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _policy_from_flags(*, policy_file: Path | None, allow_modes: str | None, policy_max_fpir: float | None,
+                       policy_max_fmr: float | None, purpose_required: bool, no_review_required: bool,
+                       retention_days: float | None, disclose_before_review: bool,
+                       no_face_crops: bool) -> dict[str, Any]:
+    """The policy fields ``collection create`` was given (the engine validates them)."""
+    fields: dict[str, Any] = {}
+    if policy_file is not None:
+        try:
+            fields = json.loads(policy_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            click.echo(f"facelens: error: {policy_file}: not a JSON policy file ({exc})", err=True)
+            sys.exit(EXIT_USAGE)
+        if not isinstance(fields, dict):
+            click.echo(f"facelens: error: {policy_file}: a policy file holds one JSON object of policy fields",
+                       err=True)
+            sys.exit(EXIT_USAGE)
+    flags: dict[str, Any] = {
+        "allowed_modes": None if allow_modes is None else _modes(allow_modes), "max_fpir": policy_max_fpir,
+        "max_fmr": policy_max_fmr, "purpose_required": True if purpose_required else None,
+        "review_required": False if no_review_required else None, "retention_days": retention_days,
+        "disclose_before_review": True if disclose_before_review else None,
+        "face_crops": False if no_face_crops else None}
+    return {**fields, **{k: v for k, v in flags.items() if v is not None}}
+
+
+def _modes(text: str) -> list[str]:
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
 @collection.command("create")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print the new collection's description as JSON.")
@@ -74,12 +131,16 @@ def collection() -> None:
 @click.option("--lead-floor", "lead_floor", type=_FiniteFloatRange(min=0, max=1, min_open=True), default=None,
               metavar="FMR", help="Investigations list candidates scoring at least the threshold of this "
               "per-comparison false-match rate (default 1e-3).")
+@_policy_options
 @click.pass_obj
 def collection_create(state: _State, /, name: str, as_json: bool, home: Path | None, model: str | None,
-                      calibration: str | None, lead_floor: float | None) -> None:
-    """Create an empty collection NAME bound to the engine's model."""
+                      calibration: str | None, lead_floor: float | None, **policy_flags: Any) -> None:
+    """Create an empty collection NAME bound to the engine's model, with its policy (the defaults unless
+    --policy-file or the policy flags say otherwise; docs/identification.md, "Policies")."""
+    policy = _policy_from_flags(**policy_flags)
     engine = _collection_engine(state, home, model=model)
-    info = _call(engine.create_collection, name, calibration=calibration, lead_floor_fmr=lead_floor, actor=_me())
+    info = _call(engine.create_collection, name, calibration=calibration, lead_floor_fmr=lead_floor, policy=policy,
+                 actor=_me())
     _emit(state, as_json, info.to_dict(), f"created collection {name!r} (model {info.model_name}) in {engine.home}")
 
 
@@ -135,6 +196,66 @@ def collection_check(state: _State, /, name: str, repair: bool, as_json: bool, h
     sys.exit(EXIT_OK if r.consistent or r.repaired else EXIT_NO_MATCH)
 
 
+def _policy_doc(engine: Engine, name: str) -> dict[str, Any]:
+    return {"collection": name, "policy": _call(engine.collection_policy, name).to_dict(),
+            "lead_floor_fmr": _call(engine.lead_floor, name)}
+
+
+def _policy_text(doc: dict[str, Any]) -> str:
+    lines = [f"policy of collection {doc['collection']!r}:"]
+    lines += [f"  {k}: {json.dumps(v)}" for k, v in doc["policy"].items()]
+    return "\n".join([*lines, f"lead floor: false-match rate {doc['lead_floor_fmr']:g} per comparison"])
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    """``field=value`` of ``--set``: the value is JSON (true, 0.001, null, ["identify"]); allowed_modes
+    also takes a comma-separated list."""
+    field, sep, raw = text.partition("=")
+    if not sep or not field.strip():
+        raise click.BadParameter(f"{text!r}: give field=value, e.g. max_fpir=0.001", param_hint="--set")
+    field = field.strip()
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        if field != "allowed_modes":
+            raise click.BadParameter(f"{text!r}: the value must be JSON (true, false, null, a number, a list)",
+                                     param_hint="--set") from None
+        value = _modes(raw)
+    return field, value
+
+
+@collection.command("policy")
+@click.argument("name")
+@click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE",
+              help="Change a policy field (repeatable); without --set, show the policy.")
+@_json_and_home
+@click.pass_obj
+def collection_policy(state: _State, /, name: str, settings: tuple[str, ...], as_json: bool,
+                      home: Path | None) -> None:
+    """Show the policy of collection NAME, or change the fields given with --set (logged with who changed
+    it, the policy before and after). Fields and values: docs/identification.md, "Policies"."""
+    changes = dict(_setting(s) for s in settings)
+    engine = _collection_engine(state, home)
+    if changes:
+        _call(engine.set_collection_policy, name, changes, actor=_me())
+    doc = _policy_doc(engine, name)
+    _emit(state, as_json, doc, ("changed " + ", ".join(changes) + "; " if changes else "") + _policy_text(doc))
+
+
+@collection.command("lead-floor")
+@click.argument("name")
+@click.argument("fmr", type=_FiniteFloatRange(min=0, max=1, min_open=True))
+@_json_and_home
+@click.pass_obj
+def collection_lead_floor(state: _State, /, name: str, fmr: float, as_json: bool, home: Path | None) -> None:
+    """Set the lead floor of collection NAME: investigations list candidates scoring at least the threshold
+    of per-comparison false-match rate FMR (logged with the floor before and after)."""
+    engine = _collection_engine(state, home)
+    _call(engine.set_lead_floor, name, fmr, actor=_me())
+    doc = _policy_doc(engine, name)
+    _emit(state, as_json, doc, f"lead floor of {name!r} set to false-match rate {fmr:g} per comparison")
+
+
 def _text_id(name: str) -> str:
     """A file name as an external image id: bytes that are not UTF-8 become escapes (b'\\xff' -> '\\xff')."""
     return os.fsencode(name).decode("utf-8", "backslashreplace")
@@ -178,7 +299,15 @@ def _expand_images(paths: tuple[str, ...]) -> list[tuple[str, str]]:
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--external-id", default=None, help="External image id (one image only; default: the file name, "
               "or the path inside a folder).")
-@click.option("--person", "person_id", default=None, help="Person id to give every indexed face.")
+@click.option("--person", "person_id", default=None, help="Person id to give the largest face of each image "
+              "(it must match the person's stored faces; docs/collections.md, Enrolment).")
+@click.option("--all-faces", is_flag=True, help="With --person: offer every face of the image, not just the "
+              "largest.")
+@click.option("--enrol-max-fmr", type=_FiniteFloatRange(min=0, max=1, min_open=True), default=None, metavar="RATE",
+              help="With --person: a face must match the person's stored faces at this per-comparison "
+              "false-match rate (default 1e-4).")
+@click.option("--no-match-check", is_flag=True, help="With --person: skip the match against the person's stored "
+              "faces (recorded).")
 @click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Index at most the N largest faces.")
 @click.option("--quality-filter", type=_QUALITY_CHOICES, default=None, help="Refuse faces below this quality "
               "(default AUTO).")
@@ -187,8 +316,8 @@ def _expand_images(paths: tuple[str, ...]) -> list[tuple[str, str]]:
 @_home_option
 @click.pass_obj
 def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str | None, person_id: str | None,
-          max_faces: int | None, quality_filter: str | None, workers: int, as_json: bool,
-          home: Path | None) -> None:
+          all_faces: bool, enrol_max_fmr: float | None, no_match_check: bool, max_faces: int | None,
+          quality_filter: str | None, workers: int, as_json: bool, home: Path | None) -> None:
     """Index the faces of each image in PATHS (files or folders, recursively) into collection NAME.
 
     Re-running skips images already indexed under the same external id, so an interrupted run resumes.
@@ -201,6 +330,9 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
         from ..engine import _check_person_id
 
         _check_person_id(person_id)  # one usage error (exit 2), not one error per image
+    elif all_faces or enrol_max_fmr is not None or no_match_check:
+        click.echo("facelens: error: --all-faces, --enrol-max-fmr and --no-match-check apply to --person", err=True)
+        sys.exit(EXIT_USAGE)
     images = _expand_images(paths)
     if external_id is not None and len(images) != 1:
         click.echo("facelens: error: --external-id needs exactly one image", err=True)
@@ -209,6 +341,8 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
     threads = None if os.environ.get("FACELENS_THREADS") else (1 if workers > 1 else 0)
     engine = _collection_engine(state, home, threads=threads)
     _call(engine.describe_collection, name)  # fail early on an unknown collection
+    enrol: dict[str, Any] = {} if person_id is None else {
+        "all_faces": all_faces, "enrol_max_fmr": enrol_max_fmr, "match_check": not no_match_check}
     me = _me()
 
     def one(item: tuple[str, str]) -> dict[str, Any]:
@@ -216,7 +350,7 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
         try:
             check_image_file(path)  # before the engine opens it to hash it: a FIFO would block there
             r = engine.index_faces(name, path, external_image_id=external_id or default_id, person_id=person_id,
-                                   max_faces=max_faces, quality_filter=quality_filter, actor=me)
+                                   max_faces=max_faces, quality_filter=quality_filter, actor=me, **enrol)
         except (ImageDecodeError, InvalidArgumentError) as exc:
             return {"image": path, "error": {"type": type(exc).__name__, "message": str(exc)}}
         return {"image": path, "external_image_id": external_id or default_id, **r.to_dict()}
@@ -249,6 +383,9 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
                 state.say(f"{r['image']}: {len(r['indexed'])} indexed"
                           + (" (already)" if r["already_indexed"] else "")
                           + (f", {len(reasons)} refused ({'; '.join(reasons)})" if reasons else ""))
+                for check in r["enrolment"]:
+                    if not check["passed"] or not check["checked"]:
+                        state.say(f"  {check['reason']}")
         state.say(f"{name}: {summary['faces_indexed']} faces indexed from {summary['images']} images, "
                   f"{summary['already_indexed']} already indexed, {summary['faces_refused']} faces refused, "
                   f"{errors} errors")

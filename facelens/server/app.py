@@ -22,7 +22,7 @@ from .errors import InsecureSettingsError, error_status
 from .keys import KeyStore
 from .limits import RequestGuard, error_response
 from .ratelimit import RateLimiter
-from .routes import collections, faces, images, log, persons, reports, search, system
+from .routes import collections, faces, images, log, persons, policy, reports, search, system
 from .schemas import ErrorOut
 from .settings import SETTINGS_ENV, ServerSettings, is_loopback
 
@@ -144,7 +144,7 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     app.add_middleware(RequestGuard, services=services)
     _install_error_handlers(app)
     app.include_router(system.router)
-    for module in (images, collections, faces, persons, search, log, reports):
+    for module in (images, collections, faces, persons, search, log, reports, policy):
         app.include_router(module.router, responses=_ERRORS)
     from ..console import install_console
 

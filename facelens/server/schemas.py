@@ -65,9 +65,17 @@ class IndexOptions(Options):
     external_image_id: str | None = Field(default=None, min_length=1, max_length=255, description=(
         "Your id for the image; indexing the same image under the same id again stores nothing new."))
     person_id: str | None = Field(default=None, min_length=1, max_length=128, description=(
-        "Give every indexed face to this person (created if needed): 1-128 letters, digits, _ . - :"))
+        "Give the image's largest face to this person (created if needed): 1-128 letters, digits, _ . - :. "
+        "It must match the person's stored faces at enrol_max_fmr (docs/collections.md, Enrolment)."))
     max_faces: int | None = Field(default=None, ge=1, le=1000, description="Index at most the N largest faces.")
     quality_filter: QualityFilterName | None = Field(default=None, description="Refuse faces below this quality.")
+    all_faces: bool | None = Field(default=None, description=(
+        "With person_id: offer every face of the image to the person, not only the largest."))
+    enrol_max_fmr: float | None = Field(default=None, gt=0, le=1, description=(
+        "With person_id: a face must match one of the person's stored faces at this per-comparison "
+        "false-match rate (default 1e-4)."))
+    match_check: bool | None = Field(default=None, description=(
+        "With person_id: false skips the match against the person's stored faces (the answer says so)."))
 
 
 class SearchOptions(Options):
@@ -101,10 +109,44 @@ class SearchFaceIn(SearchOptions):
     face_id: str = Field(min_length=1, max_length=128, description="A face of the collection to search with.")
 
 
+class PolicyIn(BaseModel):
+    """Fields of a collection policy (docs/identification.md, "Policies"): at creation, the fields given
+    replace the defaults; in a PATCH, the fields given are changed and the others kept."""
+
+    model_config = ConfigDict(extra="forbid")
+    allowed_modes: list[SearchModeName] | None = Field(default=None, min_length=1, max_length=2, description=(
+        "The search modes the collection answers."))
+    max_fpir: float | None = Field(default=None, gt=0, le=1, description=(
+        "The loosest max_fpir an identification may use (null: no floor); the default is raised to it."))
+    max_fmr: float | None = Field(default=None, gt=0, le=1, description=(
+        "The loosest per-comparison max_fmr an identification may use (null: no floor)."))
+    purpose_required: bool | None = Field(default=None, description="Every search must state a purpose.")
+    review_required: bool | None = Field(default=None, description=(
+        "Every investigation candidate becomes a review item."))
+    retention_days: float | None = Field(default=None, gt=0, le=3650, description=(
+        "Days review items and probe crops are kept before they expire and are purged."))
+    disclose_before_review: bool | None = Field(default=None, description=(
+        "Investigations show the searcher candidate identities before review."))
+    face_crops: bool | None = Field(default=None, description="Keep a small crop of each enrolled face.")
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the client gave (a null given is kept: it removes a floor, or is refused)."""
+        return self.model_dump(exclude_unset=True)
+
+
 class CollectionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=128, description=(
         "1-128 letters, digits, _ . -, not starting with . or -"))
+    policy: PolicyIn | None = Field(default=None, description="The collection's policy (default: the defaults).")
+    lead_floor_fmr: float | None = Field(default=None, gt=0, le=1, description=(
+        "The per-comparison false-match rate an investigation's candidates must reach (default 1e-3)."))
+
+
+class LeadFloorIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lead_floor_fmr: float = Field(gt=0, le=1, description=(
+        "The per-comparison false-match rate an investigation's candidates must reach."))
 
 
 class PersonIn(BaseModel):
@@ -199,6 +241,12 @@ class CollectionOut(Out):
     model_sha256: str
     index_factory: str
     created: str
+
+
+class PolicyOut(Out):
+    collection: str
+    policy: dict[str, Any] = Field(description="The collection's policy, every field")
+    lead_floor_fmr: float = Field(description="The collection's lead floor for investigations")
 
 
 class CollectionListOut(Out):

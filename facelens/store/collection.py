@@ -1174,6 +1174,16 @@ class FaceStore:
         erased: list[bytes] = []
         return list(self._write(fn, erased=erased, before_commit=before_commit))
 
+    def person_embeddings(self, person_id: str) -> tuple[list[str], npt.NDArray[np.float32]]:
+        """The face ids of a person's stored faces (oldest first) and their embeddings, (n, dim) float32,
+        unit length; none (an unknown person, or one without faces): ``([], (0, dim))``."""
+        rows = self._reader().execute("SELECT face_id, embedding FROM faces WHERE person_id = ? ORDER BY vid",
+                                      (person_id,)).fetchall()
+        if not rows:
+            return [], np.zeros((0, self.dim), np.float32)
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
+        return [str(r[0]) for r in rows], vectors.astype(np.float32)
+
     def get_face(self, face_id: str) -> tuple[StoredFace, npt.NDArray[np.float32]]:
         """A stored face and its embedding; raises :class:`FaceNotFoundError`."""
         row = self._reader().execute(f"{self._SELECT} WHERE f.face_id = ?", (face_id,)).fetchone()

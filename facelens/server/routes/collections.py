@@ -23,10 +23,13 @@ async def list_collections(key: Key, services: ServicesDep) -> dict[str, Any]:
 @router.post("", response_model=CollectionOut, status_code=201, summary="Create an empty collection")
 async def create_collection(body: CollectionIn, key: Key, services: ServicesDep) -> dict[str, Any]:
     """Needs a global admin key: grants name an existing collection's generation, so no other key can
-    hold a scope on a name that does not exist yet."""
+    hold a scope on a name that does not exist yet. ``policy`` and ``lead_floor_fmr`` set its rules
+    (docs/identification.md, "Policies"); the answer shows them."""
     if Scope.ADMIN not in key.scopes(body.name):
         raise ApiError(403, "forbidden", f"this key may not create collection {body.name!r}")
-    info = await services.calls(lambda: services.engine.create_collection(body.name, actor=actor(key)), recorded=True)
+    policy = None if body.policy is None else body.policy.changes()
+    info = await services.calls(lambda: services.engine.create_collection(
+        body.name, policy=policy, lead_floor_fmr=body.lead_floor_fmr, actor=actor(key)), recorded=True)
     return info.to_dict()
 
 

@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from .accountability.actor import Actor
 from .accountability.policy import POLICY_META_KEY, CollectionPolicy
+from .accountability.review import Decision, ReviewItem, ReviewQueue, ReviewState, crop_of
 from .calibration import ScoreCalibration, load_calibration
 from .calibration.table import Policy, fpir_to_fmr
 from .config import EngineConfig, check_fmr
@@ -149,6 +150,7 @@ class Engine:
         self._log = signed_log
         self._own_log = False  # whether close() closes it (this engine opened it)
         self._log_lock = threading.Lock()
+        self.reviews = ReviewQueue(self)  # the review queue of investigations (accountability/review.py)
         # closes the stores (saving approximate indexes) on close(), garbage collection or exit, so
         # that short-lived engines (the CLI's) save what they wrote too
         self._finalizer = weakref.finalize(self, _close_stores, self._stores, self._stores_lock)
@@ -211,18 +213,20 @@ class Engine:
         return self._largest_face(image).embedding  # type: ignore[return-value]
 
     def _faces(self, image: ImageInput, *, embed: bool, max_faces: int | None,
-               quality_filter: QualityFilter | str | None, embed_acceptable: int | None = None) -> FaceList:
+               quality_filter: QualityFilter | str | None, embed_acceptable: int | None = None,
+               decoded: npt.NDArray[np.uint8] | None = None) -> FaceList:
+        """The faces of ``image`` (``decoded``: its pixels, already decoded by the caller)."""
         if max_faces is not None and max_faces < 1:
             raise InvalidArgumentError(f"max_faces must be >= 1, got {max_faces}")
         qf = None if quality_filter is None else QualityFilter.parse(quality_filter)
         if self._pipeline is None:
             raise FacelensError("this engine is closed; open a new facelens.Engine")
-        rgb = decode_image(image, max_pixels=self.config.max_pixels)
+        rgb = decode_image(image, max_pixels=self.config.max_pixels) if decoded is None else decoded
         return self._pipeline.faces(rgb, embed=embed, max_faces=max_faces, quality_filter=qf,
                                     embed_acceptable=embed_acceptable)
 
-    def _largest_face(self, image: ImageInput) -> Face:
-        faces = self._faces(image, embed=True, max_faces=1, quality_filter=None)
+    def _largest_face(self, image: ImageInput, decoded: npt.NDArray[np.uint8] | None = None) -> Face:
+        faces = self._faces(image, embed=True, max_faces=1, quality_filter=None, decoded=decoded)
         if not faces:
             raise NoFaceError("no face found in the image", source=describe_source(image))
         return faces[0]
@@ -467,16 +471,19 @@ class Engine:
         existing = store.find_image(external_image_id=external_image_id, image_sha256=digest)
         if existing is not None:
             return IndexResult(indexed=tuple(f.to_dict() for f in existing), unindexed=(), already_indexed=True)
+        rgb = decode_image(image, max_pixels=self.config.max_pixels)
         faces = self._faces(image, embed=False, max_faces=None, quality_filter=quality_filter,
-                            embed_acceptable=max_faces or self.config.max_faces_per_image)
+                            embed_acceptable=max_faces or self.config.max_faces_per_image, decoded=rgb)
         accepted = [f for f in faces if f.acceptable]
         refused = [f for f in faces if not f.acceptable]
         if max_faces is not None and len(accepted) > max_faces:
             refused += [dataclasses.replace(f, refusal_reasons=(*f.refusal_reasons, RefusalReason.EXCEEDS_MAX_FACES))
                         for f in accepted[max_faces:]]
             accepted = accepted[:max_faces]
+        crops = self.collection_policy(collection).face_crops  # a small JPEG per face, for reviewers
         records = [FaceRecord(bbox=f.bbox.as_list(), score=f.score, embedding=f.embedding,  # type: ignore[arg-type]
-                              quality={**f.to_dict()["quality"], "pose": f.to_dict()["pose"]})
+                              quality={**f.to_dict()["quality"], "pose": f.to_dict()["pose"]},
+                              crop=crop_of(rgb, f.bbox.as_list()) if crops else None)
                    for f in accepted]
         check_cancelled()  # the last point where a cancelled call leaves no trace
         stored, added = store.add_image(external_image_id=external_image_id, image_sha256=digest,
@@ -575,7 +582,8 @@ class Engine:
                               max_fmr: float | None = None, max_fpir: float | None = None,
                               min_score: float | None = None, all_faces: bool = False,
                               mode: SearchMode | str = SearchMode.IDENTIFY,
-                              max_candidates: int | None = None) -> SearchResultList:
+                              max_candidates: int | None = None, actor: Actor | None = None,
+                              purpose: str | None = None) -> SearchResultList:
         """Search the collection for the largest face of ``image`` (every face with ``all_faces``).
 
         ``mode="identify"`` (the default) returns ``matches``, at most ``max_results`` (10): the match
@@ -590,29 +598,49 @@ class Engine:
 
         Returns one result per searched face (with ``all_faces``, at most ``config.max_faces_per_image``,
         the largest; ``faces_over_limit`` counts the others); raises NoFaceError if there is none.
+
+        ``actor`` (who searches) and ``purpose`` (why) are recorded with an investigation whose candidates
+        become review items (the collection's policy ``review_required``: see :meth:`review_list`); the
+        candidates then carry their ``review_item_id``, and their identities only where the policy
+        discloses them before review.
         """
         s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
                                max_results=max_results, max_candidates=max_candidates)
+        rgb = decode_image(image, max_pixels=self.config.max_pixels)
         faces = self._faces(image, embed=True, max_faces=None if all_faces else 1,
-                            quality_filter=QualityFilter.NONE)
+                            quality_filter=QualityFilter.NONE, decoded=rgb)
         if not faces:
             raise NoFaceError("no face found in the image to search with", source=describe_source(image))
         queries = np.stack([f.embedding for f in faces])  # type: ignore[misc]
         found = self._ranked(s.store, queries, k=s.limit, op=s.op, calibration=s.calibration, mode=s.mode)
-        return SearchResultList([self._result(s, m, face=f) for f, m in zip(faces, found, strict=True)],
-                                faces_over_limit=faces.faces_over_limit)
+        results = [self._result(s, m, face=f) for f, m in zip(faces, found, strict=True)]
+        if s.mode is SearchMode.INVESTIGATE:
+            shown = self._investigated(
+                collection, "search_faces_by_image", results, actor=actor, purpose=purpose, image=image,
+                options={"mode": s.mode.value, "max_candidates": max_candidates, "all_faces": all_faces},
+                probe_crops=[crop_of(rgb, f.bbox.as_list()) for f in faces])
+            results = shown if shown is not None else results
+        return SearchResultList(results, faces_over_limit=faces.faces_over_limit)
 
     def search_faces(self, collection: str, face_id: str, *, max_results: int | None = None,
                      max_fmr: float | None = None, max_fpir: float | None = None, min_score: float | None = None,
-                     mode: SearchMode | str = SearchMode.IDENTIFY, max_candidates: int | None = None) -> SearchResult:
+                     mode: SearchMode | str = SearchMode.IDENTIFY, max_candidates: int | None = None,
+                     actor: Actor | None = None, purpose: str | None = None) -> SearchResult:
         """Search the collection with one of its own stored faces (it is left out of the results); the
-        modes and options are those of :meth:`search_faces_by_image`."""
+        modes and options are those of :meth:`search_faces_by_image` (the probe crop of its review items
+        is the stored face's crop)."""
         s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
                                max_results=max_results, max_candidates=max_candidates)
         _, embedding = s.store.get_face(face_id)
         found = self._ranked(s.store, embedding[None, :], k=s.limit, op=s.op, calibration=s.calibration, mode=s.mode,
                              exclude=face_id)
-        return self._result(s, found[0], face_id=face_id)
+        result = self._result(s, found[0], face_id=face_id)
+        if s.mode is SearchMode.INVESTIGATE:
+            shown = self._investigated(collection, "search_faces", [result], actor=actor, purpose=purpose,
+                                       face_id=face_id, probe_crops=[s.store.face_crop(face_id)],
+                                       options={"mode": s.mode.value, "max_candidates": max_candidates})
+            result = shown[0] if shown is not None else result
+        return result
 
     # -- persons ----------------------------------------------------------------------------------
     def create_person(self, collection: str, person_id: str) -> None:
@@ -644,12 +672,14 @@ class Engine:
     def search_persons_by_image(self, collection: str, image: ImageInput, *, max_results: int | None = None,
                                 max_fmr: float | None = None, max_fpir: float | None = None,
                                 min_score: float | None = None, mode: SearchMode | str = SearchMode.IDENTIFY,
-                                max_candidates: int | None = None) -> SearchResult:
+                                max_candidates: int | None = None, actor: Actor | None = None,
+                                purpose: str | None = None) -> SearchResult:
         """Like :meth:`search_faces_by_image` for the largest face, but one match (or, investigating, one
         candidate) per person: the best scoring face of each person (faces with no person are left out)."""
         s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
                                max_results=max_results, max_candidates=max_candidates)
-        face = self._largest_face(image)
+        rgb = decode_image(image, max_pixels=self.config.max_pixels)
+        face = self._largest_face(image, decoded=rgb)
         assert face.embedding is not None
         k = min(max(100, 10 * s.limit), max(s.size, 1))
         best: dict[str, Match] = {}
@@ -657,7 +687,64 @@ class Engine:
                                mode=s.mode)[0]:
             if m.person_id is not None and m.person_id not in best:
                 best[m.person_id] = m
-        return self._result(s, list(best.values()), face=face)
+        result = self._result(s, list(best.values()), face=face)
+        if s.mode is SearchMode.INVESTIGATE:
+            shown = self._investigated(
+                collection, "search_persons_by_image", [result], actor=actor, purpose=purpose, image=image,
+                options={"mode": s.mode.value, "max_candidates": max_candidates},
+                probe_crops=[crop_of(rgb, face.bbox.as_list())])
+            result = shown[0] if shown is not None else result
+        return result
+
+    # -- the review queue (accountability/review.py) -------------------------------------------------
+    def _investigated(self, collection: str, action: str, results: list[SearchResult], *, actor: Actor | None,
+                      purpose: str | None, options: Mapping[str, Any], probe_crops: list[bytes | None],
+                      image: ImageInput | None = None, face_id: str | None = None) -> list[SearchResult] | None:
+        """An investigation's results as the searcher may see them, its review items made and the search
+        recorded with them (None: the collection's policy requires no review)."""
+        check_cancelled()  # a search abandoned by its caller opens no items
+        probe = {"image_sha256": image_sha256(image)} if image is not None else {"face_id": face_id}
+        return self.reviews.open(collection, action, results, actor=actor, purpose=purpose, probe=probe,
+                                 options={k: v for k, v in options.items() if v is not None},
+                                 probe_crops=probe_crops)
+
+    def review_list(self, collection: str | list[str] | None = None, *, state: ReviewState | str | None = None,
+                    limit: int = 100, after: str | None = None, searcher: Actor | None = None,
+                    actor: Actor | None = None) -> tuple[list[ReviewItem], str | None]:
+        """Review items of investigations, oldest first, and the next page's token (None at the end):
+        of ``collection`` (a name, a list, or None: every collection), of ``state`` (pending, confirmed,
+        rejected, expired, withdrawn; None: any), ``searcher``'s searches only if given. Expired items are
+        purged first. Each item holds the lead (rank, score, what it means, who it points at), the search's
+        log entry, its purpose and searcher (:class:`facelens.accountability.review.ReviewItem`)."""
+        return self.reviews.list_items(collection, state=state, limit=limit, after=after, searcher=searcher,
+                                       actor=actor)
+
+    def review_get(self, collection: str, item_id: str, *, actor: Actor | None = None) -> ReviewItem:
+        """One review item; raises ReviewItemNotFoundError."""
+        return self.reviews.get(collection, item_id, actor=actor)
+
+    def review_decide(self, collection: str, item_id: str, decision: Decision | str, reason: str, *,
+                      actor: Actor | None) -> ReviewItem:
+        """Confirm (the lead is the searched person) or reject a pending item, with the ``reason`` (what in
+        the faces decided it), as ``actor``, who must not be the searcher (four eyes: ReviewForbiddenError).
+        Final: a second decision raises ReviewDecidedError. Recorded (``review_decided``); the probe crop is
+        deleted once no item of its searched face is pending."""
+        return self.reviews.decide(collection, item_id, decision, reason, actor=actor)
+
+    def review_purge(self, collection: str, *, actor: Actor | None = None) -> list[str]:
+        """Expire the collection's pending items older than its policy's ``retention_days`` (their probe
+        crops deleted, who they pointed at cleared), recorded (``review_purged``) as ``actor``; returns the
+        ids expired."""
+        return self.reviews.purge(collection, actor=actor)
+
+    def review_probe_crop(self, collection: str, item_id: str) -> bytes:
+        """The JPEG crop of the face searched for a review item (while it is pending); raises
+        ReviewItemNotFoundError."""
+        return self.reviews.probe_crop(collection, item_id)
+
+    def face_crop(self, collection: str, face_id: str) -> bytes:
+        """The small JPEG crop kept of a stored face (policy ``face_crops``); raises FaceNotFoundError."""
+        return self.reviews.face_crop(collection, face_id)
 
     def close(self) -> None:
         """Release the model sessions and close the collections (also done when the engine is

@@ -12,6 +12,7 @@ Conventions used everywhere:
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -318,10 +319,14 @@ class Candidate:
     be expected to score this high if none of them were the searched person. Near 1 or above, the score
     alone does not single this face out; well below 1, strangers rarely score this high. ``meaning`` says
     all of this in one sentence. A candidate is never a match: a person must review it.
+
+    ``review_item_id``: the review item this lead became (the collection's policy requires review), else
+    None. Where the policy does not disclose identities before review, ``face_id``, ``external_image_id``
+    and ``person_id`` are None and ``bbox`` empty: the searcher sees ranks and scores, the reviewer who.
     """
 
     rank: int
-    face_id: str
+    face_id: str | None
     external_image_id: str | None
     person_id: str | None
     score: float
@@ -330,12 +335,14 @@ class Candidate:
     expected_strangers: float
     meaning: str
     bbox: tuple[float, ...]
+    review_item_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "face_id": self.face_id, "external_image_id": self.external_image_id,
                 "person_id": self.person_id, "score": round(self.score, 6), "fmr": self.fmr,
                 "fmr_extrapolated": self.fmr_extrapolated, "expected_strangers": self.expected_strangers,
-                "meaning": self.meaning, "bbox": [round(v, 2) for v in self.bbox]}
+                "meaning": self.meaning, "bbox": [round(v, 2) for v in self.bbox],
+                "review_item_id": self.review_item_id}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -352,7 +359,9 @@ class SearchResult:
     false-match rate), each labelled with what its score means among ``collection_size`` faces. They must
     be reviewed by a person before anything is done (:data:`LEAD_NOTICE`).
 
-    ``face`` is the searched face (``None`` when searching by a stored face id).
+    ``face`` is the searched face (``None`` when searching by a stored face id). ``search_id``: the search's
+    id in the signed log and the review queue (set when the search was recorded or opened review items).
+    ``log_entry``: ``{"seq", "hash"}`` of the signed log entry that recorded it, when the engine recorded it.
     """
 
     matches: tuple[Match, ...]
@@ -363,6 +372,8 @@ class SearchResult:
     mode: SearchMode = SearchMode.IDENTIFY
     candidates: tuple[Candidate, ...] = ()
     max_candidates: int | None = None
+    search_id: str | None = None
+    log_entry: Mapping[str, Any] | None = None
 
     @property
     def threshold(self) -> float:
@@ -387,6 +398,8 @@ class SearchResult:
             d["searched_face"] = self.face.to_dict()
         if self.face_id is not None:
             d["searched_face_id"] = self.face_id
+        if self.search_id is not None:
+            d["search_id"] = self.search_id
         return d
 
 

@@ -803,7 +803,8 @@ class SearchLog:
 # and external image ids (often file names).
 
 _NOT_LOGGED = frozenset({"bbox", "external_image_id", "searched_face", "face_a", "face_b", "matches",
-                         "searched_face_id", "collection_size", "candidates", "mode", "notice", "meaning"})
+                         "searched_face_id", "collection_size", "candidates", "mode", "notice", "meaning",
+                         "search_id"})
 
 
 def _candidate(match: Mapping[str, Any]) -> dict[str, Any]:

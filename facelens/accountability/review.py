@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from ..engine import Engine
     from ..store import FaceStore
 
-__all__ = ["MAX_REASON", "RETENTION_ACTOR", "Decision", "ReviewItem", "ReviewQueue", "ReviewState",
+__all__ = ["MAX_REASON", "RETENTION_ACTOR", "Decision", "ReviewItem", "ReviewQueue", "ReviewState", "page_token",
            "withdrawn_record"]
 
 MAX_REASON = 2000  # characters of a decision's reason
@@ -218,8 +218,11 @@ def _withhold(c: Candidate) -> Candidate:
     return dataclasses.replace(c, face_id=None, external_image_id=None, person_id=None, bbox=())
 
 
-def _page_token(row: Mapping[str, Any]) -> str:
-    return f"{row['created']}~{row['item_id']}"
+def page_token(item: ReviewItem | Mapping[str, Any]) -> str:
+    """The page token that lists the items after this one (oldest first)."""
+    if isinstance(item, ReviewItem):
+        return f"{item.created}~{item.item_id}"
+    return f"{item['created']}~{item['item_id']}"
 
 
 def _parse_token(token: str | None) -> tuple[str, str] | None:
@@ -337,7 +340,7 @@ class ReviewQueue:
         found.sort(key=lambda t: (t[2]["created"], t[2]["item_id"]))
         page, more = found[:limit], len(found) > limit
         items = [self._items(name, store, [row])[0] for name, store, row in page]
-        return items, (_page_token(page[-1][2]) if more else None)
+        return items, (page_token(page[-1][2]) if more else None)
 
     def get(self, collection: str, item_id: str, *, actor: Actor | None = None) -> ReviewItem:
         """One item, with who the lead points at; raises ReviewItemNotFoundError."""

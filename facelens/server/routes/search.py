@@ -6,11 +6,12 @@ before it answers; a search that cannot be logged answers an error, not its resu
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
 
+from ...accountability.actor import Actor
 from ...accountability.log import LogEntry, search_record
 from ...errors import FacelensError
 from ...types import SearchResult
@@ -22,34 +23,45 @@ router = APIRouter(prefix="/v1/collections/{collection}/search", tags=["search"]
 
 
 async def _logged(services: Services, search: Callable[[], Sequence[SearchResult]], **record: Any,
-                  ) -> tuple[Sequence[SearchResult], LogEntry]:
+                  ) -> tuple[Sequence[SearchResult], LogEntry | Mapping[str, Any]]:
     """Run ``search`` on the engine, then log it; a failed attempt (no face, an unknown face id, a
     timeout) is logged with its error and answered as that error. The log is written after the engine
-    call returns, outside its timeout, so an abandoned search never logs results nobody was shown."""
+    call returns, outside its timeout, so an abandoned search never logs results nobody was shown. An
+    investigation whose candidates became review items was recorded by the engine, with the items, in
+    the same transaction (its results carry that ``log_entry``): it is not logged twice."""
     try:
         results = await services.calls(search)
     except FacelensError as exc:
         await services.record(search_record(results=[], error=exc, **record))
         raise
+    if results and results[0].log_entry is not None:
+        return results, results[0].log_entry
     return results, await services.record(search_record(results=results, **record))
+
+
+def _actor(key: ApiKey) -> Actor:
+    return Actor.for_key(key.key_id, key.name)
 
 
 async def _by_image(request: Request, collection: str, key: ApiKey, services: Services, options: type[SearchOptions],
                     action: str, run: Callable[[bytes, dict[str, Any]], Sequence[SearchResult]],
-                    ) -> tuple[Sequence[SearchResult], LogEntry]:
+                    ) -> tuple[Sequence[SearchResult], LogEntry | Mapping[str, Any]]:
     """A search with an uploaded image: read it and its ``options``, check the purpose, run
     ``run(image, engine options)`` and log it with the image's sha256 as the probe."""
     given, images = await read_image_request(request, options, ("image",), services.settings.request_timeout_s)
     purpose = services.purpose(collection, given.purpose)
     kwargs = given.engine_kwargs()
     image = images["image"]
-    return await _logged(services, lambda: run(image, kwargs), action=action, key_id=key.key_id, purpose=purpose,
-                         collection=collection, probe={"image_sha256": hashlib.sha256(image).hexdigest()},
-                         options=kwargs)
+    who = {"actor": _actor(key), "purpose": purpose}
+    return await _logged(services, lambda: run(image, {**kwargs, **who}), action=action, key_id=key.key_id,
+                         purpose=purpose, collection=collection,
+                         probe={"image_sha256": hashlib.sha256(image).hexdigest()}, options=kwargs)
 
 
-def _ref(entry: LogEntry) -> dict[str, Any]:
-    return {"seq": entry.seq, "hash": entry.hash}
+def _ref(entry: LogEntry | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(entry, LogEntry):
+        return {"seq": entry.seq, "hash": entry.hash}
+    return {"seq": entry["seq"], "hash": entry["hash"]}
 
 
 @router.post("/image", response_model=SearchImageOut, summary="Search with the face(s) of an image",
@@ -73,7 +85,8 @@ async def search_by_face(body: SearchFaceIn, collection: SearchCollection, key: 
     purpose = services.purpose(collection, body.purpose)
     kwargs = body.engine_kwargs()
     results, entry = await _logged(
-        services, lambda: [services.engine.search_faces(collection, body.face_id, **kwargs)],
+        services, lambda: [services.engine.search_faces(collection, body.face_id, **kwargs, actor=_actor(key),
+                                                        purpose=purpose)],
         action="search_faces", key_id=key.key_id, purpose=purpose, collection=collection,
         probe={"face_id": body.face_id}, options=kwargs)
     return {**results[0].to_dict(), "collection": collection, "log_entry": _ref(entry)}

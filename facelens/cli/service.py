@@ -1,8 +1,9 @@
 """The service's commands: ``facelens serve``, ``facelens keys create|list|revoke``, ``facelens log
 verify|checkpoint|public-key|export``.
 
-Registered on the main ``facelens`` group by facelens/cli.py. Imports stay light: FastAPI and uvicorn
-load only when ``serve`` runs.
+Registered on the main ``facelens`` group by facelens/cli/__init__.py. Imports stay light: facelens.server
+(FastAPI, uvicorn, the key and log stores) loads only inside the commands. Errors go through the one exit-code
+table, facelens/cli/_common.py.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from ..errors import FacelensError
+from ._common import _fail
 
 __all__ = ["keys", "log", "serve"]
 
@@ -34,13 +36,6 @@ def _home(home: Path | None) -> Path:
     from ..store import default_home
 
     return home if home is not None else default_home()
-
-
-def _fail(exc: FacelensError) -> NoReturn:
-    """One line on stderr and the documented exit code: the one table in facelens/cli.py decides."""
-    from ..cli import _fail as fail
-
-    fail(exc)
 
 
 @click.command()
@@ -94,7 +89,7 @@ def serve(host: str, port: int, home: Path | None, model: str | None, processes:
     in flight finish, then the collections are saved and closed."""
     import os
 
-    from .settings import SETTINGS_ENV, ServerSettings
+    from ..server.settings import SETTINGS_ENV, ServerSettings
 
     overrides: dict[str, Any] = {c: "optional" for c in purpose_optional}
     overrides.update({c: "required" for c in purpose_required})
@@ -108,7 +103,7 @@ def serve(host: str, port: int, home: Path | None, model: str | None, processes:
             max_faces_per_image=max_faces_per_image, purpose_default=purpose_default,  # type: ignore[arg-type]
             purpose_overrides=overrides, insecure_no_auth=insecure_no_auth, graceful_shutdown_s=graceful_shutdown,
             signing_key=signing_key)
-        from .app import check_can_serve, create_app
+        from ..server.app import check_can_serve, create_app
 
         if processes == 1:
             app: Any = create_app(settings)
@@ -120,7 +115,7 @@ def serve(host: str, port: int, home: Path | None, model: str | None, processes:
         _fail(exc)
     import uvicorn
 
-    from .limits import uvicorn_config
+    from ..server.limits import uvicorn_config
 
     if insecure_no_auth:
         click.echo("facelens: warning: --insecure-no-auth: every local caller is an admin; requests must come "
@@ -194,7 +189,7 @@ def keys_create(collections: tuple[str, ...], scopes: tuple[str, ...], admin: bo
     collection created again under the name is another one). Without --json the token alone goes to
     stdout (TOKEN=$(facelens keys create ...)), the rest to stderr.
     """
-    from .keys import KeyStore
+    from ..server.keys import KeyStore
 
     if collections and not scopes:
         click.echo("facelens: error: give at least one --scope for the --collection(s)", err=True)
@@ -226,7 +221,7 @@ def keys_create(collections: tuple[str, ...], scopes: tuple[str, ...], admin: bo
 @_home_option
 def keys_list(as_json: bool, home: Path | None) -> None:
     """List the keys (never their tokens), revoked ones included."""
-    from .keys import KeyStore
+    from ..server.keys import KeyStore
 
     store = KeyStore.open(_home(home))
     try:
@@ -253,7 +248,7 @@ def keys_list(as_json: bool, home: Path | None) -> None:
 @_home_option
 def keys_revoke(key_id: str, as_json: bool, home: Path | None) -> None:
     """Revoke KEY_ID: a running service refuses it from its next request on."""
-    from .keys import KeyStore
+    from ..server.keys import KeyStore
 
     try:
         with _action_log(home) as action_log:

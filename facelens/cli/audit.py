@@ -1,4 +1,7 @@
-"""``facelens calibrate`` and ``facelens audit``: thin commands over :mod:`facelens.audit.run`."""
+"""``facelens calibrate`` and ``facelens audit``: thin commands over :mod:`facelens.audit.run`.
+
+facelens.audit (numpy, scipy) is imported inside the commands, never here: ``facelens --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import CalibrationError
+from ._common import _call
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -91,7 +95,7 @@ class _Bars:
 
 
 def _read(spec: str, kind: str | None) -> Any:
-    from .dataset import read_dataset
+    from ..audit.dataset import read_dataset
 
     return read_dataset(spec, kind=kind)  # type: ignore[arg-type]
 
@@ -115,8 +119,7 @@ def calibrate(state: Any, /, dataset: str, out: Path, kind: str | None, name: st
     or a folder in LFW, UTKFace, congress-past or one-folder-per-person layout. Give the profile to a
     collection with `facelens collection create NAME --calibration PROFILE`.
     """
-    from ..cli import _call
-    from .run import calibrate as run_calibrate
+    from ..audit.run import calibrate as run_calibrate
 
     engine = _engine(state, model, workers, home)
     ds = _call(_read, dataset, kind)
@@ -173,9 +176,8 @@ def audit_dataset(state: Any, /, dataset: str, out: Path, kind: str | None, max_
                   duplicates_above: float, model: str | None, workers: int, cache: Path | None, no_cache: bool,
                   home: Path | None, as_json: bool) -> None:
     """Measure verification, identification and per-group error rates on DATASET; write a report."""
-    from ..cli import _call
-    from .report import write_report
-    from .run import audit as run_audit
+    from ..audit.report import write_report
+    from ..audit.run import audit as run_audit
 
     engine = _engine(state, model, workers, home)
     ds = _call(_read, dataset, kind)
@@ -203,9 +205,8 @@ def audit_false_matches(state: Any, /, probes: str, galleries: tuple[str, ...], 
                         excludes: tuple[str, ...], model: str | None, workers: int, cache: Path | None,
                         no_cache: bool, home: Path | None, as_json: bool) -> None:
     """The ACLU experiment: search every probe against a gallery of strangers and count false matches."""
-    from ..cli import _call
-    from .report import write_report
-    from .run import false_match_audit, read_exclusions
+    from ..audit.report import write_report
+    from ..audit.run import false_match_audit, read_exclusions
 
     engine = _engine(state, model, workers, home)
     p = _call(_read, probes, None)

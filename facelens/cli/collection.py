@@ -1,373 +1,48 @@
-"""The ``facelens`` command: each command is one call into :class:`facelens.Engine` plus formatting.
-
-Exit codes (stable, documented in docs/cli.md):
-  0  success (``compare``: the faces match)
-  1  ``compare`` only: the faces do not match at the requested false-match rate
-  2  usage error (bad option or argument, a number out of range)
-  3  input error: an image could not be read, or an image needed a face and had none; an unknown
-     collection, face or person; a folder facelens cannot use
-  4  model or calibration error (missing/corrupt model file, no calibration)
-
-``_EXIT_CODES`` below is the one table from errors to these codes.
-"""
+"""The collection commands: ``facelens collection``, ``index``, ``search``, ``faces`` and ``person``."""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import stat
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
-from .errors import (
-    CalibrationError,
-    CollectionError,
-    FacelensError,
-    ImageDecodeError,
-    InvalidArgumentError,
-    ModelError,
-    NoFaceError,
+from ..errors import ImageDecodeError, InvalidArgumentError
+from ..types import LEAD_NOTICE, SearchMode
+from ._common import (
+    _QUALITY_CHOICES,
+    EXIT_INPUT,
+    EXIT_NO_MATCH,
+    EXIT_OK,
+    EXIT_USAGE,
+    _call,
+    _collection_engine,
+    _emit,
+    _FiniteFloatRange,
+    _home_option,
+    _json_and_home,
+    _operating_point_words,
+    _rate,
+    _State,
+    _threshold_options,
 )
-from .server.errors import InsecureSettingsError, SearchLogError
-from .types import LEAD_NOTICE, QualityFilter, SearchMode
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .types import Comparison, Face, OperatingPoint, SearchResult
+    from ..types import SearchResult
 
-EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3, 4
+__all__ = ["collection", "faces", "index", "person", "search"]
 
 _log = logging.getLogger(__name__)
 
-_QUALITY_CHOICES = click.Choice([q.value for q in QualityFilter], case_sensitive=False)
-
-
-class _FiniteFloatRange(click.FloatRange):
-    """A FloatRange that also refuses nan and infinity (click's range checks let nan through)."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        rv = super().convert(value, param, ctx)
-        if not math.isfinite(rv):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return rv
-
-
-# The one table from errors to exit codes (docs/cli.md), most specific first: the first class an error is
-# an instance of decides. The service's own errors are settings or usage problems (no API key, auth off
-# on a public address, a file that is not a search log).
-_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (InvalidArgumentError, EXIT_USAGE),
-    (InsecureSettingsError, EXIT_USAGE),
-    (SearchLogError, EXIT_USAGE),
-    (ModelError, EXIT_MODEL),
-    (CalibrationError, EXIT_MODEL),
-    (ImageDecodeError, EXIT_INPUT),
-    (NoFaceError, EXIT_INPUT),
-    (CollectionError, EXIT_INPUT),
-    (FacelensError, EXIT_INPUT),
-    (OverflowError, EXIT_USAGE),  # a number too large for SQLite or onnxruntime
-    (UnicodeError, EXIT_INPUT),  # text that is not valid UTF-8 (a file name's raw bytes)
-    (OSError, EXIT_INPUT),  # the filesystem refused (a --home that is a file, a full disk...)
-)
-
-
-def _exit_code(exc: BaseException) -> int:
-    """The documented exit code for an error a command did not handle itself."""
-    return next(code for cls, code in _EXIT_CODES if isinstance(exc, cls))
-
-
-def _fail(exc: BaseException) -> NoReturn:
-    """One line on stderr, ``facelens: error: <what>``, and the error's exit code; never a traceback."""
-    text = str(exc) if not isinstance(exc, OverflowError) else f"a number is out of range ({exc})"
-    click.echo(f"facelens: error: {text}", err=True)
-    sys.exit(_exit_code(exc))
-
-
-class _Group(click.Group):
-    """The ``facelens`` group: an error no command caught becomes one line and its exit code (table above)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (FacelensError, OverflowError, OSError, UnicodeError) as exc:
-            if isinstance(exc, BrokenPipeError):  # `facelens ... | head`: the reader left, nothing to say
-                sys.exit(EXIT_OK)
-            _log.debug("command failed", exc_info=True)
-            _fail(exc)
-
-
-class _State:
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-
-    def engine(self, **extra: Any) -> Engine:
-        from .engine import Engine
-
-        try:
-            return Engine(**extra)
-        except FacelensError as exc:
-            _fail(exc)
-
-    def say(self, text: str = "") -> None:
-        if not self.quiet:
-            click.echo(text)
-
-
-def _engine_options(f: Any) -> Any:
-    options = [
-        click.option("--model", default=None,
-                     help="buffalo_s (default), dlib, or a model folder with facelens-model.json."),
-        click.option("--threads", type=click.IntRange(0, 1024), default=None,
-                     help="onnxruntime threads per model (0: one per core)."),
-        click.option("--det-size", type=click.IntRange(32, 8192), default=None,
-                     help="Detector letterbox side in pixels (multiple of 32, default 640)."),
-        click.option("--det-threshold", type=_FiniteFloatRange(0, 1), default=None,
-                     help="Minimum detector score for a face (default 0.5)."),
-        click.option("--min-face-size", type=_FiniteFloatRange(min=0), default=None,
-                     help="Ignore faces whose shorter box side is below this many pixels."),
-        click.option("--max-pixels", type=click.IntRange(min=1), default=None,
-                     help="Refuse images with more pixels than this (default 40,000,000)."),
-    ]
-    for opt in reversed(options):
-        f = opt(f)
-    return f
-
-
-def _collect(**kw: Any) -> dict[str, Any]:
-    return {k: v for k, v in kw.items() if v is not None}
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="facelens")
-@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors; the exit code tells the result.")
-@click.pass_context
-def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
-    """facelens: detect and compare faces, with measured error rates.
-
-    Every comparison reports the false-match rate its score stands for: how often two different
-    people score that high. Run `facelens COMMAND --help` for each command.
-    """
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    if quiet:
-        level = logging.ERROR
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    ctx.obj = _State(quiet)
-
-
-def _progress(items: list[str], label: str, state: _State) -> Any:
-    show = sys.stderr.isatty() and not state.quiet and len(items) > 3
-    if not show:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=label, unit="img", file=sys.stderr)
-
-
-def _face_line(i: int, f: Face) -> str:
-    b = f.bbox
-    status = "ok" if f.acceptable else "refused: " + ", ".join(r.value for r in f.refusal_reasons)
-    return (f"  #{i}  box {b.left:.0f},{b.top:.0f}-{b.right:.0f},{b.bottom:.0f} ({b.width:.0f}x{b.height:.0f} px)"
-            f"  score {f.score:.2f}  yaw {f.pose.yaw:+.0f} pitch {f.pose.pitch:+.0f} roll {f.pose.roll:+.0f}"
-            f"  sharpness {f.quality.sharpness:.0f} brightness {f.quality.brightness:.0f}  [{status}]")
-
-
-@main.command()
-@click.argument("images", nargs=-1, required=True)
-@click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Keep only the N largest faces per image.")
-@click.option("--quality-filter", type=_QUALITY_CHOICES, default=None,
-              help="Which faces are marked refused for indexing (default AUTO).")
-@click.option("--embeddings", is_flag=True, help="Also compute embeddings (included in --json output).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (keys in docs/cli.md).")
-@_engine_options
-@click.pass_obj
-def detect(state: _State, /, images: tuple[str, ...], max_faces: int | None, quality_filter: str | None,
-           embeddings: bool, as_json: bool, **engine_kw: Any) -> None:
-    """Find the faces in each IMAGE: box, landmarks, pose, quality, refusal reasons."""
-    engine = state.engine(**_collect(**engine_kw))
-    results: list[dict[str, Any]] = []
-    worst = EXIT_OK
-    for path in _progress(list(images), "detect", state):
-        try:
-            call = engine.analyze if embeddings else engine.detect
-            faces = call(path, max_faces=max_faces, quality_filter=quality_filter)
-        except (ImageDecodeError, InvalidArgumentError) as exc:
-            worst = max(worst, _exit_code(exc))
-            click.echo(f"facelens: error: {exc}", err=True)
-            results.append({"image": path, "error": {"type": type(exc).__name__, "message": str(exc)}})
-            continue
-        results.append({"image": path, "faces": [f.to_dict(include_embedding=embeddings) for f in faces]})
-        if not as_json:
-            state.say(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
-            for i, f in enumerate(faces, 1):
-                state.say(_face_line(i, f))
-    if as_json:
-        click.echo(json.dumps({"model": engine.model_name, "images": results}, indent=2))
-    sys.exit(worst)
-
-
-def _rate_words(fmr: float) -> str:
-    return f"1 in {1 / fmr:,.0f}" if fmr > 0 else "none"
-
-
-@main.command()
-@click.argument("image_a")
-@click.argument("image_b")
-@click.option("--max-fmr", type=float, default=None,
-              help="Declare a match when the false-match rate is at most this (default 1e-5).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (keys in docs/cli.md).")
-@_engine_options
-@click.pass_obj
-def compare(state: _State, /, image_a: str, image_b: str, max_fmr: float | None, as_json: bool,
-            **engine_kw: Any) -> None:
-    """Compare the largest face of IMAGE_A with the largest face of IMAGE_B.
-
-    Exit code 0 when they match at --max-fmr, 1 when they do not.
-    """
-    engine = state.engine(**_collect(**engine_kw))
-    try:
-        result = engine.compare(image_a, image_b, max_fmr=max_fmr)
-    except FacelensError as exc:
-        _fail(exc)
-    if as_json:
-        d = result.to_dict()
-        d.update(image_a=image_a, image_b=image_b, model=engine.model_name)
-        click.echo(json.dumps(d, indent=2))
-    else:
-        _print_comparison(state, result)
-    sys.exit(EXIT_OK if result.match else EXIT_NO_MATCH)
-
-
-def _rate(fmr: float, extrapolated: bool) -> str:
-    return f"{fmr:.1e}{' (extrapolated)' if extrapolated else ''}"
-
-
-def _operating_point_words(op: OperatingPoint) -> str:
-    """"max false-match rate 1e-05 (...; score >= 0.3580, worst group: overall)" and the like."""
-    rate = (f"max FPIR {op.max_fpir:g} over {op.collection_size:,} faces = max false-match rate {op.max_fmr:.2g} "
-            f"per comparison" if op.max_fpir is not None else f"max false-match rate {op.max_fmr:.2g}")
-    return (f"{rate} (score >= {op.threshold:.4f}{', extrapolated' if op.extrapolated else ''}; "
-            f"{op.policy} policy, set by {op.limited_by})")
-
-
-def _print_comparison(state: _State, r: Comparison) -> None:
-    about = "about " if r.fmr_extrapolated else ""
-    state.say(f"score {r.score:.4f}: {about}{_rate_words(r.fmr)} pairs of different people score this high "
-              f"(false-match rate {_rate(r.fmr, r.fmr_extrapolated)}, calibration {r.calibration})")
-    verdict = "MATCH" if r.match else "NO MATCH"
-    state.say(f"{verdict} at {_operating_point_words(r.operating_point)}")
-
-
-@main.command()
-@click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--max-fmr", type=float, default=None, help="Decision point (default 1e-5).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@_engine_options
-@click.pass_obj
-def demo(state: _State, /, folder: Path | None, max_fmr: float | None, as_json: bool, **engine_kw: Any) -> None:
-    """Compare and search the portraits in FOLDER (default: examples/portraits).
-
-    Files named ID_x.jpg belong to person ID. First every pair is compared (same-person pairs should
-    match, others not); then each person's first photo is indexed into a collection (in a temporary
-    folder) and the collection is searched with every other photo. Prints each decision with its
-    false-match rate and a tally.
-    """
-    from .demo import run_demo
-
-    folder = folder if folder is not None else Path("examples/portraits")
-    if not folder.is_dir():
-        click.echo(f"facelens: error: {folder}: no such folder (give the portraits folder as an argument)", err=True)
-        sys.exit(EXIT_USAGE)
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="facelens-demo-") as home:
-        engine = state.engine(**_collect(home=home, **engine_kw))
-        try:
-            report = run_demo(engine, folder, max_fmr=max_fmr, say=None if as_json else state.say)
-        except FacelensError as exc:
-            _fail(exc)
-        finally:
-            engine.close()
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    sys.exit(EXIT_OK)
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.pass_obj
-def models(state: _State, as_json: bool) -> None:
-    """List the packaged model files, their sha256, licences and whether they are installed."""
-    from .errors import ModelFileError
-    from .models.files import KNOWN_FILES, locate, sha256_of
-
-    rows = []
-    for f in KNOWN_FILES.values():
-        try:
-            path = locate(f)
-            status = "ok" if sha256_of(path) == f.sha256 else "SHA256 MISMATCH"
-            where = str(path)
-        except ModelFileError:
-            status, where = "not installed", f"{f.package}/{f.relpath}"
-        rows.append({"key": f.key, "package": f.package, "path": where, "sha256": f.sha256,
-                     "status": status, "licence": f.licence})
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        state.say(f"{r['key']}: {r['status']}\n  {r['path']}\n  sha256 {r['sha256']}\n  licence: {r['licence']}")
-
-
-# -- collections ------------------------------------------------------------------------------------
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
-def _home_option(f: Any) -> Any:
-    return click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
-                        help="Folder holding the collections (default: $FACELENS_HOME, else the user data folder).")(f)
-
-
-def _threshold_options(f: Any) -> Any:
-    """--max-fpir / --max-fmr / --min-score: how a search decides what is a match (at most one)."""
-    f = click.option("--min-score", type=float, default=None, help="Match at this raw cosine score instead; the "
-                     "false-match rate it stands for is reported.")(f)
-    f = click.option("--max-fmr", type=float, default=None, help="Match when the per-comparison false-match rate "
-                     "is at most this (e.g. 1e-6).")(f)
-    return click.option("--max-fpir", type=float, default=None, help="Match so that a search for someone NOT in "
-                         "the collection returns anyone at most this often (default 0.003), whatever its "
-                         "size.")(f)
-
-
-def _json_and_home(f: Any) -> Any:
-    """The --json and --home options every collection command takes."""
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(_home_option(f))
-
-
-def _collection_engine(state: _State, home: Path | None, **extra: Any) -> Engine:
-    return state.engine(**_collect(home=str(home) if home else None, **extra))
-
-
-def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return fn(*args, **kwargs)
-    except FacelensError as exc:
-        _fail(exc)
-
-
-def _emit(state: _State, as_json: bool, doc: Any, text: str) -> None:
-    if as_json:
-        click.echo(json.dumps(doc, indent=2))
-    else:
-        state.say(text)
-
-
-@main.group()
+@click.group()
 def collection() -> None:
     """Create, list, describe, delete and check collections."""
 
@@ -398,7 +73,7 @@ def collection_create(state: _State, /, name: str, as_json: bool, home: Path | N
 @click.pass_obj
 def collection_list(state: _State, /, as_json: bool, home: Path | None) -> None:
     """List the collections."""
-    from .store import default_home, list_collection_names
+    from ..store import default_home, list_collection_names
 
     names = list_collection_names(home or default_home())
     _emit(state, as_json, {"collections": names}, "\n".join(names) if names else "no collections")
@@ -482,7 +157,7 @@ def _expand_images(paths: tuple[str, ...]) -> list[tuple[str, str]]:
     return out
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--external-id", default=None, help="External image id (one image only; default: the file name, "
@@ -504,10 +179,10 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .imageio import check_image_file
+    from ..imageio import check_image_file
 
     if person_id is not None:
-        from .engine import _check_person_id
+        from ..engine import _check_person_id
 
         _check_person_id(person_id)  # one usage error (exit 2), not one error per image
     images = _expand_images(paths)
@@ -595,7 +270,7 @@ def _search_lines(r: SearchResult, *, persons: bool = False) -> list[str]:
     return lines
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.argument("image", required=False)
 @click.option("--face-id", default=None, help="Search with a face already in the collection instead of an image.")
@@ -634,7 +309,7 @@ def search(state: _State, /, name: str, image: str | None, face_id: str | None, 
 _MAX_PAGE = 1_000_000  # faces per `faces list` page
 
 
-@main.group()
+@click.group()
 def faces() -> None:
     """List and delete the faces stored in a collection."""
 
@@ -685,7 +360,7 @@ def _unknown_faces(name: str, unknown: list[str]) -> None:
         sys.exit(EXIT_INPUT)
 
 
-@main.group()
+@click.group()
 def person() -> None:
     """Persons: group several faces of one individual; erase everything about someone."""
 
@@ -775,25 +450,3 @@ def person_search(state: _State, /, name: str, image: str, mode: str, max_candid
     doc.update(collection=name)
     _emit(state, as_json, doc, "\n".join(_search_lines(r, persons=True)))
 
-
-def run() -> None:
-    """Console-script entry point: usage errors exit 2, library errors get one line, no traceback."""
-    try:
-        main(standalone_mode=True)
-    except FacelensError as exc:  # pragma: no cover - commands catch their own
-        _fail(exc)
-
-
-from .audit.commands import audit as _audit  # noqa: E402  (calibrate and audit: facelens/audit/commands.py)
-from .audit.commands import calibrate as _calibrate  # noqa: E402
-
-main.add_command(_calibrate)
-main.add_command(_audit)
-
-from .server import cli as _service  # noqa: E402  (the service's commands: serve, keys, log)
-
-for _command in (_service.serve, _service.keys, _service.log):
-    main.add_command(_command)
-
-if __name__ == "__main__":
-    run()

@@ -6,7 +6,11 @@ crop on disk. Through the Python API, the service over real HTTP, and the CLI as
 from __future__ import annotations
 
 import io
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -381,3 +385,71 @@ def test_service_review_queue_scopes_four_eyes_and_final_decisions(tmp_path: Pat
         assert live.app.state.services.log.verify().ok
     finally:
         live.stop()
+
+
+# -- the CLI, as a user runs it ----------------------------------------------------------------------
+
+ITEM_KEYS = {"item_id", "collection", "state", "search_id", "probe_index", "action", "created", "expires", "searcher",
+             "purpose", "probe", "candidate", "log_entry", "decision"}
+
+
+def _cli(*args: str, actor: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FACELENS_ACTOR": actor}
+    return subprocess.run([sys.executable, "-m", "facelens", *args], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+
+
+def test_cli_review_list_show_confirm_reject_purge(tmp_path: Path) -> None:
+    home = str(tmp_path / "h")
+    with facelens.Engine(home=home, threads=1) as e:
+        faces = fill(e, "c", lead_floor_fmr=LOOSE)
+        (r,) = e.search_faces_by_image("c", portrait(PEOPLE[0], "b"), mode="investigate", max_candidates=2,
+                                       actor=Actor("cli", "alice"), purpose="case 12")
+    first, second = (c.review_item_id for c in r.candidates)
+    assert first is not None and second is not None
+
+    listed = _cli("review", "list", "--state", "pending", "--json", "--home", home, actor="bob")
+    assert listed.returncode == 0, listed.stderr
+    doc = json.loads(listed.stdout)
+    assert {i["item_id"] for i in doc["items"]} == {first, second}
+    assert doc["next_after"] is None and all(set(i) == ITEM_KEYS for i in doc["items"])
+    text = _cli("review", "list", "--home", home, actor="bob")
+    assert text.returncode == 0 and first in text.stdout and "searcher cli:alice" in text.stdout
+
+    out = tmp_path / "crops"
+    shown = _cli("review", "show", "c", first, "--out", str(out), "--json", "--home", home, actor="bob")
+    assert shown.returncode == 0, shown.stderr
+    item = json.loads(shown.stdout)
+    assert set(item) == ITEM_KEYS | {"files"} and item["candidate"]["person_id"] == PEOPLE[0]
+    assert item["candidate"]["face_id"] == faces[PEOPLE[0]] and item["purpose"] == "case 12"
+    assert item["searcher"] == {"kind": "cli", "id": "alice", "name": None}
+    assert Path(item["files"]["probe"]).name == f"{first}-probe.jpg"
+    assert is_jpeg_crop(Path(item["files"]["probe"]).read_bytes())
+    assert Path(item["files"]["candidate"]).read_bytes() == Path(out / f"{first}-candidate.jpg").read_bytes()
+    words = _cli("review", "show", "c", first, "--home", home, actor="bob")
+    assert words.returncode == 0 and "must be reviewed by a person" in words.stdout and "case 12" in words.stdout
+
+    own = _cli("review", "confirm", "c", first, "--reason", "my own lead", "--home", home, actor="alice")
+    assert own.returncode == 5 and "four eyes" in own.stderr and "Traceback" not in own.stderr, own.stderr
+    no_reason = _cli("review", "confirm", "c", first, "--home", home, actor="bob")
+    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+    blank = _cli("review", "confirm", "c", first, "--reason", " ", "--home", home, actor="bob")
+    assert blank.returncode == 2 and "needs a reason" in blank.stderr
+    ok = _cli("review", "confirm", "c", first, "--reason", "same ears", "--json", "--home", home, actor="bob")
+    assert ok.returncode == 0, ok.stderr
+    decided = json.loads(ok.stdout)
+    assert decided["state"] == "confirmed" and decided["decision"]["decided_by"]["id"] == "bob"
+    assert decided["decision"]["reason"] == "same ears"
+    again = _cli("review", "reject", "c", first, "--reason", "no", "--home", home, actor="carol")
+    assert again.returncode == 3 and "decisions are final" in again.stderr
+    rejected = _cli("review", "reject", "c", second, "--reason", "different nose", "--home", home, actor="carol")
+    assert rejected.returncode == 0 and "rejected review item" in rejected.stdout
+    unknown = _cli("review", "show", "c", "0" * 32, "--home", home, actor="bob")
+    assert unknown.returncode == 3 and "no review item" in unknown.stderr
+    purged = _cli("review", "purge", "c", "--json", "--home", home, actor="bob")
+    assert purged.returncode == 0 and json.loads(purged.stdout) == {"collection": "c", "expired": [], "count": 0}
+    with facelens.Engine(home=home, threads=1) as e:
+        body = [x.body for x in e.log.entries(after_seq=0, limit=1000) if x.body["action"] == "review_decided"]
+        assert [(b["item_id"], b["decision"], b["actor"]["id"]) for b in body] == [
+            (first, "confirmed", "bob"), (second, "rejected", "carol")]
+        assert e.log.verify().ok

@@ -7,8 +7,9 @@ import hashlib
 import logging
 import re
 import threading
+import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -702,11 +703,18 @@ class Engine:
                       image: ImageInput | None = None, face_id: str | None = None) -> list[SearchResult] | None:
         """An investigation's results as the searcher may see them, its review items made and the search
         recorded with them (None: the collection's policy requires no review)."""
+        from .accountability.log import search_record
+
         check_cancelled()  # a search abandoned by its caller opens no items
         probe = {"image_sha256": image_sha256(image)} if image is not None else {"face_id": face_id}
-        return self.reviews.open(collection, action, results, actor=actor, purpose=purpose, probe=probe,
-                                 options={k: v for k, v in options.items() if v is not None},
-                                 probe_crops=probe_crops)
+        given = {k: v for k, v in options.items() if v is not None}
+
+        def record(shown: Sequence[SearchResult]) -> dict[str, Any]:
+            return search_record(action=action, key_id="", purpose=purpose, collection=collection, probe=probe,
+                                 options=given, results=shown)
+
+        return self.reviews.open(collection, results, actor=actor, purpose=purpose, search_id=uuid.uuid4().hex,
+                                 record=record, probe_crops=probe_crops)
 
     def review_list(self, collection: str | list[str] | None = None, *, state: ReviewState | str | None = None,
                     limit: int = 100, after: str | None = None, searcher: Actor | None = None,

@@ -12,7 +12,6 @@ Conventions used everywhere:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -359,9 +358,7 @@ class SearchResult:
     false-match rate), each labelled with what its score means among ``collection_size`` faces. They must
     be reviewed by a person before anything is done (:data:`LEAD_NOTICE`).
 
-    ``face`` is the searched face (``None`` when searching by a stored face id). ``search_id``: the search's
-    id in the signed log and the review queue (set when the search was recorded or opened review items).
-    ``log_entry``: ``{"seq", "hash"}`` of the signed log entry that recorded it, when the engine recorded it.
+    ``face`` is the searched face (``None`` when searching by a stored face id).
     """
 
     matches: tuple[Match, ...]
@@ -372,8 +369,10 @@ class SearchResult:
     mode: SearchMode = SearchMode.IDENTIFY
     candidates: tuple[Candidate, ...] = ()
     max_candidates: int | None = None
+    #: the search's id (one per search: every face of a search by image shares it; review items name it)
     search_id: str | None = None
-    log_entry: Mapping[str, Any] | None = None
+    #: where the search is recorded in the signed log (``seq``, ``hash``); None when nothing was recorded
+    log_entry: dict[str, Any] | None = None
 
     @property
     def threshold(self) -> float:
@@ -400,6 +399,8 @@ class SearchResult:
             d["searched_face_id"] = self.face_id
         if self.search_id is not None:
             d["search_id"] = self.search_id
+        if self.log_entry is not None:
+            d["log_entry"] = dict(self.log_entry)
         return d
 
 

@@ -5,13 +5,13 @@ crop on disk. Through the Python API, the service over real HTTP, and the CLI as
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -229,13 +229,19 @@ def test_a_search_that_named_no_searcher_cannot_have_its_leads_decided(eng: face
         eng.review_decide("decide", item, "confirm", "looks alike", actor=BOB)
 
 
-def test_items_expire_after_the_retention_and_their_crops_go(eng: facelens.Engine, home: Path) -> None:
-    fill(eng, "brief", retention_days=1e-6)  # 0.0864 s
+def test_items_expire_after_the_retention_and_their_crops_go(eng: facelens.Engine, home: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from facelens.accountability import review
+
+    fill(eng, "brief", retention_days=1.0)
     (r,) = eng.search_faces_by_image("brief", portrait(PEOPLE[0], "b"), mode="investigate", actor=ALICE)
     ids = [c.review_item_id for c in r.candidates]
     db = home / "collections" / "brief" / "faces.sqlite"
+    real_now = review._now
+    monkeypatch.setattr(review, "_now", lambda: real_now() + dt.timedelta(hours=23))  # within the retention
+    assert [i.item_id for i in eng.review_list("brief", state="pending", actor=BOB)[0]] == ids
     assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM review_probes").fetchone()[0] == 1
-    time.sleep(0.2)
+    monkeypatch.setattr(review, "_now", lambda: real_now() + dt.timedelta(hours=25))  # a day and an hour later
     with pytest.raises(ReviewDecidedError, match="expired"):  # past its time: not decidable, even unpurged
         eng.review_decide("brief", ids[0], "confirm", "same", actor=BOB)
     assert eng.review_list("brief", state="pending", actor=BOB) == ([], None)

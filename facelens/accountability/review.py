@@ -31,7 +31,7 @@ import enum
 import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -246,26 +246,28 @@ class ReviewQueue:
         return self._engine._open_store(collection)
 
     # -- opening items, with the search --------------------------------------------------------------
-    def open(self, collection: str, action: str, results: Sequence[SearchResult], *, actor: Actor | None,
-             purpose: str | None, probe: Mapping[str, Any], options: Mapping[str, Any],
+    def open(self, collection: str, results: Sequence[SearchResult], *, actor: Actor | None, purpose: str | None,
+             search_id: str, record: Callable[[Sequence[SearchResult]], Mapping[str, Any]],
              probe_crops: Sequence[bytes | None]) -> list[SearchResult] | None:
         """After an investigation of ``collection`` computed ``results`` (one per searched face), make its
-        review items when the policy requires review, record the search with them (``actor``: the
-        searcher; None records nothing, as everywhere) in the same transaction, and return the results as
-        the searcher may see them: each candidate with its ``review_item_id``, identities withheld unless
-        the policy discloses them, ``search_id`` and ``log_entry`` set. ``probe_crops[i]``: the JPEG of
-        the face searched for ``results[i]`` (None: none kept). Returns None when the policy requires no
-        review (the caller records the search as any other)."""
-        from .log import search_record
+        review items when the policy requires review, record the search with them in the same transaction,
+        and return the results as the searcher may see them: each candidate with its ``review_item_id``,
+        identities withheld unless the policy discloses them, ``search_id`` and ``log_entry`` set.
 
+        ``record(results)``: the search's log record (its ``action``, ``probe``, ``options``... as any
+        search's) for these results; ``review_items`` (the item ids) and ``search_id`` are added to it and
+        it is recorded as done by ``actor`` (the searcher; None records nothing, as everywhere).
+        ``probe_crops[i]``: the JPEG of the face searched for ``results[i]`` (None: none kept). Returns None
+        when the policy requires no review (the caller records the search as any other)."""
         engine = self._engine
         policy = engine.collection_policy(collection)
         if not policy.review_required:
             return None
         store = self._store(collection)
-        search_id = uuid.uuid4().hex
         now = _now()
         created, expires = _iso(now), _iso(now + dt.timedelta(days=policy.retention_days))
+        base = record([])  # (what the search was: its action and probe)
+        probe, action = base.get("probe") or {}, str(base["action"])
         rows: list[dict[str, Any]] = []
         full: list[SearchResult] = []
         for index, result in enumerate(results):
@@ -283,13 +285,11 @@ class ReviewQueue:
                     "face_id": c.face_id, "person_id": c.person_id})
                 cands.append(dataclasses.replace(c, review_item_id=item_id))
             full.append(dataclasses.replace(result, candidates=tuple(cands), search_id=search_id))
-        record = {**search_record(action=action, key_id="", purpose=purpose, collection=collection, probe=probe,
-                                  options=options, results=full),
-                  "search_id": search_id, "review_items": [r["item_id"] for r in rows]}
+        logged_record = {**record(full), "search_id": search_id, "review_items": [r["item_id"] for r in rows]}
         entry: dict[str, Any] = {}
 
         def log_it() -> tuple[int, str] | None:
-            logged = engine.record(actor, record)
+            logged = engine.record(actor, logged_record)
             if logged is None:
                 return None
             entry.update(seq=logged.seq, hash=logged.hash)

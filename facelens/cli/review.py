@@ -97,6 +97,10 @@ def review_show(state: _State, /, name: str, item_id: str, out: Path | None, as_
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         for what in ("probe", "candidate"):
+            if what == "candidate" and item.face_id is None:
+                click.echo(f"facelens: no candidate crop: the lead's face is erased (or the item {item.state.value})",
+                           err=True)
+                continue
             try:
                 jpeg = (engine.review_probe_crop(name, item.item_id) if what == "probe"
                         else engine.face_crop(name, item.face_id or ""))

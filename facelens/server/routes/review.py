@@ -48,29 +48,36 @@ def _reviews_all(key: ApiKey, collection: str) -> bool:
     return Scope.REVIEW in key.scopes(collection)
 
 
-def _shown(services: Services, key: ApiKey, item: ReviewItem) -> dict[str, Any]:
+def _shown(key: ApiKey, item: ReviewItem, disclosed: bool) -> dict[str, Any]:
     """The item as this key may see it: all of it for a reviewer; for the searcher, who the lead points at
-    only once confirmed or where the policy discloses it before review."""
-    if _reviews_all(key, item.collection) or item.state.value == "confirmed":
-        return item.to_dict()
-    if services.engine.collection_policy(item.collection).disclose_before_review:
+    only once confirmed or where the policy discloses it before review (``disclosed``)."""
+    if _reviews_all(key, item.collection) or item.state.value == "confirmed" or disclosed:
         return item.to_dict()
     return item.withheld().to_dict()
+
+
+def _disclosed(services: Services, collections: list[str]) -> dict[str, bool]:
+    """Whether each collection's policy discloses identities before review (read in a worker thread)."""
+    return {c: services.engine.collection_policy(c).disclose_before_review for c in collections}
 
 
 def _own(key: ApiKey, item: ReviewItem) -> bool:
     return item.searcher is not None and _actor(key).same_person(item.searcher)
 
 
-async def _item(services: Services, key: ApiKey, collection: str, item_id: str) -> ReviewItem:
-    """The item, if this key may see it (a reviewer: any; a searcher: its own), else 404."""
+async def _item(services: Services, key: ApiKey, collection: str, item_id: str) -> tuple[ReviewItem, bool]:
+    """The item, if this key may see it (a reviewer: any; a searcher: its own), else 404; and whether the
+    collection discloses identities before review."""
     scopes = key.scopes(collection)
     if Scope.REVIEW not in scopes and Scope.SEARCH not in scopes:
         raise ApiError(403, "forbidden", f"this key lacks the 'review' scope on collection {collection!r}")
-    item = await services.calls(lambda: services.engine.review_get(collection, item_id, actor=_actor(key)))
-    if Scope.REVIEW not in scopes and not _own(key, item):
+    reviewer = Scope.REVIEW in scopes
+    item, disclosed = await services.calls(lambda: (
+        services.engine.review_get(collection, item_id, actor=_actor(key)),
+        {collection: True} if reviewer else _disclosed(services, [collection])))
+    if not reviewer and not _own(key, item):
         raise ReviewItemNotFoundError(f"no review item {item_id!r} in collection {collection!r}")
-    return item
+    return item, disclosed[collection]
 
 
 @router.get("/v1/review", response_model=ReviewListOut, summary="List review items across collections")
@@ -93,18 +100,18 @@ async def list_review(key: Key, services: ServicesDep,
     own = [c for c in names if c not in everything and Scope.SEARCH in key.scopes(c)]
     me = _actor(key)
 
-    def run() -> list[ReviewItem]:
+    def run() -> tuple[list[ReviewItem], dict[str, bool]]:
         found: list[ReviewItem] = []
         for group, searcher in ((everything, None), (own, me)):
             if group:
                 found += services.engine.review_list(group, state=state, limit=limit + 1, after=after,
                                                      searcher=searcher, actor=me)[0]
         found.sort(key=lambda i: (i.created, i.item_id))
-        return found
+        return found, _disclosed(services, own)
 
-    found = await services.calls(run)
+    found, disclosed = await services.calls(run)
     page = found[:limit]
-    shown = [_shown(services, key, i) for i in page]
+    shown = [_shown(key, i, disclosed.get(i.collection, False)) for i in page]
     return {"items": shown, "next_after": page_token(page[-1]) if len(found) > limit else None}
 
 
@@ -113,7 +120,7 @@ async def list_review(key: Key, services: ServicesDep,
 async def get_review(collection: VisibleCollection, item_id: ItemId, key: Key, services: ServicesDep) -> dict[str, Any]:
     """The lead (rank, score, what it means, who it points at), the search's log entry, purpose and searcher,
     and the decision once made."""
-    return _shown(services, key, await _item(services, key, collection, item_id))
+    return _shown(key, *await _item(services, key, collection, item_id))
 
 
 @router.get("/v1/collections/{collection}/review/{item_id}/probe.jpg", response_class=Response, responses=_JPEG,

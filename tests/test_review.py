@@ -5,13 +5,16 @@ crop on disk. Through the Python API, the service over real HTTP, and the CLI as
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -287,6 +290,48 @@ def test_erasure_withdraws_the_leads_and_leaves_no_crop_on_disk(eng: facelens.En
     assert found_in(folder, secrets) == []  # (other collections of this home hold crops of the same photos)
 
 
+_ERASER = textwrap.dedent("""
+    import base64, json, sys, time
+    sys.path.insert(0, sys.argv[2])
+    import facelens
+    from facelens.accountability.actor import Actor
+    from tests.conftest import PEOPLE, portrait
+    eng = facelens.Engine(home=sys.argv[1], threads=1)
+    eng.create_collection("k")
+    ids = {p: eng.index_faces("k", portrait(p), person_id=p).indexed[0]["face_id"] for p in PEOPLE[:3]}
+    (r,) = eng.search_faces_by_image("k", portrait(PEOPLE[0], "b"), mode="investigate", max_candidates=1,
+                                     actor=Actor.python("alice"))
+    item = r.candidates[0].review_item_id
+    crops = [eng.face_crop("k", ids[PEOPLE[0]]), eng.review_probe_crop("k", item)]
+    print(json.dumps({"crops": [base64.b64encode(c).decode() for c in crops], "item": item}), flush=True)
+    eng.delete_person("k", PEOPLE[0])
+    print("done", flush=True)
+    time.sleep(600)
+""")
+
+
+def test_crops_erased_leave_no_bytes_on_disk_after_sigkill(tmp_path: Path) -> None:
+    """A process killed right after an erasure returned (its WAL left behind, nothing closed) leaves none of
+    the erased face's crop or its lead's probe crop in the collection's files."""
+    home = tmp_path / "home"
+    script = tmp_path / "eraser.py"
+    script.write_text(_ERASER)
+    proc = subprocess.Popen([sys.executable, str(script), str(home), str(ROOT)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        told = json.loads(proc.stdout.readline())
+        assert proc.stdout.readline().strip() == "done"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    secrets = {f"crop {n}": base64.b64decode(c) for n, c in enumerate(told["crops"])}
+    assert found_in(home / "collections", secrets) == []
+    with facelens.Engine(home=str(home), threads=1) as e:
+        assert e.review_get("k", told["item"]).state is ReviewState.WITHDRAWN
+        assert e.describe_collection("k").face_count == 2
+
+
 # -- the service, over real HTTP ---------------------------------------------------------------------
 
 def test_service_review_queue_scopes_four_eyes_and_final_decisions(tmp_path: Path) -> None:
@@ -452,6 +497,10 @@ def test_cli_review_list_show_confirm_reject_purge(tmp_path: Path) -> None:
     assert rejected.returncode == 0 and "rejected review item" in rejected.stdout
     unknown = _cli("review", "show", "c", "0" * 32, "--home", home, actor="bob")
     assert unknown.returncode == 3 and "no review item" in unknown.stderr
+    key = _cli("keys", "create", "--collection", "c", "--scope", "review", "--name", "reviewer", "--home", home,
+               actor="bob")
+    assert key.returncode == 0 and key.stdout.strip().startswith("fl_"), key.stderr + key.stdout
+    assert "review on 'c'" in key.stderr
     purged = _cli("review", "purge", "c", "--json", "--home", home, actor="bob")
     assert purged.returncode == 0 and json.loads(purged.stdout) == {"collection": "c", "expired": [], "count": 0}
     with facelens.Engine(home=home, threads=1) as e:

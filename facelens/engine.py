@@ -713,8 +713,9 @@ class Engine:
             return search_record(action=action, key_id="", purpose=purpose, collection=collection, probe=probe,
                                  options=given, results=shown)
 
-        return self.reviews.open(collection, results, actor=actor, purpose=purpose, search_id=uuid.uuid4().hex,
-                                 record=record, probe_crops=probe_crops)
+        opened = self.reviews.open(collection, results, actor=actor, purpose=purpose, search_id=uuid.uuid4().hex,
+                                   record=record, probe_crops=probe_crops)
+        return None if opened is None else opened[0]
 
     def review_list(self, collection: str | list[str] | None = None, *, state: ReviewState | str | None = None,
                     limit: int = 100, after: str | None = None, searcher: Actor | None = None,

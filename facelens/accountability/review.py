@@ -52,6 +52,7 @@ from .actor import Actor
 if TYPE_CHECKING:
     from ..engine import Engine
     from ..store import FaceStore
+    from .log import LogEntry
 
 __all__ = ["MAX_REASON", "RETENTION_ACTOR", "Decision", "ReviewItem", "ReviewQueue", "ReviewState", "page_token",
            "withdrawn_record"]
@@ -248,7 +249,7 @@ class ReviewQueue:
     # -- opening items, with the search --------------------------------------------------------------
     def open(self, collection: str, results: Sequence[SearchResult], *, actor: Actor | None, purpose: str | None,
              search_id: str, record: Callable[[Sequence[SearchResult]], Mapping[str, Any]],
-             probe_crops: Sequence[bytes | None]) -> list[SearchResult] | None:
+             probe_crops: Sequence[bytes | None]) -> tuple[list[SearchResult], LogEntry | None] | None:
         """After an investigation of ``collection`` computed ``results`` (one per searched face), make its
         review items when the policy requires review, record the search with them in the same transaction,
         and return the results as the searcher may see them: each candidate with its ``review_item_id``,
@@ -258,7 +259,8 @@ class ReviewQueue:
         search's) for these results; ``review_items`` (the item ids) and ``search_id`` are added to it and
         it is recorded as done by ``actor`` (the searcher; None records nothing, as everywhere).
         ``probe_crops[i]``: the JPEG of the face searched for ``results[i]`` (None: none kept). Returns None
-        when the policy requires no review (the caller records the search as any other)."""
+        when the policy requires no review (the caller records the search as any other); else the results
+        and the log entry (None: no actor, nothing recorded)."""
         engine = self._engine
         policy = engine.collection_policy(collection)
         if not policy.review_required:
@@ -287,11 +289,13 @@ class ReviewQueue:
             full.append(dataclasses.replace(result, candidates=tuple(cands), search_id=search_id))
         logged_record = {**record(full), "search_id": search_id, "review_items": [r["item_id"] for r in rows]}
         entry: dict[str, Any] = {}
+        done: list[LogEntry] = []
 
         def log_it() -> tuple[int, str] | None:
             logged = engine.record(actor, logged_record)
             if logged is None:
                 return None
+            done.append(logged)
             entry.update(seq=logged.seq, hash=logged.hash)
             return logged.seq, logged.hash
 
@@ -305,7 +309,7 @@ class ReviewQueue:
             seen = r.candidates if policy.disclose_before_review else tuple(_withhold(c) for c in r.candidates)
             shown.append(dataclasses.replace(r, candidates=seen, log_entry=dict(entry) if entry else None))
         self.purge(collection, actor=RETENTION_ACTOR if actor is not None else None)
-        return shown
+        return shown, (done[0] if done else None)
 
     # -- reading ------------------------------------------------------------------------------------
     def _items(self, collection: str, store: FaceStore, rows: Sequence[Mapping[str, Any]]) -> list[ReviewItem]:

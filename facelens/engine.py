@@ -28,6 +28,7 @@ from .errors import (
     InvalidArgumentError,
     ModelMismatchError,
     NoFaceError,
+    VideoDecodeError,
 )
 from .imageio import ImageInput, check_image_file, decode_image, describe_source
 from .models.backends import Backend, open_backend
@@ -50,6 +51,7 @@ from .types import (
 
 if TYPE_CHECKING:
     from .accountability.log import LogEntry, SearchLog
+    from .video.pipeline import ProgressCallback, VideoOptions, VideoResult
 
 __all__ = ["DEFAULT_LEAD_FLOOR_FMR", "DEFAULT_MAX_CANDIDATES", "Engine", "FaceList", "SearchResultList"]
 
@@ -195,14 +197,18 @@ class Engine:
 
     # -- faces ------------------------------------------------------------------------------------
     def detect(self, image: ImageInput, *, max_faces: int | None = None,
-               quality_filter: QualityFilter | str | None = None) -> FaceList:
+               quality_filter: QualityFilter | str | None = None, pad_retry: bool = True) -> FaceList:
         """All faces in the image, largest first, without embeddings.
 
         ``max_faces`` keeps only the largest ones. ``quality_filter`` (default: the engine's) decides
         which ``refusal_reasons`` each face gets. At most ``config.max_faces_per_image`` (100) faces are
-        returned, the largest; the list's ``faces_over_limit`` counts those left out.
+        returned, the largest; the list's ``faces_over_limit`` counts those left out. ``pad_retry``: when
+        nothing is found, look again on the image padded to twice its size, for a face that fills the
+        frame (an ID-photo crop); turn it off for video frames, where most face-less frames are empty.
+        This is the pipeline's detect step; :meth:`embed_faces` is its align+embed step.
         """
-        return self._faces(image, embed=False, max_faces=max_faces, quality_filter=quality_filter)
+        return self._faces(image, embed=False, max_faces=max_faces, quality_filter=quality_filter,
+                           pad_retry=pad_retry)
 
     def analyze(self, image: ImageInput, *, max_faces: int | None = None,
                 quality_filter: QualityFilter | str | None = None) -> FaceList:
@@ -215,7 +221,7 @@ class Engine:
 
     def _faces(self, image: ImageInput, *, embed: bool, max_faces: int | None,
                quality_filter: QualityFilter | str | None, embed_acceptable: int | None = None,
-               decoded: npt.NDArray[np.uint8] | None = None) -> FaceList:
+               pad_retry: bool = True, decoded: npt.NDArray[np.uint8] | None = None) -> FaceList:
         """The faces of ``image`` (``decoded``: its pixels, already decoded by the caller)."""
         if max_faces is not None and max_faces < 1:
             raise InvalidArgumentError(f"max_faces must be >= 1, got {max_faces}")
@@ -224,7 +230,15 @@ class Engine:
             raise FacelensError("this engine is closed; open a new facelens.Engine")
         rgb = decode_image(image, max_pixels=self.config.max_pixels) if decoded is None else decoded
         return self._pipeline.faces(rgb, embed=embed, max_faces=max_faces, quality_filter=qf,
-                                    embed_acceptable=embed_acceptable)
+                                    embed_acceptable=embed_acceptable, pad_retry=pad_retry)
+
+    def embed_faces(self, image: ImageInput, faces: list[Face]) -> FaceList:
+        """The align+embed step: ``faces`` found in ``image`` by :meth:`detect`, each with its embedding
+        ((d,) float32, unit length), in the same order. Checks cancellation between batches."""
+        if self._pipeline is None:
+            raise FacelensError("this engine is closed; open a new facelens.Engine")
+        rgb = decode_image(image, max_pixels=self.config.max_pixels)
+        return FaceList(self._pipeline.embed_faces(rgb, faces))
 
     def _largest_face(self, image: ImageInput, decoded: npt.NDArray[np.uint8] | None = None) -> Face:
         faces = self._faces(image, embed=True, max_faces=1, quality_filter=None, decoded=decoded)
@@ -322,6 +336,12 @@ class Engine:
             if stale is not None:
                 stale.close()  # saves nothing: it no longer owns the collection
         return store
+
+    def list_persons_page(self, collection: str, *, limit: int = 100,
+                          after: str | None = None) -> tuple[list[tuple[str, int]], str | None]:
+        """One page of persons with their face counts, sorted by id, after the person ``after``; and the
+        ``after`` of the next page (None at the end). For lists that must not read a whole collection."""
+        return self._store(collection).list_persons_page(limit=limit, after=after)
 
     def _store(self, name: str) -> FaceStore:
         """The collection's store, refusing one bound to another model."""
@@ -569,14 +589,15 @@ class Engine:
         return _Search(store=store, calibration=cal, op=op, mode=mode, limit=limit, size=size)
 
     def _result(self, s: _Search, found: list[Match], *, face: Face | None = None,
-                face_id: str | None = None) -> SearchResult:
+                face_id: str | None = None, looks: int = 1) -> SearchResult:
         """The result of one searched face: its first ``s.limit`` matches, or candidates in investigate mode."""
         found = found[:s.limit]
         if s.mode is SearchMode.IDENTIFY:
             return SearchResult(matches=tuple(found), operating_point=s.op, collection_size=s.size, face=face,
                                 face_id=face_id)
         return SearchResult(matches=(), operating_point=s.op, collection_size=s.size, face=face, face_id=face_id,
-                            mode=s.mode, candidates=tuple(_lead(rank, m, s.size) for rank, m in enumerate(found, 1)),
+                            mode=s.mode,
+                            candidates=tuple(_lead(rank, m, s.size, looks) for rank, m in enumerate(found, 1)),
                             max_candidates=s.limit)
 
     def search_faces_by_image(self, collection: str, image: ImageInput, *, max_results: int | None = None,
@@ -642,6 +663,42 @@ class Engine:
                                        options={"mode": s.mode.value, "max_candidates": max_candidates})
             result = shown[0] if shown is not None else result
         return result
+
+    def search_faces_by_embedding(self, collection: str, embeddings: npt.ArrayLike, *,
+                                  max_results: int | None = None, max_fmr: float | None = None,
+                                  max_fpir: float | None = None, min_score: float | None = None,
+                                  mode: SearchMode | str = SearchMode.IDENTIFY, max_candidates: int | None = None,
+                                  face: Face | None = None) -> SearchResult:
+        """Search the collection with one face's embedding, or with several embeddings of one person
+        (the views of a video track): ``(d,)`` or ``(n, d)`` unit vectors of this engine's model.
+
+        Modes and options are those of :meth:`search_faces_by_image`. With ``n`` embeddings, each stored
+        face keeps its best score over the ``n`` and the error rates account for the ``n`` looks: in
+        identify mode each look is made at ``max_fpir / n`` (or ``max_fmr / n``; a raw ``min_score`` is
+        kept as given), so that a search for someone absent still returns anyone with probability at most
+        ``max_fpir``, and the reported operating point is that of one look; in investigate mode a
+        candidate's ``expected_strangers`` counts ``n x`` the faces searched. ``face`` is reported as the
+        searched face."""
+        q = np.asarray(embeddings, dtype=np.float32)
+        q = q[None, :] if q.ndim == 1 else q
+        if q.ndim != 2 or q.shape[0] < 1 or q.shape[1] != self.embedding_size or not np.isfinite(q).all():
+            raise InvalidArgumentError(
+                f"embeddings must be one or more {self.embedding_size}-d vectors of model {self.model_name!r}")
+        n = q.shape[0]
+        if n > 1 and SearchMode.parse(mode) is SearchMode.IDENTIFY and min_score is None:
+            if max_fmr is not None:
+                max_fmr = check_fmr(max_fmr) / n
+            else:
+                max_fpir = check_fmr(self.config.max_fpir if max_fpir is None else max_fpir, "max_fpir") / n
+        s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                               max_results=max_results, max_candidates=max_candidates)
+        best: dict[str, Match] = {}
+        for hits in self._ranked(s.store, q, k=s.limit, op=s.op, calibration=s.calibration, mode=s.mode):
+            for m in hits:
+                if m.face_id not in best or m.score > best[m.face_id].score:
+                    best[m.face_id] = m
+        found = sorted(best.values(), key=lambda m: -m.score)
+        return self._result(s, found, face=face, looks=n)
 
     # -- persons ----------------------------------------------------------------------------------
     def create_person(self, collection: str, person_id: str) -> None:
@@ -755,6 +812,61 @@ class Engine:
         """The small JPEG crop kept of a stored face (policy ``face_crops``); raises FaceNotFoundError."""
         return self.reviews.face_crop(collection, face_id)
 
+    # -- video ------------------------------------------------------------------------------------
+    def detect_video(self, video: str | Path, *, every: int | None = None, options: VideoOptions | None = None,
+                     progress: ProgressCallback | None = None) -> VideoResult:
+        """The faces of a video file (mp4, mkv, webm, mov, avi...) followed as tracks, without a collection.
+
+        Each track has ``start_s``/``end_s`` (presentation times from the container, seconds from the first
+        frame), its boxes over time and its best face and crop. ``every``: examine every Nth frame (default
+        5; :class:`facelens.video.VideoOptions` holds the other settings). ``progress`` is called about
+        once per second of video. Raises VideoDecodeError naming the file when it is not a video, is
+        corrupt or truncated; cancellable (:func:`facelens.pipeline.cancellable`) between frames.
+        """
+        from .video.pipeline import VideoResult, run_video
+
+        info, tracks, stats = run_video(self, video, options=_video_options(options, every), embed=False,
+                                        progress=progress)
+        return VideoResult(info=info, tracks=tuple(tracks), stats=stats)
+
+    def search_video(self, collection: str, video: str | Path, *, mode: SearchMode | str = SearchMode.IDENTIFY,
+                     max_fpir: float | None = None, max_fmr: float | None = None, min_score: float | None = None,
+                     max_results: int | None = None, max_candidates: int | None = None, every: int | None = None,
+                     options: VideoOptions | None = None, progress: ProgressCallback | None = None,
+                     actor: Actor | None = None, purpose: str | None = None) -> VideoResult:
+        """Who of the collection appears in a video, and when (Rekognition's StartFaceSearch/GetFaceSearch).
+
+        As :meth:`detect_video`, and each track's best faces (up to ``options.embeddings_per_track``, 3:
+        the largest, most frontal and sharpest that pass ``options.quality_filter``) are embedded and
+        searched together with :meth:`search_faces_by_embedding`: ``track.search`` holds the matches (or,
+        with ``mode="investigate"``, the candidates) and the operating point, the options being those of
+        :meth:`search_faces_by_image`. The options are checked before the video is opened.
+
+        With an ``actor``, the search is recorded in the signed log (action ``search_video``, with
+        ``purpose``, the video's sha256, each searched track's times and its matches or candidates: ids and
+        scores, no image, box or file name), failed searches too, before this returns.
+        """
+        from .video.pipeline import VideoResult, run_video, search_tracks
+
+        search = {"mode": str(mode), "max_fpir": max_fpir, "max_fmr": max_fmr, "min_score": min_score,
+                  "max_results": max_results, "max_candidates": max_candidates}
+        opts = _video_options(options, every)
+        try:
+            self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                               max_results=max_results, max_candidates=max_candidates)
+            info, tracks, stats = run_video(self, video, options=opts, embed=True, progress=progress)
+            tracks = search_tracks(self, collection, tracks, mode=mode, max_fpir=max_fpir, max_fmr=max_fmr,
+                                   min_score=min_score, max_results=max_results, max_candidates=max_candidates)
+        except FacelensError as exc:
+            if actor is not None:
+                self.record(actor, _video_record(collection, purpose, video, search, opts, [], exc))
+            raise
+        result = VideoResult(info=info, tracks=tuple(tracks), stats=stats, collection=collection,
+                             mode=SearchMode.parse(mode))
+        if actor is not None:
+            self.record(actor, _video_record(collection, purpose, video, search, opts, list(result.tracks), None))
+        return result
+
     def close(self) -> None:
         """Release the model sessions and close the collections (also done when the engine is
         garbage-collected or the interpreter exits: an approximate index is saved then).
@@ -789,14 +901,52 @@ class _Search:
     size: int
 
 
+def _video_record(collection: str, purpose: str | None, video: str | Path, search: dict[str, Any],
+                  options: VideoOptions, tracks: list[Any], error: FacelensError | None) -> dict[str, Any]:
+    """The log record of a video search (:func:`facelens.accountability.log.search_record`'s shape, one
+    result per searched track, plus each track's times)."""
+    from .accountability.log import search_record
+
+    try:
+        digest: str | None = _file_sha256(video)
+    except OSError:
+        digest = None
+    searched = [t for t in tracks if t.search is not None]
+    record = search_record(action="search_video", key_id="", purpose=purpose, collection=collection,
+                           probe={"video_sha256": digest}, options={**search, **dataclasses.asdict(options)},
+                           results=[t.search for t in searched], error=error)
+    record["tracks"] = [{"track_id": t.track_id, "start_s": round(t.start_s, 3), "end_s": round(t.end_s, 3),
+                         "embeddings": len(t.embeddings)} for t in searched]
+    record["tracks_unsearched"] = len(tracks) - len(searched)
+    if isinstance(error, VideoDecodeError):  # the message without the file's name
+        record["error"]["message"] = str(error).removeprefix(f"{error.source}: ")
+    return record
+
+
+def _file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _video_options(options: VideoOptions | None, every: int | None) -> VideoOptions:
+    from .video.pipeline import VideoOptions
+
+    options = options or VideoOptions()
+    return options if every is None else dataclasses.replace(options, every=every)
+
+
 def _lead_floor(store: FaceStore) -> float:
     raw = store.lead_floor_fmr()
     return DEFAULT_LEAD_FLOOR_FMR if raw is None else float(raw)
 
 
-def _lead(rank: int, m: Match, size: int) -> Candidate:
-    """Label a match of an investigation as the ``rank``-th lead among ``size`` faces searched."""
-    expected = float(f"{size * m.fmr:.4g}")
+def _lead(rank: int, m: Match, size: int, looks: int = 1) -> Candidate:
+    """Label a match of an investigation as the ``rank``-th lead among ``size`` faces searched (``looks``
+    times: the best score of several embeddings of one person)."""
+    expected = float(f"{looks * size * m.fmr:.4g}")
     return Candidate(rank=rank, face_id=m.face_id, external_image_id=m.external_image_id, person_id=m.person_id,
                      score=m.score, fmr=m.fmr, fmr_extrapolated=m.fmr_extrapolated, expected_strangers=expected,
                      meaning=lead_meaning(rank, m.score, m.fmr, m.fmr_extrapolated, expected, size), bbox=m.bbox)

@@ -29,6 +29,7 @@ __all__ = [
     "ReviewForbiddenError",
     "ReviewDecidedError",
     "error_status",
+    "VideoDecodeError",
 ]
 
 
@@ -146,6 +147,20 @@ class ReviewDecidedError(ReviewError):
     """The review item was already decided (decisions are final), expired or withdrawn."""
 
 
+class VideoDecodeError(FacelensError):
+    """A video could not be opened or decoded: not a video, no video stream, corrupt, or truncated.
+
+    ``source`` names the file or stream; ``at_s`` is the time in the video where decoding failed, when
+    some frames had been decoded before it (a truncated or damaged file), else ``None``.
+    """
+
+    def __init__(self, message: str, *, source: str, at_s: float | None = None) -> None:
+        where = f" at {at_s:.3f} s" if at_s is not None else ""
+        super().__init__(f"{source}: {message}{where}")
+        self.source = source
+        self.at_s = at_s
+
+
 # The one table from errors to stable codes and HTTP statuses (the service renders every error with
 # them; the signed log records the code of a failed action). Most specific first: the first class the
 # error is an instance of decides. An error object with its own ``status`` and ``code`` attributes (the
@@ -153,6 +168,7 @@ class ReviewDecidedError(ReviewError):
 _STATUS: tuple[tuple[type[FacelensError], int, str], ...] = (
     (ImageTooLargeError, 413, "image_too_large"),
     (ImageDecodeError, 400, "invalid_image"),
+    (VideoDecodeError, 400, "invalid_video"),
     (NoFaceError, 422, "no_face"),
     (CollectionNotFoundError, 404, "collection_not_found"),
     (CollectionExistsError, 409, "collection_exists"),

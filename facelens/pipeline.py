@@ -108,10 +108,13 @@ class Pipeline:
         return self.backend.detector.detect(
             rgb, input_size=size, score_threshold=cfg.det_threshold, nms_threshold=cfg.nms_threshold)
 
-    def detect(self, rgb: npt.NDArray[np.uint8]) -> list[Detection]:
-        """Detections in image pixels, largest face first, faces below ``min_face_size`` dropped."""
+    def detect(self, rgb: npt.NDArray[np.uint8], *, pad_retry: bool = True) -> list[Detection]:
+        """Detections in image pixels, largest face first, faces below ``min_face_size`` dropped.
+
+        ``pad_retry``: when nothing is found, look again on the image padded to twice its size (a face
+        filling the frame); video turns it off, where most face-less frames are just empty scenes."""
         dets = self._detect_once(rgb)
-        if not dets:
+        if not dets and pad_retry:
             h, w = rgb.shape[:2]
             pad = int(round(max(h, w) * _FALLBACK_PAD))
             padded = np.zeros((h + 2 * pad, w + 2 * pad, 3), dtype=np.uint8)
@@ -136,6 +139,7 @@ class Pipeline:
         max_faces: int | None = None,
         quality_filter: QualityFilter | None = None,
         embed_acceptable: int | None = None,
+        pad_retry: bool = True,
     ) -> FaceList:
         """Detect, align, assess and (optionally) embed the faces of one image, largest first.
 
@@ -180,11 +184,27 @@ class Pipeline:
             chosen = [i for i, f in enumerate(faces) if f.acceptable][:embed_acceptable]
         else:
             chosen = list(range(len(faces))) if embed else []
-        for start in range(0, len(chosen), EMBED_BATCH):
-            check_cancelled()
-            batch = chosen[start : start + EMBED_BATCH]
-            crops = np.stack([aligned[i] for i in batch])
-            vectors = self.backend.recognizer.embed(rgb, [dets[i] for i in batch], crops)
-            for i, vector in zip(batch, vectors, strict=True):
-                faces[i] = dataclasses.replace(faces[i], embedding=vector)
+        vectors = self._embed(rgb, [dets[i] for i in chosen], [aligned[i] for i in chosen])
+        for i, vector in zip(chosen, vectors, strict=True):
+            faces[i] = dataclasses.replace(faces[i], embedding=vector)
         return FaceList(faces, faces_over_limit=wanted - kept)
+
+    def _embed(self, rgb: npt.NDArray[np.uint8], dets: list[Detection],
+               aligned: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
+        """Embeddings of ``dets`` (aligned crops given), in batches of :data:`EMBED_BATCH`, checking
+        :func:`check_cancelled` before each batch."""
+        out: list[npt.NDArray[np.float32]] = []
+        for start in range(0, len(dets), EMBED_BATCH):
+            check_cancelled()
+            crops = np.stack(aligned[start : start + EMBED_BATCH])
+            out.extend(self.backend.recognizer.embed(rgb, dets[start : start + EMBED_BATCH], crops))
+        return out
+
+    def embed_faces(self, rgb: npt.NDArray[np.uint8], faces: Iterable[Face]) -> list[Face]:
+        """The align+embed step on its own: ``faces`` (found in ``rgb`` by :meth:`faces` without
+        embeddings) with their embeddings, in the same order."""
+        faces = list(faces)
+        dets = [Detection(box=np.asarray(f.bbox.as_list(), dtype=np.float32), score=f.score,
+                          landmarks=np.asarray(f.landmarks, dtype=np.float32)) for f in faces]
+        vectors = self._embed(rgb, dets, [align_face(rgb, d.landmarks) for d in dets])
+        return [dataclasses.replace(f, embedding=v) for f, v in zip(faces, vectors, strict=True)]

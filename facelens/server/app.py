@@ -23,7 +23,7 @@ from .errors import InsecureSettingsError, error_status
 from .keys import KeyStore
 from .limits import RequestGuard, error_response
 from .ratelimit import RateLimiter
-from .routes import collections, faces, images, log, persons, review, search, system
+from .routes import collections, faces, images, log, persons, reports, review, search, system
 from .schemas import ErrorOut
 from .settings import SETTINGS_ENV, ServerSettings, is_loopback
 
@@ -147,6 +147,9 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     app.add_middleware(RequestGuard, services=services)
     _install_error_handlers(app)
     app.include_router(system.router)
-    for module in (images, collections, faces, persons, search, log, review):
+    for module in (images, collections, faces, persons, search, log, reports, review):
         app.include_router(module.router, responses=_ERRORS)
+    from ..console import install_console
+
+    install_console(app, services)  # the web console: /console (and / leading there), docs/console.md
     return app

@@ -379,3 +379,13 @@ class KeyStore:
             if row is None or not hmac.compare_digest(row[5], _digest(token)) or row[4] is not None:
                 return None
             return self._key(row[:5])
+
+    def get(self, key_id: str) -> ApiKey | None:
+        """The valid (unrevoked) key with this id, else None; read from the file on every call (the
+        console's sessions name their key by id and look it up on each request, so revocation ends them)."""
+        with self._lock:
+            row = self._conn.execute("SELECT key_id, name, admin, created, revoked FROM keys WHERE key_id = ?",
+                                     (key_id,)).fetchone()
+            if row is None or row[4] is not None:
+                return None
+            return self._key(row)

@@ -1233,6 +1233,21 @@ class FaceStore:
             "SELECT p.person_id, COUNT(f.vid) FROM persons p LEFT JOIN faces f USING (person_id) "
             "GROUP BY p.person_id ORDER BY p.person_id")]
 
+    def list_persons_page(self, *, limit: int = 100,
+                          after: str | None = None) -> tuple[list[tuple[str, int]], str | None]:
+        """One page of (person id, number of faces), sorted by id, after the person ``after``; and the id to
+        pass as ``after`` for the next page (None at the end). Reads only the page's persons."""
+        if limit < 1:
+            raise InvalidArgumentError(f"limit must be >= 1, got {limit}")
+        ids = [str(r[0]) for r in self._reader().execute(
+            "SELECT person_id FROM persons WHERE person_id > ? ORDER BY person_id LIMIT ?", (after or "", limit + 1))]
+        more = len(ids) > limit
+        ids = ids[:limit]
+        counts = dict(self._reader().execute(
+            f"SELECT person_id, COUNT(*) FROM faces WHERE person_id IN ({','.join('?' * len(ids))}) "
+            "GROUP BY person_id", ids).fetchall()) if ids else {}
+        return [(p, int(counts.get(p, 0))) for p in ids], (ids[-1] if more else None)
+
     def _require_person(self, conn: sqlite3.Connection, person_id: str) -> None:
         if conn.execute("SELECT 1 FROM persons WHERE person_id = ?", (person_id,)).fetchone() is None:
             raise FaceNotFoundError(f"no person {person_id!r} in collection {self._meta['name']!r}")

@@ -7,17 +7,32 @@ import hashlib
 import logging
 import re
 import threading
-import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from .accountability.actor import Actor
 from .accountability.policy import POLICY_META_KEY, CollectionPolicy
+from .accountability.records import (
+    ErasureReceipt,
+    action_failed_record,
+    collection_created_record,
+    collection_deleted_record,
+    compare_record,
+    face_ids_record,
+    faces_deleted_record,
+    faces_indexed_record,
+    lead_floor_changed_record,
+    new_id,
+    now,
+    person_created_record,
+    person_erased_record,
+    search_record,
+)
 from .accountability.review import Decision, ReviewItem, ReviewQueue, ReviewState, crop_of
 from .calibration import ScoreCalibration, load_calibration
 from .calibration.table import Policy, fpir_to_fmr
@@ -32,9 +47,9 @@ from .errors import (
 )
 from .imageio import ImageInput, check_image_file, decode_image, describe_source
 from .models.backends import Backend, open_backend
-from .pipeline import FaceList, Pipeline, check_cancelled
+from .pipeline import FaceList, Pipeline, commit_work
 from .store import FaceRecord, FaceStore, collection_dir, collection_generation, default_home, list_collection_names
-from .store.collection import CheckReport, StoredFace
+from .store.collection import BeforeCommit, CheckReport, Erased, StoredFace
 from .types import (
     Candidate,
     CollectionInfo,
@@ -53,7 +68,8 @@ if TYPE_CHECKING:
     from .accountability.log import LogEntry, SearchLog
     from .video.pipeline import ProgressCallback, VideoOptions, VideoResult
 
-__all__ = ["DEFAULT_LEAD_FLOOR_FMR", "DEFAULT_MAX_CANDIDATES", "Engine", "FaceList", "SearchResultList"]
+__all__ = ["DEFAULT_LEAD_FLOOR_FMR", "DEFAULT_MAX_CANDIDATES", "READ_ONLY_METHODS", "RECORDED_METHODS", "Engine",
+           "FaceList", "SearchResultList"]
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +83,43 @@ DEFAULT_MAX_CANDIDATES = 10
 """An investigation lists at most this many candidates unless asked for another number (NIST's FRTE 1:N
 evaluations use candidate lists of this length)."""
 DEFAULT_MAX_RESULTS = 10  # an identification returns at most this many matches unless asked for another number
+T = TypeVar("T")
+
+#: Every public method of :class:`Engine` is in one of these two sets (tests/test_record.py fails for a public
+#: method in neither, so that a new method that changes state cannot forget its record). Recorded: it takes
+#: ``actor`` and, given one, records what it did (or tried) in the signed log (accountability/records.py).
+RECORDED_METHODS = frozenset({
+    "record", "create_collection", "delete_collection", "set_lead_floor", "set_collection_policy", "index_faces",
+    "delete_faces", "erase_faces", "create_person", "associate_faces", "disassociate_faces", "delete_person",
+    "erase_person", "search_faces_by_image", "search_faces", "search_persons_by_image", "compare",
+    "search_faces_by_embedding", "search_video",
+    # the review queue's (docs: design of issue 15)
+    "review_decide", "review_purge",
+})
+#: Read-only: changes nothing stored and shows nothing of a collection beyond what the entry points' own
+#: rights allow (``compare_faces`` compares faces its caller already holds; ``check_collection(repair=True)``
+#: rebuilds only derived files, the vector index, from the data; ``close`` releases resources).
+READ_ONLY_METHODS = frozenset({
+    "detect", "analyze", "embed", "operating_point", "threshold", "fmr", "compare_faces", "collection_calibration",
+    "list_collections", "describe_collection", "collection_policy", "collection_generation", "check_collection",
+    "list_faces", "lead_floor", "list_persons", "list_persons_page", "close", "embed_faces", "detect_video",
+    # the review queue's (docs: design of issue 15)
+    "review_list", "review_get", "face_crop", "review_probe_crop",
+})
 
 
 class SearchResultList(list[SearchResult]):
     """The results of a search by image, one per searched face, and ``faces_over_limit``: faces of the image
-    beyond ``EngineConfig.max_faces_per_image``, left out of an ``all_faces`` search."""
+    beyond ``EngineConfig.max_faces_per_image``, left out of an ``all_faces`` search. ``search_id``: the
+    search's id (each result carries it too); ``log_entry``: where it is recorded (``seq``, ``hash``; None
+    when nothing was recorded)."""
 
-    def __init__(self, results: list[SearchResult], *, faces_over_limit: int = 0) -> None:
+    def __init__(self, results: list[SearchResult], *, faces_over_limit: int = 0, search_id: str | None = None,
+                 log_entry: dict[str, Any] | None = None) -> None:
         super().__init__(results)
         self.faces_over_limit = faces_over_limit
+        self.search_id = search_id
+        self.log_entry = log_entry
 
 
 def _check_person_id(person_id: str) -> str:
@@ -180,6 +224,90 @@ class Engine:
             return None
         return self.log.append({**record, "actor": actor.to_dict(),
                                 "key_id": actor.id if actor.kind == "key" else None})
+
+    def _record_failed_after(self, actor: Actor | None, entry: LogEntry | None, exc: BaseException) -> None:
+        """The call recorded in ``entry`` failed after its record was written: append ``action_failed`` so
+        that the record does not look done (records.py). A log that cannot take it is logged here; the
+        call raises its own error."""
+        if entry is None:
+            return
+        try:
+            self.record(actor, action_failed_record(entry.seq, entry.hash, str(entry.body.get("action")),
+                                                    entry.body.get("collection"), exc))
+        except FacelensError:
+            log.exception("log entry %d (%s) failed after it was recorded, and its failure could not be recorded",
+                          entry.seq, entry.body.get("action"))
+
+    def _recorded_write(self, actor: Actor | None, write: Callable[[BeforeCommit | None], T],
+                        record: Callable[[T], Mapping[str, Any]]) -> tuple[T, LogEntry | None]:
+        """Run ``write(before_commit)``, a store write, recording ``record(result)`` inside its transaction
+        just before it commits (no actor: no record): a record that cannot be written rolls the change back."""
+        if actor is None:
+            return write(None), None
+        written: list[LogEntry] = []
+
+        def before_commit(result: Any) -> None:
+            entry = self.record(actor, record(result))
+            if entry is not None:
+                written.append(entry)
+
+        try:
+            result = write(before_commit)
+        except BaseException as exc:
+            self._record_failed_after(actor, written[0] if written else None, exc)
+            raise
+        return result, written[0] if written else None
+
+    def _recorded_change(self, actor: Actor | None, record: Mapping[str, Any],
+                         change: Callable[[], T]) -> tuple[T, LogEntry | None]:
+        """Record, then make a change that no collection transaction holds (``action_failed`` follows the
+        record if the change raises)."""
+        entry = self.record(actor, record)
+        try:
+            return change(), entry
+        except BaseException as exc:
+            self._record_failed_after(actor, entry, exc)
+            raise
+
+    def _recorded_search(self, actor: Actor | None, purpose: str | None, *, action: str, collection: str,
+                         probe: Mapping[str, Any], options: Mapping[str, Any],
+                         run: Callable[[], Sequence[SearchResult]],
+                         probe_crops: Sequence[bytes | None] = ()) -> tuple[list[SearchResult], LogEntry | None]:
+        """Run a search and record it: its results, computed and committed (:func:`facelens.pipeline.commit_work`:
+        a search cancelled before raises CancelledError, recorded as code ``timeout``), are recorded before
+        they are returned; a failed attempt is recorded with its error, then raised. The results carry the
+        search's id and log entry. An investigation on a collection whose policy requires review opens its
+        review items (``probe_crops``: the searched faces' crops, filled by ``run``) in the transaction that
+        records it, with the items in the record (:meth:`ReviewQueue.open`)."""
+        search_id = new_id()
+        fields: dict[str, Any] = {"action": action, "search_id": search_id, "purpose": purpose,
+                                  "collection": collection, "probe": probe, "options": options}
+        try:
+            results = list(run())
+            if actor is not None:  # (a search inside a recorded call, a video's, leaves the commit to it)
+                commit_work()
+        except FacelensError as exc:
+            self.record(actor, search_record(**fields, results=[], error=exc))
+            raise
+        if results and results[0].mode is SearchMode.INVESTIGATE:
+            opened = self.reviews.open(collection, results, actor=actor, purpose=purpose, search_id=search_id,
+                                       record=lambda shown: search_record(**fields, results=shown),
+                                       probe_crops=probe_crops)
+            if opened is not None:
+                return opened
+        record = search_record(**fields, results=results)
+        entry = self.record(actor, record)
+        ref = _ref(entry)
+        return [dataclasses.replace(r, search_id=search_id, log_entry=ref) for r in results], entry
+
+    def _receipt(self, receipt_id: str, collection: str, person_id: str | None, done: Erased,
+                 actor: Actor | None, entry: LogEntry | None) -> ErasureReceipt:
+        counts = {"faces": len(done.face_ids), "crops": done.crops,
+                  "review_items_withdrawn": len(done.review_items_withdrawn), "probe_crops": done.probe_crops}
+        return ErasureReceipt(receipt_id=receipt_id, collection=collection, person_id=person_id,
+                              face_ids=tuple(done.face_ids), counts=counts,
+                              erased_at=str(entry.body["time"]) if entry is not None else now(), actor=actor,
+                              log_entry=_ref(entry))
 
     # -- what this engine is ----------------------------------------------------------------------
 
@@ -293,16 +421,29 @@ class Engine:
         """False-match rate at ``score`` under the engine's policy, and whether it is extrapolated."""
         return self.calibration.fmr(score, self.policy)
 
-    def compare(self, image_a: ImageInput, image_b: ImageInput, *, max_fmr: float | None = None) -> Comparison:
+    def compare(self, image_a: ImageInput, image_b: ImageInput, *, max_fmr: float | None = None,
+                actor: Actor | None = None, purpose: str | None = None) -> Comparison:
         """Compare the largest face of each image.
 
         Returns the cosine score, the false-match rate that score stands for (how often two different
         people score this high), and ``match``: whether that rate is at most ``max_fmr`` (default
         ``config.max_fmr`` = 1e-5, one in 100,000). Raises :class:`NoFaceError` naming the image without
-        a face.
+        a face. Given an ``actor``, the compare is recorded (the images' sha256, the outcome, ``purpose``;
+        a failed one with its error) before it returns, and ``log_entry`` says where.
         """
-        self.operating_point(max_fmr=max_fmr)  # refuse a bad max_fmr before running models
-        return self.compare_faces(self._largest_face(image_a), self._largest_face(image_b), max_fmr=max_fmr)
+        purpose = _purpose(purpose)
+        a_sha, b_sha = (_probe_sha256(image_a), _probe_sha256(image_b)) if actor is not None else (None, None)
+        fields: dict[str, Any] = {"purpose": purpose, "image_a_sha256": a_sha, "image_b_sha256": b_sha,
+                                  "options": {} if max_fmr is None else {"max_fmr": max_fmr}}
+        try:
+            self.operating_point(max_fmr=max_fmr)  # refuse a bad max_fmr before running models
+            result = self.compare_faces(self._largest_face(image_a), self._largest_face(image_b), max_fmr=max_fmr)
+            commit_work()
+        except FacelensError as exc:
+            self.record(actor, compare_record(**fields, result=None, error=exc))
+            raise
+        entry = self.record(actor, compare_record(**fields, result=result))
+        return result if entry is None else dataclasses.replace(result, log_entry=_ref(entry))
 
     def compare_faces(self, face_a: Face, face_b: Face, *, max_fmr: float | None = None) -> Comparison:
         """Compare two faces already analysed by this engine (see :meth:`compare`)."""
@@ -356,14 +497,16 @@ class Engine:
 
     def create_collection(self, name: str, *, calibration: str | Path | None = None,
                           lead_floor_fmr: float | None = None,
-                          policy: CollectionPolicy | Mapping[str, Any] | None = None) -> CollectionInfo:
+                          policy: CollectionPolicy | Mapping[str, Any] | None = None,
+                          actor: Actor | None = None) -> CollectionInfo:
         """Create an empty collection bound to this engine's model; raises CollectionExistsError.
 
         ``calibration``: a calibration profile (``facelens calibrate``) for this collection's searches,
         copied into the collection; by default the model's shipped profile is used. ``lead_floor_fmr``: the
         collection's lead floor for investigations (default :data:`DEFAULT_LEAD_FLOOR_FMR`; see
         :meth:`set_lead_floor`). ``policy``: its rules (:class:`facelens.CollectionPolicy` or a mapping of
-        its fields; default: the defaults), written with the collection, never after it.
+        its fields; default: the defaults), written with the collection, never after it. Given an
+        ``actor``, ``collection_created`` is recorded before the collection appears.
         """
         if lead_floor_fmr is not None:
             lead_floor_fmr = check_fmr(lead_floor_fmr, "lead_floor_fmr")
@@ -378,14 +521,22 @@ class Engine:
         path = collection_dir(self.home, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         own = profile  # (bound for the closure: mypy cannot narrow a variable captured by a lambda)
+        written: list[LogEntry] = []
 
         def prepare(folder: Path) -> None:
             if own is not None:
                 own.save(folder / COLLECTION_CALIBRATION)
+            entry = self.record(actor, collection_created_record(  # before the collection is renamed into place
+                name, policy=rules.to_dict(), lead_floor_fmr=lead_floor_fmr, calibration=own.name if own else None))
+            written.extend([entry] if entry is not None else [])
 
-        store = FaceStore.create(path, name=name, model_name=self.model_name, model_sha256=self.model_sha256,
-                                 dim=self.embedding_size, calibration=profile.name if profile else None,
-                                 prepare=prepare, extra_meta=extra)
+        try:
+            store = FaceStore.create(path, name=name, model_name=self.model_name, model_sha256=self.model_sha256,
+                                     dim=self.embedding_size, calibration=profile.name if profile else None,
+                                     prepare=prepare, extra_meta=extra)
+        except BaseException as exc:
+            self._record_failed_after(actor, written[0] if written else None, exc)
+            raise
         with self._stores_lock:
             stale = self._stores.pop(name, None)  # a deleted collection's store (deleted elsewhere)
             self._collection_calibrations.pop(name, None)
@@ -445,18 +596,28 @@ class Engine:
         name is created); raises CollectionNotFoundError. Key grants are bound to it."""
         return collection_generation(self.home, name)
 
-    def delete_collection(self, name: str) -> None:
+    def delete_collection(self, name: str, *, actor: Actor | None = None) -> None:
         """Delete a collection and everything in it, for every process at once; raises
         CollectionNotFoundError. Other engines (threads, processes) holding it open get
         CollectionNotFoundError from their next call on it (or, once a collection of that name is
-        created again, that new collection); none of their writes outlives the deletion unnoticed."""
+        created again, that new collection); none of their writes outlives the deletion unnoticed.
+        Given an ``actor``, ``collection_deleted`` (its face and person counts just before) is recorded
+        before the deletion."""
         path = collection_dir(self.home, name)
-        with self._stores_lock:
-            store = self._stores.pop(name, None)
-            self._collection_calibrations.pop(name, None)
-            if store is not None:
-                store.close(save=False)
-            FaceStore.delete(path, name=name)
+        record: dict[str, Any] = {}
+        if actor is not None:
+            info = self.describe_collection(name)  # an unknown collection raises before anything is recorded
+            record = collection_deleted_record(name, face_count=info.face_count, person_count=info.person_count)
+
+        def delete() -> None:
+            with self._stores_lock:
+                store = self._stores.pop(name, None)
+                self._collection_calibrations.pop(name, None)
+                if store is not None:
+                    store.close(save=False)
+                FaceStore.delete(path, name=name)
+
+        self._recorded_change(actor, record, delete)
 
     def check_collection(self, name: str, *, repair: bool = False) -> CheckReport:
         """Compare the vector index with the metadata (the truth); ``repair`` rebuilds it if they differ."""
@@ -471,6 +632,7 @@ class Engine:
         person_id: str | None = None,
         max_faces: int | None = None,
         quality_filter: QualityFilter | str | None = None,
+        actor: Actor | None = None,
     ) -> IndexResult:
         """Detect the faces of an image and store those that pass the quality filter.
 
@@ -479,7 +641,9 @@ class Engine:
         ``config.max_faces_per_image`` (100) are not examined, only counted (``faces_over_limit``).
         Indexing the same image under the same ``external_image_id`` again stores nothing new
         (``already_indexed``). When this returns, the faces are durably stored; work cancelled (see
-        :func:`facelens.pipeline.cancellable`) before the write stores nothing.
+        :func:`facelens.pipeline.cancellable`) before the write stores nothing. Given an ``actor``,
+        ``faces_indexed`` (the image's sha256, the face ids, the person, the refusals' reasons; no box, no
+        external id) is recorded in the write's transaction: faces are never stored unrecorded.
         """
         if external_image_id is not None and not _EXTERNAL_ID.fullmatch(external_image_id):
             raise InvalidArgumentError("external_image_id must be 1-255 printable characters")
@@ -491,6 +655,8 @@ class Engine:
         digest = image_sha256(image)
         existing = store.find_image(external_image_id=external_image_id, image_sha256=digest)
         if existing is not None:
+            self.record(actor, faces_indexed_record(collection, image_sha256=digest, person_id=person_id, refused=[],
+                                                    face_ids=[f.face_id for f in existing], already_indexed=True))
             return IndexResult(indexed=tuple(f.to_dict() for f in existing), unindexed=(), already_indexed=True)
         rgb = decode_image(image, max_pixels=self.config.max_pixels)
         faces = self._faces(image, embed=False, max_faces=None, quality_filter=quality_filter,
@@ -506,9 +672,16 @@ class Engine:
                               quality={**f.to_dict()["quality"], "pose": f.to_dict()["pose"]},
                               crop=crop_of(rgb, f.bbox.as_list()) if crops else None)
                    for f in accepted]
-        check_cancelled()  # the last point where a cancelled call leaves no trace
-        stored, added = store.add_image(external_image_id=external_image_id, image_sha256=digest,
-                                        person_id=person_id, faces=records)
+        commit_work()  # the last point where a cancelled call leaves no trace; past it, the faces are stored
+
+        def recorded(out: tuple[list[StoredFace], bool]) -> dict[str, Any]:
+            return faces_indexed_record(collection, image_sha256=digest, face_ids=[f.face_id for f in out[0]],
+                                        person_id=person_id, refused=[f.refusal_reasons for f in refused],
+                                        already_indexed=not out[1])
+
+        (stored, added), _ = self._recorded_write(actor, lambda hook: store.add_image(
+            external_image_id=external_image_id, image_sha256=digest, person_id=person_id, faces=records,
+            before_commit=hook), recorded)
         return IndexResult(indexed=tuple(f.to_dict() for f in stored), unindexed=tuple(refused),
                            already_indexed=not added, faces_over_limit=faces.faces_over_limit)
 
@@ -517,9 +690,22 @@ class Engine:
         """One page of stored faces, oldest first, and the token of the next page (None at the end)."""
         return self._store(collection).list_faces(limit=limit, after=next_token)
 
-    def delete_faces(self, collection: str, face_ids: list[str]) -> list[str]:
-        """Delete faces by id; returns those that existed. A deleted face is never returned by a search."""
-        return self._store(collection).delete_faces(face_ids)
+    def delete_faces(self, collection: str, face_ids: list[str], *, actor: Actor | None = None) -> list[str]:
+        """Delete faces by id; returns those that existed. A deleted face is never returned by a search.
+        :meth:`erase_faces` does the same and returns the erasure's receipt."""
+        return list(self.erase_faces(collection, face_ids, actor=actor).face_ids)
+
+    def erase_faces(self, collection: str, face_ids: Sequence[str], *, actor: Actor | None = None) -> ErasureReceipt:
+        """Erase faces by id (their embeddings and every copy on disk; unknown ids are ignored) and return
+        the :class:`~facelens.accountability.records.ErasureReceipt` naming those erased. Given an ``actor``,
+        ``faces_deleted`` (the ids, the receipt's id) is recorded in the erasure's transaction."""
+        store = self._store(collection)
+        receipt_id = new_id()
+        done, entry = self._recorded_write(
+            actor, lambda hook: store.erase_faces(list(face_ids), before_commit=hook),
+            lambda d: {**faces_deleted_record(collection, face_ids=d.face_ids, receipt_id=receipt_id),
+                       "review_items_withdrawn": list(d.review_items_withdrawn)})
+        return self._receipt(receipt_id, collection, None, done, actor, entry)
 
     def _ranked(self, store: FaceStore, queries: npt.NDArray[np.float32], *, k: int, op: OperatingPoint,
                 calibration: ScoreCalibration, mode: SearchMode, exclude: str | None = None) -> list[list[Match]]:
@@ -549,11 +735,14 @@ class Engine:
         :meth:`set_lead_floor`)."""
         return _lead_floor(self._store(collection))
 
-    def set_lead_floor(self, collection: str, lead_floor_fmr: float) -> float:
+    def set_lead_floor(self, collection: str, lead_floor_fmr: float, *, actor: Actor | None = None) -> float:
         """Set the collection's lead floor (a false-match rate in (0, 1]; stored in the collection, seen by
-        every process from its next search); returns it."""
+        every process from its next search); returns it. Given an ``actor``, ``lead_floor_changed`` (before,
+        after) is recorded first."""
         value = check_fmr(lead_floor_fmr, "lead_floor_fmr")
-        self._store(collection).set_lead_floor_fmr(repr(value))
+        store = self._store(collection)
+        record = lead_floor_changed_record(collection, before=_lead_floor(store), after=value)
+        self._recorded_change(actor, record, lambda: store.set_lead_floor_fmr(repr(value)))
         return value
 
     def _search_setup(self, collection: str, *, mode: SearchMode | str, max_fmr: float | None,
@@ -621,54 +810,71 @@ class Engine:
         Returns one result per searched face (with ``all_faces``, at most ``config.max_faces_per_image``,
         the largest; ``faces_over_limit`` counts the others); raises NoFaceError if there is none.
 
-        ``actor`` (who searches) and ``purpose`` (why) are recorded with an investigation whose candidates
-        become review items (the collection's policy ``review_required``: see :meth:`review_list`); the
-        candidates then carry their ``review_item_id``, and their identities only where the policy
-        discloses them before review.
+        Given an ``actor``, the search is recorded with its ``purpose`` before it returns (the image's sha256,
+        the options, the operating point, each result's face ids, scores and rates; no image, embedding or
+        box), a failed one with its error; every result carries the ``search_id`` and ``log_entry``. An
+        investigation on a collection whose policy requires review opens a review item per candidate, in the
+        same transaction as its record (:meth:`review_list`); the candidates then carry their
+        ``review_item_id``, and who they are only where the policy discloses it before review.
         """
-        s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
-                               max_results=max_results, max_candidates=max_candidates)
-        rgb = decode_image(image, max_pixels=self.config.max_pixels)
-        faces = self._faces(image, embed=True, max_faces=None if all_faces else 1,
-                            quality_filter=QualityFilter.NONE, decoded=rgb)
-        if not faces:
-            raise NoFaceError("no face found in the image to search with", source=describe_source(image))
-        queries = np.stack([f.embedding for f in faces])  # type: ignore[misc]
-        found = self._ranked(s.store, queries, k=s.limit, op=s.op, calibration=s.calibration, mode=s.mode)
-        results = [self._result(s, m, face=f) for f, m in zip(faces, found, strict=True)]
-        if s.mode is SearchMode.INVESTIGATE:
-            shown = self._investigated(
-                collection, "search_faces_by_image", results, actor=actor, purpose=purpose, image=image,
-                options={"mode": s.mode.value, "max_candidates": max_candidates, "all_faces": all_faces},
-                probe_crops=[crop_of(rgb, f.bbox.as_list()) for f in faces])
-            results = shown if shown is not None else results
-        return SearchResultList(results, faces_over_limit=faces.faces_over_limit)
+        over: list[int] = [0]
+        crops: list[bytes | None] = []
+
+        def run() -> list[SearchResult]:
+            s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                                   max_results=max_results, max_candidates=max_candidates)
+            rgb = decode_image(image, max_pixels=self.config.max_pixels)
+            faces = self._faces(image, embed=True, max_faces=None if all_faces else 1,
+                                quality_filter=QualityFilter.NONE, decoded=rgb)
+            if not faces:
+                raise NoFaceError("no face found in the image to search with", source=describe_source(image))
+            over[0] = faces.faces_over_limit
+            if s.mode is SearchMode.INVESTIGATE:
+                crops.extend(crop_of(rgb, f.bbox.as_list()) for f in faces)
+            queries = np.stack([f.embedding for f in faces])  # type: ignore[misc]
+            found = self._ranked(s.store, queries, k=s.limit, op=s.op, calibration=s.calibration, mode=s.mode)
+            return [self._result(s, m, face=f) for f, m in zip(faces, found, strict=True)]
+
+        options = _options(max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                           all_faces=all_faces or None, mode=mode, max_candidates=max_candidates)
+        probe = {"image_sha256": _probe_sha256(image) if actor is not None else None}
+        results, entry = self._recorded_search(actor, _purpose(purpose), action="search_faces_by_image",
+                                               collection=collection, probe=probe, options=options, run=run,
+                                               probe_crops=crops)
+        return SearchResultList(results, faces_over_limit=over[0], search_id=results[0].search_id,
+                                log_entry=_ref(entry))
 
     def search_faces(self, collection: str, face_id: str, *, max_results: int | None = None,
                      max_fmr: float | None = None, max_fpir: float | None = None, min_score: float | None = None,
                      mode: SearchMode | str = SearchMode.IDENTIFY, max_candidates: int | None = None,
                      actor: Actor | None = None, purpose: str | None = None) -> SearchResult:
         """Search the collection with one of its own stored faces (it is left out of the results); the
-        modes and options are those of :meth:`search_faces_by_image` (the probe crop of its review items
-        is the stored face's crop)."""
-        s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
-                               max_results=max_results, max_candidates=max_candidates)
-        _, embedding = s.store.get_face(face_id)
-        found = self._ranked(s.store, embedding[None, :], k=s.limit, op=s.op, calibration=s.calibration, mode=s.mode,
-                             exclude=face_id)
-        result = self._result(s, found[0], face_id=face_id)
-        if s.mode is SearchMode.INVESTIGATE:
-            shown = self._investigated(collection, "search_faces", [result], actor=actor, purpose=purpose,
-                                       face_id=face_id, probe_crops=[s.store.face_crop(face_id)],
-                                       options={"mode": s.mode.value, "max_candidates": max_candidates})
-            result = shown[0] if shown is not None else result
-        return result
+        modes, options and record are those of :meth:`search_faces_by_image` (the probe: the face id; the
+        probe crop of its review items: the stored face's crop)."""
+        crops: list[bytes | None] = []
+
+        def run() -> list[SearchResult]:
+            s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                                   max_results=max_results, max_candidates=max_candidates)
+            _, embedding = s.store.get_face(face_id)
+            if s.mode is SearchMode.INVESTIGATE:
+                crops.append(s.store.face_crop(face_id))
+            found = self._ranked(s.store, embedding[None, :], k=s.limit, op=s.op, calibration=s.calibration,
+                                 mode=s.mode, exclude=face_id)
+            return [self._result(s, found[0], face_id=face_id)]
+
+        options = _options(max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                           mode=mode, max_candidates=max_candidates)
+        results, _ = self._recorded_search(actor, _purpose(purpose), action="search_faces", collection=collection,
+                                           probe={"face_id": face_id}, options=options, run=run, probe_crops=crops)
+        return results[0]
 
     def search_faces_by_embedding(self, collection: str, embeddings: npt.ArrayLike, *,
                                   max_results: int | None = None, max_fmr: float | None = None,
                                   max_fpir: float | None = None, min_score: float | None = None,
                                   mode: SearchMode | str = SearchMode.IDENTIFY, max_candidates: int | None = None,
-                                  face: Face | None = None) -> SearchResult:
+                                  face: Face | None = None, actor: Actor | None = None,
+                                  purpose: str | None = None) -> SearchResult:
         """Search the collection with one face's embedding, or with several embeddings of one person
         (the views of a video track): ``(d,)`` or ``(n, d)`` unit vectors of this engine's model.
 
@@ -678,7 +884,24 @@ class Engine:
         kept as given), so that a search for someone absent still returns anyone with probability at most
         ``max_fpir``, and the reported operating point is that of one look; in investigate mode a
         candidate's ``expected_strangers`` counts ``n x`` the faces searched. ``face`` is reported as the
-        searched face."""
+        searched face. Recorded as :meth:`search_faces_by_image` is (the probe: the number of embeddings,
+        never the embeddings)."""
+        def run() -> list[SearchResult]:
+            return [self._search_by_embedding(collection, embeddings, max_results=max_results, max_fmr=max_fmr,
+                                              max_fpir=max_fpir, min_score=min_score, mode=mode,
+                                              max_candidates=max_candidates, face=face)]
+
+        count = int(np.shape(embeddings)[0]) if np.ndim(embeddings) == 2 else 1
+        options = _options(max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                           mode=mode, max_candidates=max_candidates)
+        results, _ = self._recorded_search(actor, _purpose(purpose), action="search_faces_by_embedding",
+                                           collection=collection, probe={"embedding_count": count},
+                                           options=options, run=run)
+        return results[0]
+
+    def _search_by_embedding(self, collection: str, embeddings: npt.ArrayLike, *, max_results: int | None,
+                             max_fmr: float | None, max_fpir: float | None, min_score: float | None,
+                             mode: SearchMode | str, max_candidates: int | None, face: Face | None) -> SearchResult:
         q = np.asarray(embeddings, dtype=np.float32)
         q = q[None, :] if q.ndim == 1 else q
         if q.ndim != 2 or q.shape[0] < 1 or q.shape[1] != self.embedding_size or not np.isfinite(q).all():
@@ -701,31 +924,64 @@ class Engine:
         return self._result(s, found, face=face, looks=n)
 
     # -- persons ----------------------------------------------------------------------------------
-    def create_person(self, collection: str, person_id: str) -> None:
+    def create_person(self, collection: str, person_id: str, *, actor: Actor | None = None) -> None:
         """Create a person (Rekognition's "user"): an id that groups several faces of one individual.
 
-        ``index_faces(..., person_id=...)`` creates the person when needed.
+        ``index_faces(..., person_id=...)`` creates the person when needed. Given an ``actor``,
+        ``person_created`` is recorded in the write's transaction.
         """
-        self._store(collection).create_person(_check_person_id(person_id))
+        store = self._store(collection)
+        pid = _check_person_id(person_id)
+        self._recorded_write(actor, lambda hook: store.create_person(pid, before_commit=hook),
+                             lambda _: person_created_record(collection, person_id=pid))
 
     def list_persons(self, collection: str) -> list[tuple[str, int]]:
         """(person id, number of faces) for each person of the collection."""
         return self._store(collection).list_persons()
 
-    def associate_faces(self, collection: str, person_id: str, face_ids: list[str]) -> list[str]:
-        """Give stored faces to a person; returns the face ids that exist (others are ignored)."""
-        return self._store(collection).associate(_check_person_id(person_id), face_ids)
+    def associate_faces(self, collection: str, person_id: str, face_ids: list[str], *,
+                        actor: Actor | None = None) -> list[str]:
+        """Give stored faces to a person; returns the face ids that exist (others are ignored). Given an
+        ``actor``, ``faces_associated`` (the ids changed) is recorded in the write's transaction."""
+        store = self._store(collection)
+        pid = _check_person_id(person_id)
+        done, _ = self._recorded_write(
+            actor, lambda hook: store.associate(pid, face_ids, before_commit=hook),
+            lambda ids: face_ids_record("faces_associated", collection, person_id=pid, face_ids=ids))
+        return done
 
-    def disassociate_faces(self, collection: str, person_id: str, face_ids: list[str]) -> list[str]:
-        """Take faces away from a person (they stay in the collection); returns the ids changed."""
-        return self._store(collection).disassociate(_check_person_id(person_id), face_ids)
+    def disassociate_faces(self, collection: str, person_id: str, face_ids: list[str], *,
+                           actor: Actor | None = None) -> list[str]:
+        """Take faces away from a person (they stay in the collection); returns the ids changed. Given an
+        ``actor``, ``faces_disassociated`` is recorded in the write's transaction."""
+        store = self._store(collection)
+        pid = _check_person_id(person_id)
+        done, _ = self._recorded_write(
+            actor, lambda hook: store.disassociate(pid, face_ids, before_commit=hook),
+            lambda ids: face_ids_record("faces_disassociated", collection, person_id=pid, face_ids=ids))
+        return done
 
-    def delete_person(self, collection: str, person_id: str) -> list[str]:
+    def delete_person(self, collection: str, person_id: str, *, actor: Actor | None = None) -> list[str]:
         """Erase a person: the person and all their faces and vectors; no search returns them afterwards.
 
-        Returns the deleted face ids. Raises FaceNotFoundError for an unknown person.
+        Returns the deleted face ids (:meth:`erase_person` returns the receipt). Raises FaceNotFoundError
+        for an unknown person.
         """
-        return self._store(collection).delete_person(_check_person_id(person_id))
+        return list(self.erase_person(collection, person_id, actor=actor).face_ids)
+
+    def erase_person(self, collection: str, person_id: str, *, actor: Actor | None = None) -> ErasureReceipt:
+        """Erase a person and every face of theirs (see :meth:`delete_person`) and return the erasure's
+        :class:`~facelens.accountability.records.ErasureReceipt`, the answer to a data subject's request.
+        Given an ``actor``, ``person_erased`` (the person, the face ids, the receipt's id) is recorded in
+        the erasure's transaction. Raises FaceNotFoundError for an unknown person (nothing recorded)."""
+        store = self._store(collection)
+        pid = _check_person_id(person_id)
+        receipt_id = new_id()
+        done, entry = self._recorded_write(
+            actor, lambda hook: store.erase_person(pid, before_commit=hook),
+            lambda d: person_erased_record(collection, person_id=pid, face_ids=d.face_ids, receipt_id=receipt_id,
+                                           review_items_withdrawn=d.review_items_withdrawn))
+        return self._receipt(receipt_id, collection, pid, done, actor, entry)
 
     def search_persons_by_image(self, collection: str, image: ImageInput, *, max_results: int | None = None,
                                 max_fmr: float | None = None, max_fpir: float | None = None,
@@ -733,84 +989,33 @@ class Engine:
                                 max_candidates: int | None = None, actor: Actor | None = None,
                                 purpose: str | None = None) -> SearchResult:
         """Like :meth:`search_faces_by_image` for the largest face, but one match (or, investigating, one
-        candidate) per person: the best scoring face of each person (faces with no person are left out)."""
-        s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
-                               max_results=max_results, max_candidates=max_candidates)
-        rgb = decode_image(image, max_pixels=self.config.max_pixels)
-        face = self._largest_face(image, decoded=rgb)
-        assert face.embedding is not None
-        k = min(max(100, 10 * s.limit), max(s.size, 1))
-        best: dict[str, Match] = {}
-        for m in self._ranked(s.store, face.embedding[None, :], k=k, op=s.op, calibration=s.calibration,
-                               mode=s.mode)[0]:
-            if m.person_id is not None and m.person_id not in best:
-                best[m.person_id] = m
-        result = self._result(s, list(best.values()), face=face)
-        if s.mode is SearchMode.INVESTIGATE:
-            shown = self._investigated(
-                collection, "search_persons_by_image", [result], actor=actor, purpose=purpose, image=image,
-                options={"mode": s.mode.value, "max_candidates": max_candidates},
-                probe_crops=[crop_of(rgb, face.bbox.as_list())])
-            result = shown[0] if shown is not None else result
-        return result
+        candidate) per person: the best scoring face of each person (faces with no person are left out).
+        Recorded as :meth:`search_faces_by_image` is."""
+        crops: list[bytes | None] = []
 
-    # -- the review queue (accountability/review.py) -------------------------------------------------
-    def _investigated(self, collection: str, action: str, results: list[SearchResult], *, actor: Actor | None,
-                      purpose: str | None, options: Mapping[str, Any], probe_crops: list[bytes | None],
-                      image: ImageInput | None = None, face_id: str | None = None) -> list[SearchResult] | None:
-        """An investigation's results as the searcher may see them, its review items made and the search
-        recorded with them (None: the collection's policy requires no review)."""
-        from .accountability.log import search_record
+        def run() -> list[SearchResult]:
+            s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                                   max_results=max_results, max_candidates=max_candidates)
+            rgb = decode_image(image, max_pixels=self.config.max_pixels)
+            face = self._largest_face(image, decoded=rgb)
+            assert face.embedding is not None
+            if s.mode is SearchMode.INVESTIGATE:
+                crops.append(crop_of(rgb, face.bbox.as_list()))
+            k = min(max(100, 10 * s.limit), max(s.size, 1))
+            best: dict[str, Match] = {}
+            for m in self._ranked(s.store, face.embedding[None, :], k=k, op=s.op, calibration=s.calibration,
+                                   mode=s.mode)[0]:
+                if m.person_id is not None and m.person_id not in best:
+                    best[m.person_id] = m
+            return [self._result(s, list(best.values()), face=face)]
 
-        check_cancelled()  # a search abandoned by its caller opens no items
-        probe = {"image_sha256": image_sha256(image)} if image is not None else {"face_id": face_id}
-        given = {k: v for k, v in options.items() if v is not None}
-
-        def record(shown: Sequence[SearchResult]) -> dict[str, Any]:
-            return search_record(action=action, key_id="", purpose=purpose, collection=collection, probe=probe,
-                                 options=given, results=shown)
-
-        opened = self.reviews.open(collection, results, actor=actor, purpose=purpose, search_id=uuid.uuid4().hex,
-                                   record=record, probe_crops=probe_crops)
-        return None if opened is None else opened[0]
-
-    def review_list(self, collection: str | list[str] | None = None, *, state: ReviewState | str | None = None,
-                    limit: int = 100, after: str | None = None, searcher: Actor | None = None,
-                    actor: Actor | None = None) -> tuple[list[ReviewItem], str | None]:
-        """Review items of investigations, oldest first, and the next page's token (None at the end):
-        of ``collection`` (a name, a list, or None: every collection), of ``state`` (pending, confirmed,
-        rejected, expired, withdrawn; None: any), ``searcher``'s searches only if given. Expired items are
-        purged first. Each item holds the lead (rank, score, what it means, who it points at), the search's
-        log entry, its purpose and searcher (:class:`facelens.accountability.review.ReviewItem`)."""
-        return self.reviews.list_items(collection, state=state, limit=limit, after=after, searcher=searcher,
-                                       actor=actor)
-
-    def review_get(self, collection: str, item_id: str, *, actor: Actor | None = None) -> ReviewItem:
-        """One review item; raises ReviewItemNotFoundError."""
-        return self.reviews.get(collection, item_id, actor=actor)
-
-    def review_decide(self, collection: str, item_id: str, decision: Decision | str, reason: str, *,
-                      actor: Actor | None) -> ReviewItem:
-        """Confirm (the lead is the searched person) or reject a pending item, with the ``reason`` (what in
-        the faces decided it), as ``actor``, who must not be the searcher (four eyes: ReviewForbiddenError).
-        Final: a second decision raises ReviewDecidedError. Recorded (``review_decided``); the probe crop is
-        deleted once no item of its searched face is pending."""
-        return self.reviews.decide(collection, item_id, decision, reason, actor=actor)
-
-    def review_purge(self, collection: str, *, actor: Actor | None = None) -> list[str]:
-        """Expire the collection's pending items older than its policy's ``retention_days`` (their probe
-        crops deleted, who they pointed at cleared), recorded (``review_purged``) as ``actor``; returns the
-        ids expired."""
-        return self.reviews.purge(collection, actor=actor)
-
-    def review_probe_crop(self, collection: str, item_id: str) -> bytes:
-        """The JPEG crop of the face searched for a review item (while it is pending); raises
-        ReviewItemNotFoundError."""
-        return self.reviews.probe_crop(collection, item_id)
-
-    def face_crop(self, collection: str, face_id: str) -> bytes:
-        """The small JPEG crop kept of a stored face (policy ``face_crops``); raises FaceNotFoundError."""
-        return self.reviews.face_crop(collection, face_id)
+        options = _options(max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                           mode=mode, max_candidates=max_candidates)
+        probe = {"image_sha256": _probe_sha256(image) if actor is not None else None}
+        results, _ = self._recorded_search(actor, _purpose(purpose), action="search_persons_by_image",
+                                           collection=collection, probe=probe, options=options, run=run,
+                                           probe_crops=crops)
+        return results[0]
 
     # -- video ------------------------------------------------------------------------------------
     def detect_video(self, video: str | Path, *, every: int | None = None, options: VideoOptions | None = None,
@@ -857,6 +1062,8 @@ class Engine:
             info, tracks, stats = run_video(self, video, options=opts, embed=True, progress=progress)
             tracks = search_tracks(self, collection, tracks, mode=mode, max_fpir=max_fpir, max_fmr=max_fmr,
                                    min_score=min_score, max_results=max_results, max_candidates=max_candidates)
+            if actor is not None:
+                commit_work()  # cancelled before: recorded as the timeout it is; past it, recorded and returned
         except FacelensError as exc:
             if actor is not None:
                 self.record(actor, _video_record(collection, purpose, video, search, opts, [], exc))
@@ -866,6 +1073,45 @@ class Engine:
         if actor is not None:
             self.record(actor, _video_record(collection, purpose, video, search, opts, list(result.tracks), None))
         return result
+
+    # -- the review queue (accountability/review.py) -------------------------------------------------
+    def review_list(self, collection: str | list[str] | None = None, *, state: ReviewState | str | None = None,
+                    limit: int = 100, after: str | None = None, searcher: Actor | None = None,
+                    actor: Actor | None = None) -> tuple[list[ReviewItem], str | None]:
+        """Review items of investigations, oldest first, and the next page's token (None at the end):
+        of ``collection`` (a name, a list, or None: every collection), of ``state`` (pending, confirmed,
+        rejected, expired, withdrawn; None: any), ``searcher``'s searches only if given. Expired items are
+        purged first. Each item holds the lead (rank, score, what it means, who it points at), the search's
+        log entry, its purpose and searcher (:class:`facelens.accountability.review.ReviewItem`)."""
+        return self.reviews.list_items(collection, state=state, limit=limit, after=after, searcher=searcher,
+                                       actor=actor)
+
+    def review_get(self, collection: str, item_id: str, *, actor: Actor | None = None) -> ReviewItem:
+        """One review item; raises ReviewItemNotFoundError."""
+        return self.reviews.get(collection, item_id, actor=actor)
+
+    def review_decide(self, collection: str, item_id: str, decision: Decision | str, reason: str, *,
+                      actor: Actor | None) -> ReviewItem:
+        """Confirm (the lead is the searched person) or reject a pending item, with the ``reason`` (what in
+        the faces decided it), as ``actor``, who must not be the searcher (four eyes: ReviewForbiddenError).
+        Final: a second decision raises ReviewDecidedError. Recorded (``review_decided``); the probe crop is
+        deleted once no item of its searched face is pending."""
+        return self.reviews.decide(collection, item_id, decision, reason, actor=actor)
+
+    def review_purge(self, collection: str, *, actor: Actor | None = None) -> list[str]:
+        """Expire the collection's pending items older than its policy's ``retention_days`` (their probe
+        crops deleted, who they pointed at cleared), recorded (``review_purged``) as ``actor``; returns the
+        ids expired."""
+        return self.reviews.purge(collection, actor=actor)
+
+    def review_probe_crop(self, collection: str, item_id: str) -> bytes:
+        """The JPEG crop of the face searched for a review item (while it is pending); raises
+        ReviewItemNotFoundError."""
+        return self.reviews.probe_crop(collection, item_id)
+
+    def face_crop(self, collection: str, face_id: str) -> bytes:
+        """The small JPEG crop kept of a stored face (policy ``face_crops``); raises FaceNotFoundError."""
+        return self.reviews.face_crop(collection, face_id)
 
     def close(self) -> None:
         """Release the model sessions and close the collections (also done when the engine is
@@ -901,18 +1147,45 @@ class _Search:
     size: int
 
 
+def _ref(entry: LogEntry | None) -> dict[str, Any] | None:
+    """Where a record is in the log: ``{"seq", "hash"}`` (None: nothing was recorded)."""
+    return None if entry is None else {"seq": entry.seq, "hash": entry.hash}
+
+
+def _purpose(purpose: str | None) -> str | None:
+    """The purpose to record: stripped; empty is none."""
+    if purpose is not None and not isinstance(purpose, str):
+        raise InvalidArgumentError(f"purpose must be a string, got {purpose!r}")
+    return (purpose or "").strip() or None
+
+
+def _options(**given: Any) -> dict[str, Any]:
+    """A search's options as recorded: those given (not None), the mode as its name."""
+    out = {k: v for k, v in given.items() if v is not None}
+    if "mode" in out:
+        out["mode"] = str(getattr(out["mode"], "value", out["mode"]))
+    return out
+
+
+def _probe_sha256(image: ImageInput) -> str | None:
+    """The image's sha256 for the record, or None when it cannot be read (the call then fails, and is
+    recorded with the error that says why)."""
+    try:
+        return image_sha256(image)
+    except (FacelensError, OSError, TypeError, ValueError):
+        return None
+
+
 def _video_record(collection: str, purpose: str | None, video: str | Path, search: dict[str, Any],
                   options: VideoOptions, tracks: list[Any], error: FacelensError | None) -> dict[str, Any]:
-    """The log record of a video search (:func:`facelens.accountability.log.search_record`'s shape, one
+    """The log record of a video search (:func:`facelens.accountability.records.search_record`'s shape, one
     result per searched track, plus each track's times)."""
-    from .accountability.log import search_record
-
     try:
         digest: str | None = _file_sha256(video)
     except OSError:
         digest = None
     searched = [t for t in tracks if t.search is not None]
-    record = search_record(action="search_video", key_id="", purpose=purpose, collection=collection,
+    record = search_record(action="search_video", search_id=new_id(), purpose=purpose, collection=collection,
                            probe={"video_sha256": digest}, options={**search, **dataclasses.asdict(options)},
                            results=[t.search for t in searched], error=error)
     record["tracks"] = [{"track_id": t.track_id, "start_s": round(t.start_s, 3), "end_s": round(t.end_s, 3),

@@ -23,6 +23,7 @@ __all__ = [
     "FaceNotFoundError",
     "ModelMismatchError",
     "SearchLogError",
+    "CancelledError",
     "PolicyError",
     "ReviewError",
     "ReviewItemNotFoundError",
@@ -125,6 +126,11 @@ class SearchLogError(FacelensError):
     the log to be written (a search, an enrolment, an erasure) answers this error instead of its result."""
 
 
+class CancelledError(FacelensError):
+    """The work was stopped through its :class:`facelens.pipeline.CancelToken`: its caller stopped waiting
+    for it (the service: the request timed out). The message says why; recorded as code ``timeout``."""
+
+
 class PolicyError(FacelensError):
     """A collection's policy forbids the request: a mode it does not allow, a rate looser than its floor,
     no purpose where one is required, a policy change by someone who is not an admin. The message names
@@ -176,6 +182,7 @@ _STATUS: tuple[tuple[type[FacelensError], int, str], ...] = (
     (ModelMismatchError, 409, "model_mismatch"),
     (InvalidArgumentError, 422, "invalid_argument"),
     (SearchLogError, 503, "search_log_unavailable"),
+    (CancelledError, 503, "timeout"),
     (PolicyError, 403, "policy_forbids"),
     (ReviewItemNotFoundError, 404, "review_item_not_found"),
     (ReviewForbiddenError, 403, "review_forbidden"),

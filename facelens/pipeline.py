@@ -19,13 +19,14 @@ import numpy.typing as npt
 
 from .align import align_face
 from .config import EngineConfig
-from .errors import FacelensError
+from .errors import CancelledError
 from .models.backends import Backend
 from .models.scrfd import Detection
 from .quality import estimate_pose, measure_quality, refusal_reasons
 from .types import BBox, Face, QualityFilter
 
-__all__ = ["EMBED_BATCH", "CancelToken", "CancelledError", "FaceList", "Pipeline", "cancellable", "check_cancelled"]
+__all__ = ["EMBED_BATCH", "CancelToken", "CancelledError", "FaceList", "Pipeline", "cancellable", "check_cancelled",
+           "commit_work"]
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +42,46 @@ _FALLBACK_PAD = 0.5
 EMBED_BATCH = 8
 
 
-class CancelledError(FacelensError):
-    """The work was stopped through its :class:`CancelToken` (its caller stopped waiting for it)."""
-
-
 class CancelToken:
     """A flag that stops work run under :func:`cancellable` at its next check (between faces and between
-    embedding batches). Safe to set from any thread."""
+    embedding batches), until the work *commits*: past :func:`commit_work` it finishes and is reported
+    (recorded in the log, returned) whatever happens, and :meth:`cancel` says so by returning False.
+    Safe to use from any thread.
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
+    ``reason``: the message of the :class:`CancelledError` the work raises (and records) once cancelled."""
 
-    def cancel(self) -> None:
-        self._event.set()
+    def __init__(self, reason: str = "the work was cancelled: its caller stopped waiting for it") -> None:
+        self.reason = reason
+        self._lock = threading.Lock()
+        self._state = "open"  # open -> cancelled, or open -> committed; never both
+
+    def cancel(self) -> bool:
+        """Stop the work at its next check; False if it has already committed (it will finish, and its
+        caller should wait for its result), True if it is cancelled now (or was already)."""
+        with self._lock:
+            if self._state == "committed":
+                return False
+            self._state = "cancelled"
+            return True
+
+    def commit(self) -> bool:
+        """Mark the point of no return; False if the work was cancelled first (it must stop, leaving what
+        it did recorded as cancelled), True if it will now finish whatever :meth:`cancel` says."""
+        with self._lock:
+            if self._state == "cancelled":
+                return False
+            self._state = "committed"
+            return True
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        with self._lock:
+            return self._state == "cancelled"
+
+    @property
+    def committed(self) -> bool:
+        with self._lock:
+            return self._state == "committed"
 
 
 _current = threading.local()
@@ -79,7 +103,16 @@ def check_cancelled() -> None:
     """Raise :class:`CancelledError` if this thread's work (see :func:`cancellable`) has been cancelled."""
     token: CancelToken | None = getattr(_current, "token", None)
     if token is not None and token.cancelled:
-        raise CancelledError("the work was cancelled: its caller stopped waiting for it")
+        raise CancelledError(token.reason)
+
+
+def commit_work() -> None:
+    """The point of no return of this thread's work (see :func:`cancellable`): raise
+    :class:`CancelledError` if it was cancelled before, else commit it, so that a later cancel is refused
+    and the work finishes (the engine calls this just before it records and returns what it did)."""
+    token: CancelToken | None = getattr(_current, "token", None)
+    if token is not None and not token.commit():
+        raise CancelledError(token.reason)
 
 
 class FaceList(list[Face]):

@@ -243,6 +243,8 @@ class Comparison:
     operating_point: OperatingPoint
     face_a: Face
     face_b: Face
+    #: where the compare is recorded in the signed log (``seq``, ``hash``); None when nothing was recorded
+    log_entry: dict[str, Any] | None = None
 
     @property
     def threshold(self) -> float:
@@ -265,6 +267,7 @@ class Comparison:
             **self.operating_point.to_dict(),
             "face_a": self.face_a.to_dict(),
             "face_b": self.face_b.to_dict(),
+            **({"log_entry": dict(self.log_entry)} if self.log_entry is not None else {}),
         }
 
 

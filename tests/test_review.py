@@ -509,3 +509,18 @@ def test_cli_review_list_show_confirm_reject_purge(tmp_path: Path) -> None:
         assert [(b["item_id"], b["decision"], b["actor"]["id"]) for b in body] == [
             (first, "confirmed", "bob"), (second, "rejected", "carol")]
         assert e.log.verify().ok
+
+
+def test_an_erasure_receipt_counts_the_crops_and_the_leads_withdrawn(tmp_path: Path) -> None:
+    with facelens.Engine(home=str(tmp_path), threads=1) as e:
+        faces = fill(e, "r")
+        (r,) = e.search_faces_by_image("r", portrait(PEOPLE[0], "b"), mode="investigate", max_candidates=1,
+                                       actor=ALICE)
+        receipt = e.erase_person("r", PEOPLE[0], actor=BOB)
+        assert receipt.face_ids == (faces[PEOPLE[0]],)
+        assert receipt.counts == {"faces": 1, "crops": 1, "review_items_withdrawn": 1, "probe_crops": 1}
+        entry = e.log.entries(after_seq=receipt.log_entry["seq"] - 1, limit=1)[0].body
+        assert entry["action"] == "person_erased"
+        assert entry["review_items_withdrawn"] == [r.candidates[0].review_item_id]
+        gone = e.erase_faces("r", [faces[PEOPLE[1]]], actor=BOB)
+        assert gone.counts == {"faces": 1, "crops": 1, "review_items_withdrawn": 0, "probe_crops": 0}

@@ -116,7 +116,7 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
             overrides["model"] = settings.model
         if settings.max_faces_per_image is not None:
             overrides["max_faces_per_image"] = settings.max_faces_per_image
-        engine = Engine(**overrides)
+        engine = Engine(signed_log=search_log, **overrides)  # the engine records in the service's log
     services = Services(settings=settings, engine=engine, keys=keys, log=search_log,
                         limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
                         calls=EngineCalls(workers=settings.workers, timeout_s=settings.request_timeout_s))

@@ -34,6 +34,9 @@ __all__ = ["CheckReport", "Erased", "FaceRecord", "FaceStore", "StoredFace", "le
 
 log = logging.getLogger(__name__)
 
+#: Called with a write's result inside its transaction, just before the commit (see FaceStore._write).
+BeforeCommit = Callable[[Any], None]
+
 SCHEMA_VERSION = 1
 DB_NAME = "faces.sqlite"
 _SAVE_EVERY = 10_000  # persist the vector index after this many changes (and on close)
@@ -1053,16 +1056,19 @@ class FaceStore:
         return self._faces_where("f.image_id = ?", (row[0],))
 
     def add_image(self, *, external_image_id: str | None, image_sha256: str, person_id: str | None,
-                  faces: Sequence[FaceRecord]) -> tuple[list[StoredFace], bool]:
+                  faces: Sequence[FaceRecord], before_commit: BeforeCommit | None = None,
+                  ) -> tuple[list[StoredFace], bool]:
         """Store an image's faces in one transaction; returns (faces, newly_added).
 
         Indexing the same image bytes under the same external id again adds nothing and returns the
-        faces stored the first time.
+        faces stored the first time. ``before_commit``: see :meth:`_write`.
         """
-        return self.add_images([(external_image_id, image_sha256, person_id, faces)])[0]
+        hook = None if before_commit is None else (lambda out: before_commit(out[0]))
+        return self.add_images([(external_image_id, image_sha256, person_id, faces)], before_commit=hook)[0]
 
     def add_images(
-        self, images: Sequence[tuple[str | None, str, str | None, Sequence[FaceRecord]]]
+        self, images: Sequence[tuple[str | None, str, str | None, Sequence[FaceRecord]]], *,
+        before_commit: BeforeCommit | None = None,
     ) -> list[tuple[list[StoredFace], bool]]:
         """Store several images, each ``(external_image_id, image_sha256, person_id, faces)``, in one
         transaction (all or none); returns ``add_image``'s result for each."""
@@ -1100,7 +1106,7 @@ class FaceStore:
             # the faces as committed, read in the same transaction (the store may be deleted right after)
             return [(self._faces_where("f.image_id = ?", (image_id,), conn=conn), added) for image_id, added in out]
 
-        return list(self._write(fn))
+        return list(self._write(fn, before_commit=before_commit))
 
     @staticmethod
     def _delete_in(conn: sqlite3.Connection, face_ids: Sequence[str], erased: list[bytes],
@@ -1136,17 +1142,24 @@ class FaceStore:
             done.face_ids.extend(deleted)
         return deleted
 
-    def delete_faces(self, face_ids: Sequence[str]) -> list[str]:
+    def delete_faces(self, face_ids: Sequence[str], *, before_commit: BeforeCommit | None = None) -> list[str]:
         """Erase these faces (unknown ids are ignored); returns the ids that were deleted. When this
         returns, no file of the collection holds their embeddings, their crops or, for an image left
         without faces, its external id (see :meth:`_erase_wal` for the one case that can stay pending)."""
-        return self.erase_faces(face_ids).face_ids
+        hook = None if before_commit is None else (lambda done: before_commit(done.face_ids))
+        return self.erase_faces(face_ids, before_commit=hook).face_ids
 
-    def erase_faces(self, face_ids: Sequence[str]) -> Erased:
-        """:meth:`delete_faces`, saying what went with the faces (their crops, the review items withdrawn)."""
+    def erase_faces(self, face_ids: Sequence[str], *, before_commit: BeforeCommit | None = None) -> Erased:
+        """:meth:`delete_faces`, saying what went with the faces (their crops, the review items withdrawn);
+        ``before_commit`` (see :meth:`_write`) is given that :class:`Erased`."""
         erased: list[bytes] = []
         done = Erased()
-        self._write(lambda conn: self._delete_in(conn, face_ids, erased, done), erased=erased)
+
+        def fn(conn: sqlite3.Connection) -> Erased:
+            self._delete_in(conn, face_ids, erased, done)
+            return done
+
+        self._write(fn, erased=erased, before_commit=before_commit)
         return done
 
     # -- reading ----------------------------------------------------------------------------------
@@ -1186,10 +1199,12 @@ class FaceStore:
         return int(self._reader().execute("SELECT COUNT(*) FROM persons").fetchone()[0])
 
     # -- persons ----------------------------------------------------------------------------------
-    def _write(self, fn: Any, *, erased: list[bytes] | None = None) -> Any:
+    def _write(self, fn: Any, *, erased: list[bytes] | None = None, before_commit: BeforeCommit | None = None) -> Any:
         """Run ``fn(conn)`` in one write transaction, then bring the index up to date. ``erased``: the
         transaction deletes faces and ``fn`` appends their embeddings there; every copy of them on disk
-        is removed before returning.
+        is removed before returning. ``before_commit(result)`` runs inside the transaction, after ``fn``
+        and before the commit (the engine writes the change's record there): if it raises, nothing is
+        committed.
 
         The transaction checks under SQLite's writer lock that the collection was not deleted (see
         :meth:`delete`): the write is committed before any deletion, or raises CollectionNotFoundError.
@@ -1198,6 +1213,8 @@ class FaceStore:
             self._begin_owned()
             try:
                 result = fn(self._conn)
+                if before_commit is not None:
+                    before_commit(result)
                 self._conn.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
@@ -1218,14 +1235,15 @@ class FaceStore:
             log.info("collection %s was deleted just after a write committed", self._meta["name"])
         return result
 
-    def create_person(self, person_id: str, *, exist_ok: bool = False) -> bool:
+    def create_person(self, person_id: str, *, exist_ok: bool = False,
+                      before_commit: BeforeCommit | None = None) -> bool:
         """Create a person; returns False if it existed (an error unless ``exist_ok``)."""
         def fn(conn: sqlite3.Connection) -> bool:
             cur = conn.execute("INSERT OR IGNORE INTO persons VALUES (?, ?)", (person_id, _now()))
             if cur.rowcount == 0 and not exist_ok:
                 raise InvalidArgumentError(f"person {person_id!r} already exists")
             return bool(cur.rowcount)
-        return bool(self._write(fn))
+        return bool(self._write(fn, before_commit=before_commit))
 
     def list_persons(self) -> list[tuple[str, int]]:
         """(person id, number of faces) for every person, sorted by id."""
@@ -1252,7 +1270,8 @@ class FaceStore:
         if conn.execute("SELECT 1 FROM persons WHERE person_id = ?", (person_id,)).fetchone() is None:
             raise FaceNotFoundError(f"no person {person_id!r} in collection {self._meta['name']!r}")
 
-    def associate(self, person_id: str, face_ids: Sequence[str]) -> list[str]:
+    def associate(self, person_id: str, face_ids: Sequence[str], *,
+                  before_commit: BeforeCommit | None = None) -> list[str]:
         """Give these faces to the person (taking them from any other); returns the ids that exist."""
         def fn(conn: sqlite3.Connection) -> list[str]:
             self._require_person(conn, person_id)
@@ -1261,9 +1280,10 @@ class FaceStore:
                 if conn.execute("UPDATE faces SET person_id = ? WHERE face_id = ?", (person_id, fid)).rowcount:
                     done.append(fid)
             return done
-        return list(self._write(fn))
+        return list(self._write(fn, before_commit=before_commit))
 
-    def disassociate(self, person_id: str, face_ids: Sequence[str]) -> list[str]:
+    def disassociate(self, person_id: str, face_ids: Sequence[str], *,
+                     before_commit: BeforeCommit | None = None) -> list[str]:
         """Take these faces away from the person (they stay in the collection); returns those changed."""
         def fn(conn: sqlite3.Connection) -> list[str]:
             self._require_person(conn, person_id)
@@ -1273,26 +1293,29 @@ class FaceStore:
                                 (fid, person_id)).rowcount:
                     done.append(fid)
             return done
-        return list(self._write(fn))
+        return list(self._write(fn, before_commit=before_commit))
 
-    def delete_person(self, person_id: str) -> list[str]:
+    def delete_person(self, person_id: str, *, before_commit: BeforeCommit | None = None) -> list[str]:
         """Erase a person: delete the person and every face (and vector, and crop) of theirs; returns the
         face ids."""
-        return self.erase_person(person_id).face_ids
+        hook = None if before_commit is None else (lambda done: before_commit(done.face_ids))
+        return self.erase_person(person_id, before_commit=hook).face_ids
 
-    def erase_person(self, person_id: str) -> Erased:
+    def erase_person(self, person_id: str, *, before_commit: BeforeCommit | None = None) -> Erased:
         """:meth:`delete_person`, saying what went with the faces (their crops, the review items withdrawn).
-        Review items that named the person under a face of theirs lose the person id too."""
-        def fn(conn: sqlite3.Connection) -> None:
+        Review items that named the person under a face of theirs lose the person id too. ``before_commit``
+        (see :meth:`_write`) is given that :class:`Erased`."""
+        def fn(conn: sqlite3.Connection) -> Erased:
             self._require_person(conn, person_id)
             ids = [r[0] for r in conn.execute("SELECT face_id FROM faces WHERE person_id = ?", (person_id,))]
             self._delete_in(conn, ids, erased, done)
             conn.execute("DELETE FROM persons WHERE person_id = ?", (person_id,))
             # (a lead whose face was since given to someone else still named this person)
             conn.execute("UPDATE review_items SET person_id = NULL WHERE person_id = ?", (person_id,))
+            return done
         erased: list[bytes] = []
         done = Erased()
-        self._write(fn, erased=erased)
+        self._write(fn, erased=erased, before_commit=before_commit)
         return done
 
     def get_face(self, face_id: str) -> tuple[StoredFace, npt.NDArray[np.float32]]:

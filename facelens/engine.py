@@ -33,6 +33,7 @@ from .accountability.records import (
     person_erased_record,
     search_record,
 )
+from .accountability.review import Decision, ReviewItem, ReviewQueue, ReviewState, crop_of
 from .calibration import ScoreCalibration, load_calibration
 from .calibration.table import Policy, fpir_to_fmr
 from .config import EngineConfig, check_fmr
@@ -49,7 +50,7 @@ from .imageio import ImageInput, check_image_file, decode_image, describe_source
 from .models.backends import Backend, open_backend
 from .pipeline import FaceList, Pipeline, commit_work
 from .store import FaceRecord, FaceStore, collection_dir, collection_generation, default_home, list_collection_names
-from .store.collection import BeforeCommit, CheckReport, StoredFace
+from .store.collection import BeforeCommit, CheckReport, Erased, StoredFace
 from .types import (
     Candidate,
     CollectionInfo,
@@ -202,6 +203,7 @@ class Engine:
         self._log = signed_log
         self._own_log = False  # whether close() closes it (this engine opened it)
         self._log_lock = threading.Lock()
+        self.reviews = ReviewQueue(self)  # the review queue of investigations (accountability/review.py)
         # closes the stores (saving approximate indexes) on close(), garbage collection or exit, so
         # that short-lived engines (the CLI's) save what they wrote too
         self._finalizer = weakref.finalize(self, _close_stores, self._stores, self._stores_lock)
@@ -275,11 +277,14 @@ class Engine:
 
     def _recorded_search(self, actor: Actor | None, purpose: str | None, *, action: str, collection: str,
                          probe: Mapping[str, Any], options: Mapping[str, Any],
-                         run: Callable[[], Sequence[SearchResult]]) -> tuple[list[SearchResult], LogEntry | None]:
+                         run: Callable[[], Sequence[SearchResult]],
+                         probe_crops: Sequence[bytes | None] = ()) -> tuple[list[SearchResult], LogEntry | None]:
         """Run a search and record it: its results, computed and committed (:func:`facelens.pipeline.commit_work`:
         a search cancelled before raises CancelledError, recorded as code ``timeout``), are recorded before
         they are returned; a failed attempt is recorded with its error, then raised. The results carry the
-        search's id and log entry."""
+        search's id and log entry. An investigation on a collection whose policy requires review opens its
+        review items (``probe_crops``: the searched faces' crops, filled by ``run``) in the transaction that
+        records it, with the items in the record (:meth:`ReviewQueue.open`)."""
         search_id = new_id()
         fields: dict[str, Any] = {"action": action, "search_id": search_id, "purpose": purpose,
                                   "collection": collection, "probe": probe, "options": options}
@@ -290,16 +295,23 @@ class Engine:
         except FacelensError as exc:
             self.record(actor, search_record(**fields, results=[], error=exc))
             raise
+        if results and results[0].mode is SearchMode.INVESTIGATE:
+            opened = self.reviews.open(collection, results, actor=actor, purpose=purpose, search_id=search_id,
+                                       record=lambda shown: search_record(**fields, results=shown),
+                                       probe_crops=probe_crops)
+            if opened is not None:
+                return opened
         record = search_record(**fields, results=results)
-        # (the review queue adds an investigation's ``review_items`` to the record here)
         entry = self.record(actor, record)
         ref = _ref(entry)
         return [dataclasses.replace(r, search_id=search_id, log_entry=ref) for r in results], entry
 
-    def _receipt(self, receipt_id: str, collection: str, person_id: str | None, face_ids: Sequence[str],
+    def _receipt(self, receipt_id: str, collection: str, person_id: str | None, done: Erased,
                  actor: Actor | None, entry: LogEntry | None) -> ErasureReceipt:
+        counts = {"faces": len(done.face_ids), "crops": done.crops,
+                  "review_items_withdrawn": len(done.review_items_withdrawn), "probe_crops": done.probe_crops}
         return ErasureReceipt(receipt_id=receipt_id, collection=collection, person_id=person_id,
-                              face_ids=tuple(face_ids), counts={"faces": len(face_ids)},
+                              face_ids=tuple(done.face_ids), counts=counts,
                               erased_at=str(entry.body["time"]) if entry is not None else now(), actor=actor,
                               log_entry=_ref(entry))
 
@@ -343,13 +355,14 @@ class Engine:
 
     def _faces(self, image: ImageInput, *, embed: bool, max_faces: int | None,
                quality_filter: QualityFilter | str | None, embed_acceptable: int | None = None,
-               pad_retry: bool = True) -> FaceList:
+               pad_retry: bool = True, decoded: npt.NDArray[np.uint8] | None = None) -> FaceList:
+        """The faces of ``image`` (``decoded``: its pixels, already decoded by the caller)."""
         if max_faces is not None and max_faces < 1:
             raise InvalidArgumentError(f"max_faces must be >= 1, got {max_faces}")
         qf = None if quality_filter is None else QualityFilter.parse(quality_filter)
         if self._pipeline is None:
             raise FacelensError("this engine is closed; open a new facelens.Engine")
-        rgb = decode_image(image, max_pixels=self.config.max_pixels)
+        rgb = decode_image(image, max_pixels=self.config.max_pixels) if decoded is None else decoded
         return self._pipeline.faces(rgb, embed=embed, max_faces=max_faces, quality_filter=qf,
                                     embed_acceptable=embed_acceptable, pad_retry=pad_retry)
 
@@ -361,8 +374,8 @@ class Engine:
         rgb = decode_image(image, max_pixels=self.config.max_pixels)
         return FaceList(self._pipeline.embed_faces(rgb, faces))
 
-    def _largest_face(self, image: ImageInput) -> Face:
-        faces = self._faces(image, embed=True, max_faces=1, quality_filter=None)
+    def _largest_face(self, image: ImageInput, decoded: npt.NDArray[np.uint8] | None = None) -> Face:
+        faces = self._faces(image, embed=True, max_faces=1, quality_filter=None, decoded=decoded)
         if not faces:
             raise NoFaceError("no face found in the image", source=describe_source(image))
         return faces[0]
@@ -666,8 +679,10 @@ class Engine:
                                                     face_ids=[f.face_id for f in existing], already_indexed=True))
             return IndexResult(indexed=tuple(f.to_dict() for f in existing), unindexed=(), already_indexed=True)
         one = person_id is not None and not all_faces  # only the largest face can be stored
+        rgb = decode_image(image, max_pixels=self.config.max_pixels)
         faces = self._faces(image, embed=False, max_faces=None, quality_filter=quality_filter,
-                            embed_acceptable=1 if one else max_faces or self.config.max_faces_per_image)
+                            embed_acceptable=1 if one else max_faces or self.config.max_faces_per_image,
+                            decoded=rgb)
         accepted = [f for f in faces if f.acceptable]
         refused = [f for f in faces if not f.acceptable]
         if max_faces is not None and len(accepted) > max_faces:
@@ -692,8 +707,10 @@ class Engine:
                     refused=[f.refusal_reasons for f in refused]), "enrolment": [c.to_record() for c in checks]})
                 return IndexResult(indexed=(), unindexed=tuple(refused), already_indexed=False,
                                    faces_over_limit=faces.faces_over_limit, enrolment=checks)
+        crops = self.collection_policy(collection).face_crops  # a small JPEG per face, for reviewers
         records = [FaceRecord(bbox=f.bbox.as_list(), score=f.score, embedding=f.embedding,  # type: ignore[arg-type]
-                              quality={**f.to_dict()["quality"], "pose": f.to_dict()["pose"]})
+                              quality={**f.to_dict()["quality"], "pose": f.to_dict()["pose"]},
+                              crop=crop_of(rgb, f.bbox.as_list()) if crops else None)
                    for f in accepted]
         commit_work()  # the last point where a cancelled call leaves no trace; past it, the faces are stored
 
@@ -752,10 +769,11 @@ class Engine:
         ``faces_deleted`` (the ids, the receipt's id) is recorded in the erasure's transaction."""
         store = self._store(collection)
         receipt_id = new_id()
-        deleted, entry = self._recorded_write(
-            actor, lambda hook: store.delete_faces(list(face_ids), before_commit=hook),
-            lambda ids: faces_deleted_record(collection, face_ids=ids, receipt_id=receipt_id))
-        return self._receipt(receipt_id, collection, None, deleted, actor, entry)
+        done, entry = self._recorded_write(
+            actor, lambda hook: store.erase_faces(list(face_ids), before_commit=hook),
+            lambda d: {**faces_deleted_record(collection, face_ids=d.face_ids, receipt_id=receipt_id),
+                       "review_items_withdrawn": list(d.review_items_withdrawn)})
+        return self._receipt(receipt_id, collection, None, done, actor, entry)
 
     def _ranked(self, store: FaceStore, queries: npt.NDArray[np.float32], *, k: int, op: OperatingPoint,
                 calibration: ScoreCalibration, mode: SearchMode, exclude: str | None = None) -> list[list[Match]]:
@@ -912,18 +930,25 @@ class Engine:
 
         Given an ``actor``, the search is recorded with its ``purpose`` before it returns (the image's sha256,
         the options, the operating point, each result's face ids, scores and rates; no image, embedding or
-        box), a failed one with its error; every result carries the ``search_id`` and ``log_entry``.
+        box), a failed one with its error; every result carries the ``search_id`` and ``log_entry``. An
+        investigation on a collection whose policy requires review opens a review item per candidate, in the
+        same transaction as its record (:meth:`review_list`); the candidates then carry their
+        ``review_item_id``, and who they are only where the policy discloses it before review.
         """
         over: list[int] = [0]
+        crops: list[bytes | None] = []
 
         def run() -> list[SearchResult]:
             s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
                                    max_results=max_results, max_candidates=max_candidates, purpose=purpose)
+            rgb = decode_image(image, max_pixels=self.config.max_pixels)
             faces = self._faces(image, embed=True, max_faces=None if all_faces else 1,
-                                quality_filter=QualityFilter.NONE)
+                                quality_filter=QualityFilter.NONE, decoded=rgb)
             if not faces:
                 raise NoFaceError("no face found in the image to search with", source=describe_source(image))
             over[0] = faces.faces_over_limit
+            if s.mode is SearchMode.INVESTIGATE:
+                crops.extend(crop_of(rgb, f.bbox.as_list()) for f in faces)
             queries = np.stack([f.embedding for f in faces])  # type: ignore[misc]
             found = self._ranked(s.store, queries, k=s.limit, op=s.op, calibration=s.calibration, mode=s.mode)
             return [self._result(s, m, face=f) for f, m in zip(faces, found, strict=True)]
@@ -932,7 +957,8 @@ class Engine:
                            all_faces=all_faces or None, mode=mode, max_candidates=max_candidates)
         probe = {"image_sha256": _probe_sha256(image) if actor is not None else None}
         results, entry = self._recorded_search(actor, _purpose(purpose), action="search_faces_by_image",
-                                               collection=collection, probe=probe, options=options, run=run)
+                                               collection=collection, probe=probe, options=options, run=run,
+                                               probe_crops=crops)
         return SearchResultList(results, faces_over_limit=over[0], search_id=results[0].search_id,
                                 log_entry=_ref(entry))
 
@@ -941,11 +967,16 @@ class Engine:
                      mode: SearchMode | str = SearchMode.IDENTIFY, max_candidates: int | None = None,
                      actor: Actor | None = None, purpose: str | None = None) -> SearchResult:
         """Search the collection with one of its own stored faces (it is left out of the results); the
-        modes, options and record are those of :meth:`search_faces_by_image` (the probe: the face id)."""
+        modes, options and record are those of :meth:`search_faces_by_image` (the probe: the face id; the
+        probe crop of its review items: the stored face's crop)."""
+        crops: list[bytes | None] = []
+
         def run() -> list[SearchResult]:
             s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
                                    max_results=max_results, max_candidates=max_candidates, purpose=purpose)
             _, embedding = s.store.get_face(face_id)
+            if s.mode is SearchMode.INVESTIGATE:
+                crops.append(s.store.face_crop(face_id))
             found = self._ranked(s.store, embedding[None, :], k=s.limit, op=s.op, calibration=s.calibration,
                                  mode=s.mode, exclude=face_id)
             return [self._result(s, found[0], face_id=face_id)]
@@ -953,7 +984,7 @@ class Engine:
         options = _options(max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
                            mode=mode, max_candidates=max_candidates)
         results, _ = self._recorded_search(actor, _purpose(purpose), action="search_faces", collection=collection,
-                                           probe={"face_id": face_id}, options=options, run=run)
+                                           probe={"face_id": face_id}, options=options, run=run, probe_crops=crops)
         return results[0]
 
     def search_faces_by_embedding(self, collection: str, embeddings: npt.ArrayLike, *,
@@ -1068,10 +1099,11 @@ class Engine:
         store = self._store(collection)
         pid = _check_person_id(person_id)
         receipt_id = new_id()
-        deleted, entry = self._recorded_write(
-            actor, lambda hook: store.delete_person(pid, before_commit=hook),
-            lambda ids: person_erased_record(collection, person_id=pid, face_ids=ids, receipt_id=receipt_id))
-        return self._receipt(receipt_id, collection, pid, deleted, actor, entry)
+        done, entry = self._recorded_write(
+            actor, lambda hook: store.erase_person(pid, before_commit=hook),
+            lambda d: person_erased_record(collection, person_id=pid, face_ids=d.face_ids, receipt_id=receipt_id,
+                                           review_items_withdrawn=d.review_items_withdrawn))
+        return self._receipt(receipt_id, collection, pid, done, actor, entry)
 
     def search_persons_by_image(self, collection: str, image: ImageInput, *, max_results: int | None = None,
                                 max_fmr: float | None = None, max_fpir: float | None = None,
@@ -1081,11 +1113,16 @@ class Engine:
         """Like :meth:`search_faces_by_image` for the largest face, but one match (or, investigating, one
         candidate) per person: the best scoring face of each person (faces with no person are left out).
         Recorded as :meth:`search_faces_by_image` is."""
+        crops: list[bytes | None] = []
+
         def run() -> list[SearchResult]:
             s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
                                    max_results=max_results, max_candidates=max_candidates, purpose=purpose)
-            face = self._largest_face(image)
+            rgb = decode_image(image, max_pixels=self.config.max_pixels)
+            face = self._largest_face(image, decoded=rgb)
             assert face.embedding is not None
+            if s.mode is SearchMode.INVESTIGATE:
+                crops.append(crop_of(rgb, face.bbox.as_list()))
             k = min(max(100, 10 * s.limit), max(s.size, 1))
             best: dict[str, Match] = {}
             for m in self._ranked(s.store, face.embedding[None, :], k=k, op=s.op, calibration=s.calibration,
@@ -1098,7 +1135,8 @@ class Engine:
                            mode=mode, max_candidates=max_candidates)
         probe = {"image_sha256": _probe_sha256(image) if actor is not None else None}
         results, _ = self._recorded_search(actor, _purpose(purpose), action="search_persons_by_image",
-                                           collection=collection, probe=probe, options=options, run=run)
+                                           collection=collection, probe=probe, options=options, run=run,
+                                           probe_crops=crops)
         return results[0]
 
     # -- video ------------------------------------------------------------------------------------
@@ -1158,6 +1196,45 @@ class Engine:
         if actor is not None:
             self.record(actor, _video_record(collection, purpose, video, search, opts, list(result.tracks), None))
         return result
+
+    # -- the review queue (accountability/review.py) -------------------------------------------------
+    def review_list(self, collection: str | list[str] | None = None, *, state: ReviewState | str | None = None,
+                    limit: int = 100, after: str | None = None, searcher: Actor | None = None,
+                    actor: Actor | None = None) -> tuple[list[ReviewItem], str | None]:
+        """Review items of investigations, oldest first, and the next page's token (None at the end):
+        of ``collection`` (a name, a list, or None: every collection), of ``state`` (pending, confirmed,
+        rejected, expired, withdrawn; None: any), ``searcher``'s searches only if given. Expired items are
+        purged first. Each item holds the lead (rank, score, what it means, who it points at), the search's
+        log entry, its purpose and searcher (:class:`facelens.accountability.review.ReviewItem`)."""
+        return self.reviews.list_items(collection, state=state, limit=limit, after=after, searcher=searcher,
+                                       actor=actor)
+
+    def review_get(self, collection: str, item_id: str, *, actor: Actor | None = None) -> ReviewItem:
+        """One review item; raises ReviewItemNotFoundError."""
+        return self.reviews.get(collection, item_id, actor=actor)
+
+    def review_decide(self, collection: str, item_id: str, decision: Decision | str, reason: str, *,
+                      actor: Actor | None) -> ReviewItem:
+        """Confirm (the lead is the searched person) or reject a pending item, with the ``reason`` (what in
+        the faces decided it), as ``actor``, who must not be the searcher (four eyes: ReviewForbiddenError).
+        Final: a second decision raises ReviewDecidedError. Recorded (``review_decided``); the probe crop is
+        deleted once no item of its searched face is pending."""
+        return self.reviews.decide(collection, item_id, decision, reason, actor=actor)
+
+    def review_purge(self, collection: str, *, actor: Actor | None = None) -> list[str]:
+        """Expire the collection's pending items older than its policy's ``retention_days`` (their probe
+        crops deleted, who they pointed at cleared), recorded (``review_purged``) as ``actor``; returns the
+        ids expired."""
+        return self.reviews.purge(collection, actor=actor)
+
+    def review_probe_crop(self, collection: str, item_id: str) -> bytes:
+        """The JPEG crop of the face searched for a review item (while it is pending); raises
+        ReviewItemNotFoundError."""
+        return self.reviews.probe_crop(collection, item_id)
+
+    def face_crop(self, collection: str, face_id: str) -> bytes:
+        """The small JPEG crop kept of a stored face (policy ``face_crops``); raises FaceNotFoundError."""
+        return self.reviews.face_crop(collection, face_id)
 
     def close(self) -> None:
         """Release the model sessions and close the collections (also done when the engine is

@@ -329,10 +329,14 @@ class Candidate:
     be expected to score this high if none of them were the searched person. Near 1 or above, the score
     alone does not single this face out; well below 1, strangers rarely score this high. ``meaning`` says
     all of this in one sentence. A candidate is never a match: a person must review it.
+
+    ``review_item_id``: the review item this lead became (the collection's policy requires review), else
+    None. Where the policy does not disclose identities before review, ``face_id``, ``external_image_id``
+    and ``person_id`` are None and ``bbox`` empty: the searcher sees ranks and scores, the reviewer who.
     """
 
     rank: int
-    face_id: str
+    face_id: str | None
     external_image_id: str | None
     person_id: str | None
     score: float
@@ -341,12 +345,14 @@ class Candidate:
     expected_strangers: float
     meaning: str
     bbox: tuple[float, ...]
+    review_item_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "face_id": self.face_id, "external_image_id": self.external_image_id,
                 "person_id": self.person_id, "score": round(self.score, 6), "fmr": self.fmr,
                 "fmr_extrapolated": self.fmr_extrapolated, "expected_strangers": self.expected_strangers,
-                "meaning": self.meaning, "bbox": [round(v, 2) for v in self.bbox]}
+                "meaning": self.meaning, "bbox": [round(v, 2) for v in self.bbox],
+                "review_item_id": self.review_item_id}
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,10 @@ from .conftest import PEOPLE, portrait
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATE_KEYS = {"rank", "face_id", "external_image_id", "person_id", "score", "fmr", "fmr_extrapolated",
-                  "expected_strangers", "meaning", "bbox"}
+                  "expected_strangers", "meaning", "bbox", "review_item_id"}
+# These tests are about the modes: their collections disclose who the leads are to the searcher (the
+# default withholds it until review: tests/test_review.py)
+DISCLOSED = {"disclose_before_review": True}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +43,8 @@ def eng(home: Path) -> Iterator[facelens.Engine]:
     """An engine with two collections: ``firsts`` (each person's first portrait, with the person id) and
     ``all`` (both portraits of everyone)."""
     e = facelens.Engine(home=str(home), threads=2)
-    e.create_collection("firsts")
-    e.create_collection("all")
+    e.create_collection("firsts", policy=DISCLOSED)
+    e.create_collection("all", policy=DISCLOSED)
     for person in PEOPLE:
         e.index_faces("firsts", portrait(person, "a"), external_image_id=f"{person}_a", person_id=person)
         for which in "ab":
@@ -96,7 +99,7 @@ def test_identify_is_the_default_and_says_so(eng: facelens.Engine) -> None:
 
 def test_the_lead_floor_is_the_collections_and_decides_how_far_the_list_goes(eng: facelens.Engine,
                                                                              home: Path) -> None:
-    info = eng.create_collection("loose", lead_floor_fmr=1.0)  # every face is a lead
+    info = eng.create_collection("loose", lead_floor_fmr=1.0, policy=DISCLOSED)  # every face is a lead
     assert info.lead_floor_fmr == 1.0 and eng.describe_collection("loose").to_dict()["lead_floor_fmr"] == 1.0
     for person in PEOPLE:
         eng.index_faces("loose", portrait(person, "a"), person_id=person)
@@ -180,6 +183,8 @@ def test_cli_investigate_mode(tmp_path: Path) -> None:
     made = _cli("collection", "create", "c", "--home", home, "--lead-floor", "1", "--json")
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["lead_floor_fmr"] == 1.0
+    with facelens.Engine(home=home, threads=1) as eng:
+        eng.set_collection_policy("c", DISCLOSED)
     for person in PEOPLE[:4]:
         assert _cli("index", "c", str(portrait(person, "a")), "--person", person, "--home", home).returncode == 0
     probe = str(portrait(PEOPLE[0], "b"))
@@ -219,6 +224,7 @@ def test_service_investigations_are_answered_and_logged_with_their_mode(tmp_path
     try:
         admin = httpx.Client(base_url=live.url, timeout=120, headers={"Authorization": f"Bearer {admin_token}"})
         assert admin.post("/v1/collections", json={"name": "inv"}).status_code == 201
+        live.app.state.services.engine.set_collection_policy("inv", DISCLOSED)
         for person in PEOPLE:
             r = admin.post("/v1/collections/inv/faces", files={"image": portrait(person, "a").read_bytes()},
                            data={"person_id": person, "external_image_id": f"{person}_a"})

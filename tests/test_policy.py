@@ -33,11 +33,15 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("policy-home")
 
 
+OPEN = CollectionPolicy(disclose_before_review=True)
+
+
 @pytest.fixture(scope="module")
 def eng(home: Path) -> Iterator[facelens.Engine]:
-    """An engine whose ``firsts`` collection holds each person's first portrait (person ids set)."""
+    """An engine whose ``firsts`` collection holds each person's first portrait (person ids set); its
+    investigations disclose identities before review, so that the tests can check who was found."""
     e = facelens.Engine(home=str(home), threads=2)
-    e.create_collection("firsts")
+    e.create_collection("firsts", policy=OPEN)
     for person in PEOPLE:
         e.index_faces("firsts", portrait(person, "a"), external_image_id=f"{person}_a", person_id=person)
     yield e
@@ -46,9 +50,9 @@ def eng(home: Path) -> Iterator[facelens.Engine]:
 
 @pytest.fixture
 def rules(eng: facelens.Engine) -> Iterator[str]:
-    """The ``firsts`` collection, its policy put back to the defaults afterwards."""
+    """The ``firsts`` collection, its policy put back afterwards."""
     yield "firsts"
-    eng.set_collection_policy("firsts", CollectionPolicy())
+    eng.set_collection_policy("firsts", OPEN)
 
 
 def _actions(home: Path) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ One module per area holds its commands; this module registers them on the main g
   service.py     serve, keys, log (over facelens.server)
   video.py       video detect, video search (over Engine.detect_video / search_video)
   report.py      report transparency (over facelens.accountability.transparency)
+  review.py      review (the review queue of investigations)
 What they share (the one table from errors to exit codes, ``_State``, the common options) is in
 _common.py. Command modules import nothing heavy at import time (no engine, numpy or onnxruntime), so
 ``facelens --help`` stays fast. A new command: a module here, registered in the loop below.
@@ -21,7 +22,7 @@ import click
 
 from .. import __version__
 from ..errors import FacelensError
-from . import audit, collection, images, report, service, video
+from . import audit, collection, images, report, review, service, video
 from ._common import _EXIT_CODES, _exit_code, _fail, _Group, _State
 
 __all__ = ["_EXIT_CODES", "_exit_code", "_fail", "main", "run"]
@@ -49,7 +50,7 @@ for _command in (images.detect, images.compare, images.demo, images.models,
                  collection.collection, collection.index, collection.search, collection.faces, collection.person,
                  audit.calibrate, audit.audit,
                  service.serve, service.keys, service.log, report.report,
-                 video.video):
+                 video.video, review.review):
     main.add_command(_command)
 
 

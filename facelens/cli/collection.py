@@ -410,9 +410,11 @@ def _search_lines(r: SearchResult, *, persons: bool = False) -> list[str]:
                  f"(false-match rate {op.max_fmr:.2g} per comparison, score >= {op.threshold:.4f}; {op.policy} "
                  f"policy, set by {op.limited_by})", f"  {LEAD_NOTICE}"]
         for c in r.candidates:
-            lines.append(f"  lead {c.rank}  {c.face_id}  {c.external_image_id or '-'}  person {c.person_id or '-'}  "
-                         f"score {c.score:.3f}  false-match rate {_rate(c.fmr, c.fmr_extrapolated)}  "
-                         f"expected strangers this high: {c.expected_strangers:.2g}")
+            who = (f"{c.face_id}  {c.external_image_id or '-'}  person {c.person_id or '-'}" if c.face_id
+                   else "(who: withheld until review)")
+            lines.append(f"  lead {c.rank}  {who}  score {c.score:.3f}  false-match rate "
+                         f"{_rate(c.fmr, c.fmr_extrapolated)}  expected strangers this high: {c.expected_strangers:.2g}"
+                         + (f"  review item {c.review_item_id}" if c.review_item_id else ""))
             lines.append(f"    {c.meaning}")
         return lines
     what = "person(s)" if persons else f"match{'es' if len(r.matches) != 1 else ''}"

@@ -23,7 +23,7 @@ from ._common import _fail
 
 __all__ = ["keys", "log", "serve"]
 
-_SCOPES = ["admin", "index", "search", "read"]
+_SCOPES = ["admin", "index", "search", "read", "review"]
 
 
 def _home_option(f: Any) -> Any:

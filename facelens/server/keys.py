@@ -9,7 +9,8 @@ service. The hashes are compared in constant time.
 
 Each key holds either global admin rights or per-collection grants of the scopes ``admin`` (everything
 on that collection, including erasure and deleting it), ``index`` (add faces and persons, associate),
-``search`` (search, logged) and ``read`` (list faces and persons). A key with no grant on a collection
+``search`` (search, logged), ``read`` (list faces and persons, see face crops) and ``review`` (confirm or
+reject the leads of investigations: docs/identification.md, "Review"). A key with no grant on a collection
 cannot tell it from one that does not exist.
 
 A grant names a collection *and its generation* (``facelens.store.collection_generation``: a new
@@ -77,12 +78,15 @@ GenerationOf = Callable[[str], str | None]
 
 
 class Scope(enum.StrEnum):
-    """What a key may do on a collection. ``admin`` includes the others."""
+    """What a key may do on a collection. ``admin`` includes the others. ``review``: list, show and decide the
+    review items of every investigation of the collection (a ``search`` key sees only its own searches'
+    items, and decides none)."""
 
     ADMIN = "admin"
     INDEX = "index"
     SEARCH = "search"
     READ = "read"
+    REVIEW = "review"
 
 
 ALL_SCOPES = frozenset(Scope)

@@ -343,7 +343,8 @@ class CandidateOut(Out):
     """One lead of an investigation (docs/identification.md): never a match, to be reviewed by a person."""
 
     rank: int = Field(description="1 for the best-scoring candidate")
-    face_id: str
+    face_id: str | None = Field(description="The candidate's face; null when the collection's policy withholds "
+                                            "identities until a reviewer has confirmed the lead")
     external_image_id: str | None
     person_id: str | None
     score: float
@@ -353,6 +354,9 @@ class CandidateOut(Out):
                                                   "among the faces searched")
     meaning: str = Field(description="What the score means in this collection, in words")
     bbox: list[float]
+    review_item_id: str | None = Field(default=None, description=(
+        "The review item this lead became (GET /v1/collections/{c}/review/{item}); null when the collection's "
+        "policy requires no review"))
 
 
 class _SearchResultOut(Out):
@@ -361,6 +365,7 @@ class _SearchResultOut(Out):
     collection_size: int
     searched_face: FaceOut | None = None
     searched_face_id: str | None = None
+    search_id: str | None = Field(default=None, description="The search's id in the log and the review queue")
 
 
 class IdentifyResultOut(_SearchResultOut):
@@ -427,3 +432,61 @@ class LogPageOut(Out):
     entries: list[LogEntryOut]
     next_after: int | None = Field(description="Pass as `after` for the next page; null at the end")
     head: LogRef | None
+
+
+# -- the review queue (docs/identification.md, "Review") ---------------------------------------------
+
+class ReviewDecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=2000, description=(
+        "What in the two faces decided it (recorded in the signed log with the decision)."))
+
+
+class ReviewActorOut(Out):
+    kind: str
+    id: str
+    name: str | None
+
+
+class ReviewCandidateOut(Out):
+    rank: int
+    score: float
+    fmr: float
+    fmr_extrapolated: bool
+    expected_strangers: float
+    collection_size: int
+    meaning: str
+    face_id: str | None = Field(description="Who the lead points at; null when withheld, erased or expired")
+    external_image_id: str | None
+    person_id: str | None
+
+
+class ReviewDecisionOut(Out):
+    decision: Literal["confirmed", "rejected"]
+    decided_by: ReviewActorOut | None
+    decided_at: str | None
+    reason: str | None
+
+
+class ReviewItemOut(Out):
+    """One lead of one investigation, for its reviewer (docs/identification.md, "Review")."""
+
+    item_id: str
+    collection: str
+    state: Literal["pending", "confirmed", "rejected", "expired", "withdrawn"]
+    search_id: str
+    probe_index: int
+    action: str
+    created: str
+    expires: str
+    searcher: ReviewActorOut | None
+    purpose: str | None
+    probe: dict[str, str | None]
+    candidate: ReviewCandidateOut
+    log_entry: LogRef | None
+    decision: ReviewDecisionOut | None
+
+
+class ReviewListOut(Out):
+    items: list[ReviewItemOut]
+    next_after: str | None = Field(description="Pass as `after` for the next page; null at the end")

@@ -30,7 +30,7 @@ from ..errors import (
     InvalidArgumentError,
 )
 
-__all__ = ["CheckReport", "FaceRecord", "FaceStore", "StoredFace", "legacy_generation", "new_generation"]
+__all__ = ["CheckReport", "Erased", "FaceRecord", "FaceStore", "StoredFace", "legacy_generation", "new_generation"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,57 @@ CREATE INDEX faces_image ON faces (image_id);
 CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL CHECK (op IN ('add', 'del')),
                       vid INTEGER NOT NULL);
 """
+# Tables added after the first format: created with every new collection and, if missing, when an older
+# collection is opened (the format stays 1: an older facelens ignores tables it does not know).
+# face_crops: one small JPEG per stored face (facelens.crops), written with the face when the policy keeps
+# crops, deleted with it. review_items: one per candidate of an investigation on a collection whose
+# policy requires review (facelens.accountability.review); the candidate's face_id/person_id are cleared
+# when the face is erased or the item expires. review_probes: the searched face's crop, one per searched
+# face (probe_index) of a search, kept while any item of it is pending.
+_REVIEW_SCHEMA = """
+CREATE TABLE IF NOT EXISTS face_crops (face_id TEXT PRIMARY KEY, jpeg BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS review_items (
+    item_id TEXT PRIMARY KEY,
+    search_id TEXT NOT NULL,
+    probe_index INTEGER NOT NULL,          -- which searched face of the search (0: the largest)
+    action TEXT NOT NULL,                  -- the search method (search_faces_by_image, ...)
+    created TEXT NOT NULL,                 -- ISO 8601 UTC, microseconds (compared as text)
+    expires TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'confirmed', 'rejected', 'expired', 'withdrawn')),
+    searcher TEXT,                         -- the searcher's Actor.to_dict() as JSON; NULL: not named
+    purpose TEXT,
+    probe_sha256 TEXT,                     -- the searched image's sha256 (by image)
+    probe_face_id TEXT,                    -- the stored face searched with (by face id)
+    rank INTEGER NOT NULL,
+    score REAL NOT NULL,
+    fmr REAL NOT NULL,
+    fmr_extrapolated INTEGER NOT NULL,
+    expected_strangers REAL NOT NULL,
+    collection_size INTEGER NOT NULL,
+    face_id TEXT,                          -- the candidate; NULL once erased or expired
+    person_id TEXT,
+    log_seq INTEGER,                       -- the signed log entry of the search (NULL: not logged)
+    log_hash TEXT,
+    decided_by TEXT,                       -- the reviewer's Actor.to_dict() as JSON
+    decided_at TEXT,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS review_items_face ON review_items (face_id);
+CREATE INDEX IF NOT EXISTS review_items_search ON review_items (search_id, probe_index);
+CREATE INDEX IF NOT EXISTS review_items_order ON review_items (created, item_id);
+CREATE INDEX IF NOT EXISTS review_items_due ON review_items (state, expires);
+CREATE TABLE IF NOT EXISTS review_probes (
+    search_id TEXT NOT NULL,
+    probe_index INTEGER NOT NULL,
+    jpeg BLOB NOT NULL,
+    PRIMARY KEY (search_id, probe_index)
+);
+"""
+_REVIEW_TABLES = ("face_crops", "review_items", "review_probes")
+_REVIEW_COLUMNS = ("item_id", "search_id", "probe_index", "action", "created", "expires", "state", "searcher",
+                   "purpose", "probe_sha256", "probe_face_id", "rank", "score", "fmr", "fmr_extrapolated",
+                   "expected_strangers", "collection_size", "face_id", "person_id", "log_seq", "log_hash",
+                   "decided_by", "decided_at", "reason")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +182,7 @@ class FaceRecord:
     score: float
     quality: dict[str, Any]
     embedding: npt.NDArray[np.float32] = field(repr=False)
+    crop: bytes | None = field(default=None, repr=False)  # a JPEG of the face (facelens.crops), kept when given
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +203,28 @@ class StoredFace:
                 "image_sha256": self.image_sha256, "person_id": self.person_id,
                 "bbox": [round(v, 2) for v in self.bbox], "score": round(self.score, 4),
                 "quality": self.quality, "created": self.created}
+
+
+@dataclass(slots=True)
+class Erased:
+    """What an erasure removed: the faces deleted (ids), their crops, the ids of the review items it
+    withdrew (pending leads pointing at those faces) and the probe crops no open item needed any more."""
+
+    face_ids: list[str] = field(default_factory=list)
+    crops: int = 0
+    review_items_withdrawn: list[str] = field(default_factory=list)
+    probe_crops: int = 0
+
+
+def _drop_idle_probes(conn: sqlite3.Connection, probes: Sequence[tuple[str, int]]) -> int:
+    """Delete the probe crops of these (search_id, probe_index) that no pending review item needs now;
+    returns how many."""
+    n = 0
+    for search_id, index in probes:
+        n += conn.execute("DELETE FROM review_probes WHERE search_id = ? AND probe_index = ? AND NOT EXISTS "
+                          "(SELECT 1 FROM review_items WHERE search_id = ? AND probe_index = ? AND state = 'pending')",
+                          (search_id, index, search_id, index)).rowcount
+    return n
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +319,10 @@ def _scrub(folder: Path) -> None:
             conn = _connect(db)
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                for table in ("faces", "images", "persons", "changes"):
-                    conn.execute(f"DELETE FROM {table}")
+                have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                for table in ("faces", "images", "persons", "changes", *_REVIEW_TABLES):
+                    if table in have:  # (a collection from before the review tables has none)
+                        conn.execute(f"DELETE FROM {table}")
                 conn.execute("COMMIT")
                 conn.execute(f"PRAGMA busy_timeout={int(_ERASE_WAIT_S * 1000)}")
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -417,6 +493,7 @@ class FaceStore:
             if _TOMBSTONE in self._meta:
                 raise CollectionNotFoundError(f"no collection named {self._meta['name']!r} (it was deleted)")
             self.dim = int(self._meta["dim"])
+            self._migrate()
             self._index: Any = None
             self._seq = 0
             self._unsaved = 0
@@ -444,6 +521,20 @@ class FaceStore:
             self._release()
             raise
 
+    def _migrate(self) -> None:
+        """Add the tables newer versions keep (face crops, the review queue) to a collection made before
+        them; one query when they are there."""
+        have = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if have.issuperset(_REVIEW_TABLES):
+            return
+        try:
+            self._conn.executescript("BEGIN IMMEDIATE;" + _REVIEW_SCHEMA + "COMMIT;")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        log.info("collection %s: added the face crop and review tables", self._meta["name"])
+
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: Path, *, name: str, model_name: str, model_sha256: str, dim: int,
@@ -462,7 +553,7 @@ class FaceStore:
         try:
             conn = _connect(cradle / DB_NAME, create=True)
             try:
-                conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+                conn.executescript("BEGIN;" + _SCHEMA + _REVIEW_SCHEMA + "COMMIT;")
                 meta = {"schema_version": str(SCHEMA_VERSION), "name": name, "model_name": model_name,
                         "model_sha256": model_sha256, "dim": str(dim), "created": _now(),
                         "index_factory": INDEX_FACTORY, "calibration": calibration or "",
@@ -1008,6 +1099,9 @@ class FaceStore:
                          float(f.score), json.dumps(f.quality), now,
                          np.ascontiguousarray(f.embedding, dtype="<f4").tobytes())).lastrowid
                     conn.execute("INSERT INTO changes (op, vid) VALUES ('add', ?)", (vid,))
+                    if f.crop is not None:
+                        conn.execute("INSERT INTO face_crops (face_id, jpeg) SELECT face_id, ? FROM faces "
+                                     "WHERE vid = ?", (f.crop, vid))
                 out.append((int(image_id), True))  # type: ignore[arg-type]
             # the faces as committed, read in the same transaction (the store may be deleted right after)
             return [(self._faces_where("f.image_id = ?", (image_id,), conn=conn), added) for image_id, added in out]
@@ -1015,8 +1109,11 @@ class FaceStore:
         return list(self._write(fn, before_commit=before_commit))
 
     @staticmethod
-    def _delete_in(conn: sqlite3.Connection, face_ids: Sequence[str], erased: list[bytes]) -> list[str]:
-        """Delete these faces in ``conn``'s transaction; their embeddings are appended to ``erased``."""
+    def _delete_in(conn: sqlite3.Connection, face_ids: Sequence[str], erased: list[bytes],
+                   done: Erased | None = None) -> list[str]:
+        """Delete these faces in ``conn``'s transaction; their embeddings are appended to ``erased``.
+        With them go their crops, and the review items naming them lose the face's identity (pending ones
+        are withdrawn; a probe crop no pending item needs any more is deleted); ``done`` counts these."""
         deleted = []
         for fid in face_ids:
             row = conn.execute("SELECT vid, image_id, embedding FROM faces WHERE face_id = ?", (fid,)).fetchone()
@@ -1027,17 +1124,43 @@ class FaceStore:
             # an image with no face left is forgotten, so it can be indexed again
             conn.execute("DELETE FROM images WHERE image_id = ? AND NOT EXISTS "
                          "(SELECT 1 FROM faces WHERE image_id = ?)", (row[1], row[1]))
+            crops = conn.execute("DELETE FROM face_crops WHERE face_id = ?", (fid,)).rowcount
+            withdrawn = [r[0] for r in conn.execute(
+                "SELECT item_id FROM review_items WHERE face_id = ? AND state = 'pending'", (fid,))]
+            probes = [(r[0], r[1]) for r in conn.execute(
+                "SELECT DISTINCT search_id, probe_index FROM review_items WHERE face_id = ?", (fid,))]
+            conn.execute("UPDATE review_items SET state = CASE state WHEN 'pending' THEN 'withdrawn' ELSE state END, "
+                         "face_id = NULL, person_id = NULL WHERE face_id = ?", (fid,))
+            dropped = _drop_idle_probes(conn, probes)
             deleted.append(fid)
             erased.append(row[2])
+            if done is not None:
+                done.crops += crops
+                done.review_items_withdrawn.extend(withdrawn)
+                done.probe_crops += dropped
+        if done is not None:
+            done.face_ids.extend(deleted)
         return deleted
 
     def delete_faces(self, face_ids: Sequence[str], *, before_commit: BeforeCommit | None = None) -> list[str]:
         """Erase these faces (unknown ids are ignored); returns the ids that were deleted. When this
-        returns, no file of the collection holds their embeddings or, for an image left without faces,
-        its external id (see :meth:`_erase_wal` for the one case that can stay pending)."""
+        returns, no file of the collection holds their embeddings, their crops or, for an image left
+        without faces, its external id (see :meth:`_erase_wal` for the one case that can stay pending)."""
+        hook = None if before_commit is None else (lambda done: before_commit(done.face_ids))
+        return self.erase_faces(face_ids, before_commit=hook).face_ids
+
+    def erase_faces(self, face_ids: Sequence[str], *, before_commit: BeforeCommit | None = None) -> Erased:
+        """:meth:`delete_faces`, saying what went with the faces (their crops, the review items withdrawn);
+        ``before_commit`` (see :meth:`_write`) is given that :class:`Erased`."""
         erased: list[bytes] = []
-        return list(self._write(lambda conn: self._delete_in(conn, face_ids, erased), erased=erased,
-                                before_commit=before_commit))
+        done = Erased()
+
+        def fn(conn: sqlite3.Connection) -> Erased:
+            self._delete_in(conn, face_ids, erased, done)
+            return done
+
+        self._write(fn, erased=erased, before_commit=before_commit)
+        return done
 
     # -- reading ----------------------------------------------------------------------------------
     _SELECT = ("SELECT f.face_id, NULLIF(i.external_image_id, ''), i.image_sha256, f.person_id, f.bbox, "
@@ -1053,6 +1176,15 @@ class FaceStore:
     def _face(r: Sequence[Any]) -> StoredFace:
         return StoredFace(face_id=r[0], external_image_id=r[1], image_sha256=r[2], person_id=r[3],
                           bbox=tuple(json.loads(r[4])), score=float(r[5]), quality=json.loads(r[6]), created=r[7])
+
+    def faces_by_id(self, face_ids: Sequence[str]) -> dict[str, StoredFace]:
+        """The stored faces of these ids (those that exist), by id."""
+        out: dict[str, StoredFace] = {}
+        ids = list(dict.fromkeys(face_ids))
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            out.update((f.face_id, f) for f in self._faces_where(f"f.face_id IN ({','.join('?' * len(chunk))})", chunk))
+        return out
 
     def face_count(self) -> int:
         return int(self._reader().execute("SELECT COUNT(*) FROM faces").fetchone()[0])
@@ -1164,15 +1296,27 @@ class FaceStore:
         return list(self._write(fn, before_commit=before_commit))
 
     def delete_person(self, person_id: str, *, before_commit: BeforeCommit | None = None) -> list[str]:
-        """Erase a person: delete the person and every face (and vector) of theirs; returns the face ids."""
-        def fn(conn: sqlite3.Connection) -> list[str]:
+        """Erase a person: delete the person and every face (and vector, and crop) of theirs; returns the
+        face ids."""
+        hook = None if before_commit is None else (lambda done: before_commit(done.face_ids))
+        return self.erase_person(person_id, before_commit=hook).face_ids
+
+    def erase_person(self, person_id: str, *, before_commit: BeforeCommit | None = None) -> Erased:
+        """:meth:`delete_person`, saying what went with the faces (their crops, the review items withdrawn).
+        Review items that named the person under a face of theirs lose the person id too. ``before_commit``
+        (see :meth:`_write`) is given that :class:`Erased`."""
+        def fn(conn: sqlite3.Connection) -> Erased:
             self._require_person(conn, person_id)
             ids = [r[0] for r in conn.execute("SELECT face_id FROM faces WHERE person_id = ?", (person_id,))]
-            self._delete_in(conn, ids, erased)
+            self._delete_in(conn, ids, erased, done)
             conn.execute("DELETE FROM persons WHERE person_id = ?", (person_id,))
-            return ids
+            # (a lead whose face was since given to someone else still named this person)
+            conn.execute("UPDATE review_items SET person_id = NULL WHERE person_id = ?", (person_id,))
+            return done
         erased: list[bytes] = []
-        return list(self._write(fn, erased=erased, before_commit=before_commit))
+        done = Erased()
+        self._write(fn, erased=erased, before_commit=before_commit)
+        return done
 
     def person_embeddings(self, person_id: str) -> tuple[list[str], npt.NDArray[np.float32]]:
         """The face ids of a person's stored faces (oldest first) and their embeddings, (n, dim) float32,
@@ -1310,6 +1454,128 @@ class FaceStore:
         all_scores = (vecs @ query).astype(np.float32)
         order = np.argsort(-all_scores, kind="stable")[:k]
         return all_scores[order], order.astype(np.int64)
+
+    # -- face crops and the review queue ----------------------------------------------------------
+    def face_crop(self, face_id: str) -> bytes | None:
+        """The stored JPEG crop of a face (None: the face has none: indexed while the policy kept no
+        crops, or before crops existed); raises :class:`FaceNotFoundError` for a face not in the collection."""
+        reader = self._reader()
+        row = reader.execute("SELECT c.jpeg, f.face_id FROM faces f LEFT JOIN face_crops c USING (face_id) "
+                             "WHERE f.face_id = ?", (face_id,)).fetchone()
+        if row is None:
+            raise FaceNotFoundError(f"no face {face_id!r} in collection {self._meta['name']!r}")
+        return None if row[0] is None else bytes(row[0])
+
+    def add_review_items(self, items: Sequence[Mapping[str, Any]], probes: Sequence[tuple[str, int, bytes]],
+                         record: Callable[[], tuple[int, str] | None]) -> list[dict[str, Any]]:
+        """Write an investigation's review items (dicts of the ``review_items`` columns but the log's) and
+        its probe crops ``(search_id, probe_index, jpeg)`` in one transaction. ``record()`` runs inside it,
+        before anything is written (it appends the search to the signed log and returns the entry's seq and
+        hash, stored with each item; an exception rolls everything back). A candidate erased since the
+        search found it is written withdrawn, without its identity. Returns the items as written."""
+        def fn(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            entry = record()
+            out = []
+            for item in items:
+                row = {**item, "log_seq": entry[0] if entry else None, "log_hash": entry[1] if entry else None}
+                if row.get("face_id") is not None and conn.execute(
+                        "SELECT 1 FROM faces WHERE face_id = ?", (row["face_id"],)).fetchone() is None:
+                    row.update(state="withdrawn", face_id=None, person_id=None)
+                values = [row.get(c) for c in _REVIEW_COLUMNS]
+                conn.execute(f"INSERT INTO review_items ({', '.join(_REVIEW_COLUMNS)}) VALUES "
+                             f"({', '.join('?' * len(_REVIEW_COLUMNS))})", values)
+                out.append(dict(zip(_REVIEW_COLUMNS, values, strict=True)))
+            open_probes = {(r["search_id"], r["probe_index"]) for r in out if r["state"] == "pending"}
+            for search_id, index, jpeg in probes:
+                if (search_id, index) in open_probes:
+                    conn.execute("INSERT INTO review_probes VALUES (?, ?, ?)", (search_id, index, jpeg))
+            return out
+        return list(self._write(fn))
+
+    def review_items(self, *, item_id: str | None = None, state: str | None = None, limit: int = 100,
+                     after: tuple[str, str] | None = None,
+                     searcher: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+        """Review items as stored (dicts of the ``review_items`` columns), oldest first: the one of
+        ``item_id``, or up to ``limit`` of ``state`` (None: any) after the item ``after`` = (created, item_id);
+        ``searcher`` = (kind, id): only the items of that actor's searches."""
+        where: list[str] = []
+        args: list[Any] = []
+        if searcher is not None:
+            where.append("json_extract(searcher, '$.kind') = ? AND json_extract(searcher, '$.id') = ?")
+            args.extend(searcher)
+        if item_id is not None:
+            where.append("item_id = ?")
+            args.append(item_id)
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        if after is not None:
+            where.append("(created, item_id) > (?, ?)")
+            args.extend(after)
+        sql = (f"SELECT {', '.join(_REVIEW_COLUMNS)} FROM review_items"
+               + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY created, item_id LIMIT ?")
+        rows = self._reader().execute(sql, (*args, limit)).fetchall()
+        return [dict(zip(_REVIEW_COLUMNS, r, strict=True)) for r in rows]
+
+    def review_probe(self, item_id: str) -> bytes | None:
+        """The probe crop of a review item's search (None: no item of that id, or its crop is gone)."""
+        row = self._reader().execute(
+            "SELECT p.jpeg FROM review_items r JOIN review_probes p USING (search_id, probe_index) "
+            "WHERE r.item_id = ?", (item_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def decide_review_item(self, item_id: str, changes: Mapping[str, Any],
+                           check: Callable[[dict[str, Any]], None],
+                           record: Callable[[dict[str, Any]], tuple[int, str] | None]) -> dict[str, Any]:
+        """Decide a review item in one transaction: ``check(item)`` sees the item as stored under the
+        writer lock (and raises to refuse), ``record(item)`` appends the decision to the signed log, then
+        ``changes`` (state, decided_by, decided_at, reason) are written and the probe crop is deleted if no
+        pending item of its search needs it. Raises ReviewItemNotFoundError (via ``check``, given None)."""
+        dropped = 0
+
+        def fn(conn: sqlite3.Connection) -> dict[str, Any]:
+            nonlocal dropped
+            row = conn.execute(f"SELECT {', '.join(_REVIEW_COLUMNS)} FROM review_items WHERE item_id = ?",
+                               (item_id,)).fetchone()
+            item = dict(zip(_REVIEW_COLUMNS, row, strict=True)) if row is not None else None
+            check(item)  # type: ignore[arg-type]  # (raises for None)
+            assert item is not None
+            record(item)
+            sets = dict(changes)
+            conn.execute(f"UPDATE review_items SET {', '.join(f'{k} = ?' for k in sets)} WHERE item_id = ?",
+                         (*sets.values(), item_id))
+            dropped = _drop_idle_probes(conn, [(item["search_id"], item["probe_index"])])
+            return {**item, **sets}
+
+        out = dict(self._write(fn))
+        if dropped:
+            self._erase_wal(wait_s=_ERASE_WAIT_S)  # the deleted crop's bytes out of the WAL too
+        return out
+
+    def expire_review_items(self, now: str, record: Callable[[list[str]], object]) -> list[str]:
+        """Expire the pending review items whose ``expires`` is at or before ``now`` (ISO 8601 UTC): state
+        ``expired``, the candidate's identity cleared, probe crops no pending item needs deleted, all in one
+        transaction in which ``record(item_ids)`` appends the purge to the signed log (only when there are
+        items to expire). Returns the ids expired."""
+        def fn(conn: sqlite3.Connection) -> list[str]:
+            due = conn.execute("SELECT item_id, search_id, probe_index FROM review_items WHERE state = 'pending' "
+                               "AND expires <= ? ORDER BY created, item_id", (now,)).fetchall()
+            if not due:
+                return []
+            ids = [r[0] for r in due]
+            record(ids)
+            conn.executemany("UPDATE review_items SET state = 'expired', face_id = NULL, person_id = NULL "
+                             "WHERE item_id = ?", [(i,) for i in ids])
+            _drop_idle_probes(conn, sorted({(r[1], r[2]) for r in due}))
+            return ids
+
+        if self._reader().execute("SELECT 1 FROM review_items WHERE state = 'pending' AND expires <= ? LIMIT 1",
+                                  (now,)).fetchone() is None:
+            return []  # (no write transaction for the common case)
+        expired = list(self._write(fn))
+        if expired:
+            self._erase_wal(wait_s=_ERASE_WAIT_S)
+        return expired
 
     # -- maintenance ------------------------------------------------------------------------------
     def check(self, *, repair: bool = False) -> CheckReport:

@@ -35,7 +35,8 @@ def track_label(track: Track) -> tuple[str, tuple[int, int, int]]:
     if s.mode is SearchMode.INVESTIGATE:
         if s.candidates:
             c = s.candidates[0]
-            return f"#{track.track_id} lead? {c.person_id or c.external_image_id or c.face_id[:8]}", _LEAD
+            who = c.person_id or c.external_image_id or (c.face_id[:8] if c.face_id else "(withheld)")
+            return f"#{track.track_id} lead? {who}", _LEAD
         return f"#{track.track_id} ?", _NONE
     if s.matches:
         m = s.matches[0]

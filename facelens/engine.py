@@ -8,15 +8,31 @@ import logging
 import re
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from .accountability.actor import Actor
 from .accountability.policy import POLICY_META_KEY, CollectionPolicy
+from .accountability.records import (
+    ErasureReceipt,
+    action_failed_record,
+    collection_created_record,
+    collection_deleted_record,
+    compare_record,
+    face_ids_record,
+    faces_deleted_record,
+    faces_indexed_record,
+    lead_floor_changed_record,
+    new_id,
+    now,
+    person_created_record,
+    person_erased_record,
+    search_record,
+)
 from .calibration import ScoreCalibration, load_calibration
 from .calibration.table import Policy, fpir_to_fmr
 from .config import EngineConfig, check_fmr
@@ -26,12 +42,13 @@ from .errors import (
     InvalidArgumentError,
     ModelMismatchError,
     NoFaceError,
+    VideoDecodeError,
 )
 from .imageio import ImageInput, check_image_file, decode_image, describe_source
 from .models.backends import Backend, open_backend
-from .pipeline import FaceList, Pipeline, check_cancelled
+from .pipeline import FaceList, Pipeline, commit_work
 from .store import FaceRecord, FaceStore, collection_dir, collection_generation, default_home, list_collection_names
-from .store.collection import CheckReport, StoredFace
+from .store.collection import BeforeCommit, CheckReport, StoredFace
 from .types import (
     Candidate,
     CollectionInfo,
@@ -48,8 +65,10 @@ from .types import (
 
 if TYPE_CHECKING:
     from .accountability.log import LogEntry, SearchLog
+    from .video.pipeline import ProgressCallback, VideoOptions, VideoResult
 
-__all__ = ["DEFAULT_LEAD_FLOOR_FMR", "DEFAULT_MAX_CANDIDATES", "Engine", "FaceList", "SearchResultList"]
+__all__ = ["DEFAULT_LEAD_FLOOR_FMR", "DEFAULT_MAX_CANDIDATES", "READ_ONLY_METHODS", "RECORDED_METHODS", "Engine",
+           "FaceList", "SearchResultList"]
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +82,43 @@ DEFAULT_MAX_CANDIDATES = 10
 """An investigation lists at most this many candidates unless asked for another number (NIST's FRTE 1:N
 evaluations use candidate lists of this length)."""
 DEFAULT_MAX_RESULTS = 10  # an identification returns at most this many matches unless asked for another number
+T = TypeVar("T")
+
+#: Every public method of :class:`Engine` is in one of these two sets (tests/test_record.py fails for a public
+#: method in neither, so that a new method that changes state cannot forget its record). Recorded: it takes
+#: ``actor`` and, given one, records what it did (or tried) in the signed log (accountability/records.py).
+RECORDED_METHODS = frozenset({
+    "record", "create_collection", "delete_collection", "set_lead_floor", "set_collection_policy", "index_faces",
+    "delete_faces", "erase_faces", "create_person", "associate_faces", "disassociate_faces", "delete_person",
+    "erase_person", "search_faces_by_image", "search_faces", "search_persons_by_image", "compare",
+    "search_faces_by_embedding", "search_video",
+    # the review queue's (docs: design of issue 15)
+    "review_decide", "review_purge",
+})
+#: Read-only: changes nothing stored and shows nothing of a collection beyond what the entry points' own
+#: rights allow (``compare_faces`` compares faces its caller already holds; ``check_collection(repair=True)``
+#: rebuilds only derived files, the vector index, from the data; ``close`` releases resources).
+READ_ONLY_METHODS = frozenset({
+    "detect", "analyze", "embed", "operating_point", "threshold", "fmr", "compare_faces", "collection_calibration",
+    "list_collections", "describe_collection", "collection_policy", "collection_generation", "check_collection",
+    "list_faces", "lead_floor", "list_persons", "list_persons_page", "close", "embed_faces", "detect_video",
+    # the review queue's (docs: design of issue 15)
+    "review_list", "review_get", "face_crop", "review_probe_crop",
+})
 
 
 class SearchResultList(list[SearchResult]):
     """The results of a search by image, one per searched face, and ``faces_over_limit``: faces of the image
-    beyond ``EngineConfig.max_faces_per_image``, left out of an ``all_faces`` search."""
+    beyond ``EngineConfig.max_faces_per_image``, left out of an ``all_faces`` search. ``search_id``: the
+    search's id (each result carries it too); ``log_entry``: where it is recorded (``seq``, ``hash``; None
+    when nothing was recorded)."""
 
-    def __init__(self, results: list[SearchResult], *, faces_over_limit: int = 0) -> None:
+    def __init__(self, results: list[SearchResult], *, faces_over_limit: int = 0, search_id: str | None = None,
+                 log_entry: dict[str, Any] | None = None) -> None:
         super().__init__(results)
         self.faces_over_limit = faces_over_limit
+        self.search_id = search_id
+        self.log_entry = log_entry
 
 
 def _check_person_id(person_id: str) -> str:
@@ -176,6 +223,80 @@ class Engine:
         return self.log.append({**record, "actor": actor.to_dict(),
                                 "key_id": actor.id if actor.kind == "key" else None})
 
+    def _record_failed_after(self, actor: Actor | None, entry: LogEntry | None, exc: BaseException) -> None:
+        """The call recorded in ``entry`` failed after its record was written: append ``action_failed`` so
+        that the record does not look done (records.py). A log that cannot take it is logged here; the
+        call raises its own error."""
+        if entry is None:
+            return
+        try:
+            self.record(actor, action_failed_record(entry.seq, entry.hash, str(entry.body.get("action")),
+                                                    entry.body.get("collection"), exc))
+        except FacelensError:
+            log.exception("log entry %d (%s) failed after it was recorded, and its failure could not be recorded",
+                          entry.seq, entry.body.get("action"))
+
+    def _recorded_write(self, actor: Actor | None, write: Callable[[BeforeCommit | None], T],
+                        record: Callable[[T], Mapping[str, Any]]) -> tuple[T, LogEntry | None]:
+        """Run ``write(before_commit)``, a store write, recording ``record(result)`` inside its transaction
+        just before it commits (no actor: no record): a record that cannot be written rolls the change back."""
+        if actor is None:
+            return write(None), None
+        written: list[LogEntry] = []
+
+        def before_commit(result: Any) -> None:
+            entry = self.record(actor, record(result))
+            if entry is not None:
+                written.append(entry)
+
+        try:
+            result = write(before_commit)
+        except BaseException as exc:
+            self._record_failed_after(actor, written[0] if written else None, exc)
+            raise
+        return result, written[0] if written else None
+
+    def _recorded_change(self, actor: Actor | None, record: Mapping[str, Any],
+                         change: Callable[[], T]) -> tuple[T, LogEntry | None]:
+        """Record, then make a change that no collection transaction holds (``action_failed`` follows the
+        record if the change raises)."""
+        entry = self.record(actor, record)
+        try:
+            return change(), entry
+        except BaseException as exc:
+            self._record_failed_after(actor, entry, exc)
+            raise
+
+    def _recorded_search(self, actor: Actor | None, purpose: str | None, *, action: str, collection: str,
+                         probe: Mapping[str, Any], options: Mapping[str, Any],
+                         run: Callable[[], Sequence[SearchResult]]) -> tuple[list[SearchResult], LogEntry | None]:
+        """Run a search and record it: its results, computed and committed (:func:`facelens.pipeline.commit_work`:
+        a search cancelled before raises CancelledError, recorded as code ``timeout``), are recorded before
+        they are returned; a failed attempt is recorded with its error, then raised. The results carry the
+        search's id and log entry."""
+        search_id = new_id()
+        fields: dict[str, Any] = {"action": action, "search_id": search_id, "purpose": purpose,
+                                  "collection": collection, "probe": probe, "options": options}
+        try:
+            results = list(run())
+            if actor is not None:  # (a search inside a recorded call, a video's, leaves the commit to it)
+                commit_work()
+        except FacelensError as exc:
+            self.record(actor, search_record(**fields, results=[], error=exc))
+            raise
+        record = search_record(**fields, results=results)
+        # (the review queue adds an investigation's ``review_items`` to the record here)
+        entry = self.record(actor, record)
+        ref = _ref(entry)
+        return [dataclasses.replace(r, search_id=search_id, log_entry=ref) for r in results], entry
+
+    def _receipt(self, receipt_id: str, collection: str, person_id: str | None, face_ids: Sequence[str],
+                 actor: Actor | None, entry: LogEntry | None) -> ErasureReceipt:
+        return ErasureReceipt(receipt_id=receipt_id, collection=collection, person_id=person_id,
+                              face_ids=tuple(face_ids), counts={"faces": len(face_ids)},
+                              erased_at=str(entry.body["time"]) if entry is not None else now(), actor=actor,
+                              log_entry=_ref(entry))
+
     # -- what this engine is ----------------------------------------------------------------------
 
     @property
@@ -192,14 +313,18 @@ class Engine:
 
     # -- faces ------------------------------------------------------------------------------------
     def detect(self, image: ImageInput, *, max_faces: int | None = None,
-               quality_filter: QualityFilter | str | None = None) -> FaceList:
+               quality_filter: QualityFilter | str | None = None, pad_retry: bool = True) -> FaceList:
         """All faces in the image, largest first, without embeddings.
 
         ``max_faces`` keeps only the largest ones. ``quality_filter`` (default: the engine's) decides
         which ``refusal_reasons`` each face gets. At most ``config.max_faces_per_image`` (100) faces are
-        returned, the largest; the list's ``faces_over_limit`` counts those left out.
+        returned, the largest; the list's ``faces_over_limit`` counts those left out. ``pad_retry``: when
+        nothing is found, look again on the image padded to twice its size, for a face that fills the
+        frame (an ID-photo crop); turn it off for video frames, where most face-less frames are empty.
+        This is the pipeline's detect step; :meth:`embed_faces` is its align+embed step.
         """
-        return self._faces(image, embed=False, max_faces=max_faces, quality_filter=quality_filter)
+        return self._faces(image, embed=False, max_faces=max_faces, quality_filter=quality_filter,
+                           pad_retry=pad_retry)
 
     def analyze(self, image: ImageInput, *, max_faces: int | None = None,
                 quality_filter: QualityFilter | str | None = None) -> FaceList:
@@ -211,7 +336,8 @@ class Engine:
         return self._largest_face(image).embedding  # type: ignore[return-value]
 
     def _faces(self, image: ImageInput, *, embed: bool, max_faces: int | None,
-               quality_filter: QualityFilter | str | None, embed_acceptable: int | None = None) -> FaceList:
+               quality_filter: QualityFilter | str | None, embed_acceptable: int | None = None,
+               pad_retry: bool = True) -> FaceList:
         if max_faces is not None and max_faces < 1:
             raise InvalidArgumentError(f"max_faces must be >= 1, got {max_faces}")
         qf = None if quality_filter is None else QualityFilter.parse(quality_filter)
@@ -219,7 +345,15 @@ class Engine:
             raise FacelensError("this engine is closed; open a new facelens.Engine")
         rgb = decode_image(image, max_pixels=self.config.max_pixels)
         return self._pipeline.faces(rgb, embed=embed, max_faces=max_faces, quality_filter=qf,
-                                    embed_acceptable=embed_acceptable)
+                                    embed_acceptable=embed_acceptable, pad_retry=pad_retry)
+
+    def embed_faces(self, image: ImageInput, faces: list[Face]) -> FaceList:
+        """The align+embed step: ``faces`` found in ``image`` by :meth:`detect`, each with its embedding
+        ((d,) float32, unit length), in the same order. Checks cancellation between batches."""
+        if self._pipeline is None:
+            raise FacelensError("this engine is closed; open a new facelens.Engine")
+        rgb = decode_image(image, max_pixels=self.config.max_pixels)
+        return FaceList(self._pipeline.embed_faces(rgb, faces))
 
     def _largest_face(self, image: ImageInput) -> Face:
         faces = self._faces(image, embed=True, max_faces=1, quality_filter=None)
@@ -274,16 +408,29 @@ class Engine:
         """False-match rate at ``score`` under the engine's policy, and whether it is extrapolated."""
         return self.calibration.fmr(score, self.policy)
 
-    def compare(self, image_a: ImageInput, image_b: ImageInput, *, max_fmr: float | None = None) -> Comparison:
+    def compare(self, image_a: ImageInput, image_b: ImageInput, *, max_fmr: float | None = None,
+                actor: Actor | None = None, purpose: str | None = None) -> Comparison:
         """Compare the largest face of each image.
 
         Returns the cosine score, the false-match rate that score stands for (how often two different
         people score this high), and ``match``: whether that rate is at most ``max_fmr`` (default
         ``config.max_fmr`` = 1e-5, one in 100,000). Raises :class:`NoFaceError` naming the image without
-        a face.
+        a face. Given an ``actor``, the compare is recorded (the images' sha256, the outcome, ``purpose``;
+        a failed one with its error) before it returns, and ``log_entry`` says where.
         """
-        self.operating_point(max_fmr=max_fmr)  # refuse a bad max_fmr before running models
-        return self.compare_faces(self._largest_face(image_a), self._largest_face(image_b), max_fmr=max_fmr)
+        purpose = _purpose(purpose)
+        a_sha, b_sha = (_probe_sha256(image_a), _probe_sha256(image_b)) if actor is not None else (None, None)
+        fields: dict[str, Any] = {"purpose": purpose, "image_a_sha256": a_sha, "image_b_sha256": b_sha,
+                                  "options": {} if max_fmr is None else {"max_fmr": max_fmr}}
+        try:
+            self.operating_point(max_fmr=max_fmr)  # refuse a bad max_fmr before running models
+            result = self.compare_faces(self._largest_face(image_a), self._largest_face(image_b), max_fmr=max_fmr)
+            commit_work()
+        except FacelensError as exc:
+            self.record(actor, compare_record(**fields, result=None, error=exc))
+            raise
+        entry = self.record(actor, compare_record(**fields, result=result))
+        return result if entry is None else dataclasses.replace(result, log_entry=_ref(entry))
 
     def compare_faces(self, face_a: Face, face_b: Face, *, max_fmr: float | None = None) -> Comparison:
         """Compare two faces already analysed by this engine (see :meth:`compare`)."""
@@ -318,6 +465,12 @@ class Engine:
                 stale.close()  # saves nothing: it no longer owns the collection
         return store
 
+    def list_persons_page(self, collection: str, *, limit: int = 100,
+                          after: str | None = None) -> tuple[list[tuple[str, int]], str | None]:
+        """One page of persons with their face counts, sorted by id, after the person ``after``; and the
+        ``after`` of the next page (None at the end). For lists that must not read a whole collection."""
+        return self._store(collection).list_persons_page(limit=limit, after=after)
+
     def _store(self, name: str) -> FaceStore:
         """The collection's store, refusing one bound to another model."""
         store = self._open_store(name)
@@ -331,14 +484,16 @@ class Engine:
 
     def create_collection(self, name: str, *, calibration: str | Path | None = None,
                           lead_floor_fmr: float | None = None,
-                          policy: CollectionPolicy | Mapping[str, Any] | None = None) -> CollectionInfo:
+                          policy: CollectionPolicy | Mapping[str, Any] | None = None,
+                          actor: Actor | None = None) -> CollectionInfo:
         """Create an empty collection bound to this engine's model; raises CollectionExistsError.
 
         ``calibration``: a calibration profile (``facelens calibrate``) for this collection's searches,
         copied into the collection; by default the model's shipped profile is used. ``lead_floor_fmr``: the
         collection's lead floor for investigations (default :data:`DEFAULT_LEAD_FLOOR_FMR`; see
         :meth:`set_lead_floor`). ``policy``: its rules (:class:`facelens.CollectionPolicy` or a mapping of
-        its fields; default: the defaults), written with the collection, never after it.
+        its fields; default: the defaults), written with the collection, never after it. Given an
+        ``actor``, ``collection_created`` is recorded before the collection appears.
         """
         if lead_floor_fmr is not None:
             lead_floor_fmr = check_fmr(lead_floor_fmr, "lead_floor_fmr")
@@ -353,14 +508,22 @@ class Engine:
         path = collection_dir(self.home, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         own = profile  # (bound for the closure: mypy cannot narrow a variable captured by a lambda)
+        written: list[LogEntry] = []
 
         def prepare(folder: Path) -> None:
             if own is not None:
                 own.save(folder / COLLECTION_CALIBRATION)
+            entry = self.record(actor, collection_created_record(  # before the collection is renamed into place
+                name, policy=rules.to_dict(), lead_floor_fmr=lead_floor_fmr, calibration=own.name if own else None))
+            written.extend([entry] if entry is not None else [])
 
-        store = FaceStore.create(path, name=name, model_name=self.model_name, model_sha256=self.model_sha256,
-                                 dim=self.embedding_size, calibration=profile.name if profile else None,
-                                 prepare=prepare, extra_meta=extra)
+        try:
+            store = FaceStore.create(path, name=name, model_name=self.model_name, model_sha256=self.model_sha256,
+                                     dim=self.embedding_size, calibration=profile.name if profile else None,
+                                     prepare=prepare, extra_meta=extra)
+        except BaseException as exc:
+            self._record_failed_after(actor, written[0] if written else None, exc)
+            raise
         with self._stores_lock:
             stale = self._stores.pop(name, None)  # a deleted collection's store (deleted elsewhere)
             self._collection_calibrations.pop(name, None)
@@ -420,18 +583,28 @@ class Engine:
         name is created); raises CollectionNotFoundError. Key grants are bound to it."""
         return collection_generation(self.home, name)
 
-    def delete_collection(self, name: str) -> None:
+    def delete_collection(self, name: str, *, actor: Actor | None = None) -> None:
         """Delete a collection and everything in it, for every process at once; raises
         CollectionNotFoundError. Other engines (threads, processes) holding it open get
         CollectionNotFoundError from their next call on it (or, once a collection of that name is
-        created again, that new collection); none of their writes outlives the deletion unnoticed."""
+        created again, that new collection); none of their writes outlives the deletion unnoticed.
+        Given an ``actor``, ``collection_deleted`` (its face and person counts just before) is recorded
+        before the deletion."""
         path = collection_dir(self.home, name)
-        with self._stores_lock:
-            store = self._stores.pop(name, None)
-            self._collection_calibrations.pop(name, None)
-            if store is not None:
-                store.close(save=False)
-            FaceStore.delete(path, name=name)
+        record: dict[str, Any] = {}
+        if actor is not None:
+            info = self.describe_collection(name)  # an unknown collection raises before anything is recorded
+            record = collection_deleted_record(name, face_count=info.face_count, person_count=info.person_count)
+
+        def delete() -> None:
+            with self._stores_lock:
+                store = self._stores.pop(name, None)
+                self._collection_calibrations.pop(name, None)
+                if store is not None:
+                    store.close(save=False)
+                FaceStore.delete(path, name=name)
+
+        self._recorded_change(actor, record, delete)
 
     def check_collection(self, name: str, *, repair: bool = False) -> CheckReport:
         """Compare the vector index with the metadata (the truth); ``repair`` rebuilds it if they differ."""
@@ -446,6 +619,7 @@ class Engine:
         person_id: str | None = None,
         max_faces: int | None = None,
         quality_filter: QualityFilter | str | None = None,
+        actor: Actor | None = None,
     ) -> IndexResult:
         """Detect the faces of an image and store those that pass the quality filter.
 
@@ -454,7 +628,9 @@ class Engine:
         ``config.max_faces_per_image`` (100) are not examined, only counted (``faces_over_limit``).
         Indexing the same image under the same ``external_image_id`` again stores nothing new
         (``already_indexed``). When this returns, the faces are durably stored; work cancelled (see
-        :func:`facelens.pipeline.cancellable`) before the write stores nothing.
+        :func:`facelens.pipeline.cancellable`) before the write stores nothing. Given an ``actor``,
+        ``faces_indexed`` (the image's sha256, the face ids, the person, the refusals' reasons; no box, no
+        external id) is recorded in the write's transaction: faces are never stored unrecorded.
         """
         if external_image_id is not None and not _EXTERNAL_ID.fullmatch(external_image_id):
             raise InvalidArgumentError("external_image_id must be 1-255 printable characters")
@@ -466,6 +642,8 @@ class Engine:
         digest = image_sha256(image)
         existing = store.find_image(external_image_id=external_image_id, image_sha256=digest)
         if existing is not None:
+            self.record(actor, faces_indexed_record(collection, image_sha256=digest, person_id=person_id, refused=[],
+                                                    face_ids=[f.face_id for f in existing], already_indexed=True))
             return IndexResult(indexed=tuple(f.to_dict() for f in existing), unindexed=(), already_indexed=True)
         faces = self._faces(image, embed=False, max_faces=None, quality_filter=quality_filter,
                             embed_acceptable=max_faces or self.config.max_faces_per_image)
@@ -478,9 +656,16 @@ class Engine:
         records = [FaceRecord(bbox=f.bbox.as_list(), score=f.score, embedding=f.embedding,  # type: ignore[arg-type]
                               quality={**f.to_dict()["quality"], "pose": f.to_dict()["pose"]})
                    for f in accepted]
-        check_cancelled()  # the last point where a cancelled call leaves no trace
-        stored, added = store.add_image(external_image_id=external_image_id, image_sha256=digest,
-                                        person_id=person_id, faces=records)
+        commit_work()  # the last point where a cancelled call leaves no trace; past it, the faces are stored
+
+        def recorded(out: tuple[list[StoredFace], bool]) -> dict[str, Any]:
+            return faces_indexed_record(collection, image_sha256=digest, face_ids=[f.face_id for f in out[0]],
+                                        person_id=person_id, refused=[f.refusal_reasons for f in refused],
+                                        already_indexed=not out[1])
+
+        (stored, added), _ = self._recorded_write(actor, lambda hook: store.add_image(
+            external_image_id=external_image_id, image_sha256=digest, person_id=person_id, faces=records,
+            before_commit=hook), recorded)
         return IndexResult(indexed=tuple(f.to_dict() for f in stored), unindexed=tuple(refused),
                            already_indexed=not added, faces_over_limit=faces.faces_over_limit)
 
@@ -489,9 +674,21 @@ class Engine:
         """One page of stored faces, oldest first, and the token of the next page (None at the end)."""
         return self._store(collection).list_faces(limit=limit, after=next_token)
 
-    def delete_faces(self, collection: str, face_ids: list[str]) -> list[str]:
-        """Delete faces by id; returns those that existed. A deleted face is never returned by a search."""
-        return self._store(collection).delete_faces(face_ids)
+    def delete_faces(self, collection: str, face_ids: list[str], *, actor: Actor | None = None) -> list[str]:
+        """Delete faces by id; returns those that existed. A deleted face is never returned by a search.
+        :meth:`erase_faces` does the same and returns the erasure's receipt."""
+        return list(self.erase_faces(collection, face_ids, actor=actor).face_ids)
+
+    def erase_faces(self, collection: str, face_ids: Sequence[str], *, actor: Actor | None = None) -> ErasureReceipt:
+        """Erase faces by id (their embeddings and every copy on disk; unknown ids are ignored) and return
+        the :class:`~facelens.accountability.records.ErasureReceipt` naming those erased. Given an ``actor``,
+        ``faces_deleted`` (the ids, the receipt's id) is recorded in the erasure's transaction."""
+        store = self._store(collection)
+        receipt_id = new_id()
+        deleted, entry = self._recorded_write(
+            actor, lambda hook: store.delete_faces(list(face_ids), before_commit=hook),
+            lambda ids: faces_deleted_record(collection, face_ids=ids, receipt_id=receipt_id))
+        return self._receipt(receipt_id, collection, None, deleted, actor, entry)
 
     def _ranked(self, store: FaceStore, queries: npt.NDArray[np.float32], *, k: int, op: OperatingPoint,
                 calibration: ScoreCalibration, mode: SearchMode, exclude: str | None = None) -> list[list[Match]]:
@@ -521,11 +718,14 @@ class Engine:
         :meth:`set_lead_floor`)."""
         return _lead_floor(self._store(collection))
 
-    def set_lead_floor(self, collection: str, lead_floor_fmr: float) -> float:
+    def set_lead_floor(self, collection: str, lead_floor_fmr: float, *, actor: Actor | None = None) -> float:
         """Set the collection's lead floor (a false-match rate in (0, 1]; stored in the collection, seen by
-        every process from its next search); returns it."""
+        every process from its next search); returns it. Given an ``actor``, ``lead_floor_changed`` (before,
+        after) is recorded first."""
         value = check_fmr(lead_floor_fmr, "lead_floor_fmr")
-        self._store(collection).set_lead_floor_fmr(repr(value))
+        store = self._store(collection)
+        record = lead_floor_changed_record(collection, before=_lead_floor(store), after=value)
+        self._recorded_change(actor, record, lambda: store.set_lead_floor_fmr(repr(value)))
         return value
 
     def _search_setup(self, collection: str, *, mode: SearchMode | str, max_fmr: float | None,
@@ -561,21 +761,23 @@ class Engine:
         return _Search(store=store, calibration=cal, op=op, mode=mode, limit=limit, size=size)
 
     def _result(self, s: _Search, found: list[Match], *, face: Face | None = None,
-                face_id: str | None = None) -> SearchResult:
+                face_id: str | None = None, looks: int = 1) -> SearchResult:
         """The result of one searched face: its first ``s.limit`` matches, or candidates in investigate mode."""
         found = found[:s.limit]
         if s.mode is SearchMode.IDENTIFY:
             return SearchResult(matches=tuple(found), operating_point=s.op, collection_size=s.size, face=face,
                                 face_id=face_id)
         return SearchResult(matches=(), operating_point=s.op, collection_size=s.size, face=face, face_id=face_id,
-                            mode=s.mode, candidates=tuple(_lead(rank, m, s.size) for rank, m in enumerate(found, 1)),
+                            mode=s.mode,
+                            candidates=tuple(_lead(rank, m, s.size, looks) for rank, m in enumerate(found, 1)),
                             max_candidates=s.limit)
 
     def search_faces_by_image(self, collection: str, image: ImageInput, *, max_results: int | None = None,
                               max_fmr: float | None = None, max_fpir: float | None = None,
                               min_score: float | None = None, all_faces: bool = False,
                               mode: SearchMode | str = SearchMode.IDENTIFY,
-                              max_candidates: int | None = None) -> SearchResultList:
+                              max_candidates: int | None = None, actor: Actor | None = None,
+                              purpose: str | None = None) -> SearchResultList:
         """Search the collection for the largest face of ``image`` (every face with ``all_faces``).
 
         ``mode="identify"`` (the default) returns ``matches``, at most ``max_results`` (10): the match
@@ -590,74 +792,250 @@ class Engine:
 
         Returns one result per searched face (with ``all_faces``, at most ``config.max_faces_per_image``,
         the largest; ``faces_over_limit`` counts the others); raises NoFaceError if there is none.
+
+        Given an ``actor``, the search is recorded with its ``purpose`` before it returns (the image's sha256,
+        the options, the operating point, each result's face ids, scores and rates; no image, embedding or
+        box), a failed one with its error; every result carries the ``search_id`` and ``log_entry``.
         """
-        s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
-                               max_results=max_results, max_candidates=max_candidates)
-        faces = self._faces(image, embed=True, max_faces=None if all_faces else 1,
-                            quality_filter=QualityFilter.NONE)
-        if not faces:
-            raise NoFaceError("no face found in the image to search with", source=describe_source(image))
-        queries = np.stack([f.embedding for f in faces])  # type: ignore[misc]
-        found = self._ranked(s.store, queries, k=s.limit, op=s.op, calibration=s.calibration, mode=s.mode)
-        return SearchResultList([self._result(s, m, face=f) for f, m in zip(faces, found, strict=True)],
-                                faces_over_limit=faces.faces_over_limit)
+        over: list[int] = [0]
+
+        def run() -> list[SearchResult]:
+            s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                                   max_results=max_results, max_candidates=max_candidates)
+            faces = self._faces(image, embed=True, max_faces=None if all_faces else 1,
+                                quality_filter=QualityFilter.NONE)
+            if not faces:
+                raise NoFaceError("no face found in the image to search with", source=describe_source(image))
+            over[0] = faces.faces_over_limit
+            queries = np.stack([f.embedding for f in faces])  # type: ignore[misc]
+            found = self._ranked(s.store, queries, k=s.limit, op=s.op, calibration=s.calibration, mode=s.mode)
+            return [self._result(s, m, face=f) for f, m in zip(faces, found, strict=True)]
+
+        options = _options(max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                           all_faces=all_faces or None, mode=mode, max_candidates=max_candidates)
+        probe = {"image_sha256": _probe_sha256(image) if actor is not None else None}
+        results, entry = self._recorded_search(actor, _purpose(purpose), action="search_faces_by_image",
+                                               collection=collection, probe=probe, options=options, run=run)
+        return SearchResultList(results, faces_over_limit=over[0], search_id=results[0].search_id,
+                                log_entry=_ref(entry))
 
     def search_faces(self, collection: str, face_id: str, *, max_results: int | None = None,
                      max_fmr: float | None = None, max_fpir: float | None = None, min_score: float | None = None,
-                     mode: SearchMode | str = SearchMode.IDENTIFY, max_candidates: int | None = None) -> SearchResult:
+                     mode: SearchMode | str = SearchMode.IDENTIFY, max_candidates: int | None = None,
+                     actor: Actor | None = None, purpose: str | None = None) -> SearchResult:
         """Search the collection with one of its own stored faces (it is left out of the results); the
-        modes and options are those of :meth:`search_faces_by_image`."""
+        modes, options and record are those of :meth:`search_faces_by_image` (the probe: the face id)."""
+        def run() -> list[SearchResult]:
+            s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                                   max_results=max_results, max_candidates=max_candidates)
+            _, embedding = s.store.get_face(face_id)
+            found = self._ranked(s.store, embedding[None, :], k=s.limit, op=s.op, calibration=s.calibration,
+                                 mode=s.mode, exclude=face_id)
+            return [self._result(s, found[0], face_id=face_id)]
+
+        options = _options(max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                           mode=mode, max_candidates=max_candidates)
+        results, _ = self._recorded_search(actor, _purpose(purpose), action="search_faces", collection=collection,
+                                           probe={"face_id": face_id}, options=options, run=run)
+        return results[0]
+
+    def search_faces_by_embedding(self, collection: str, embeddings: npt.ArrayLike, *,
+                                  max_results: int | None = None, max_fmr: float | None = None,
+                                  max_fpir: float | None = None, min_score: float | None = None,
+                                  mode: SearchMode | str = SearchMode.IDENTIFY, max_candidates: int | None = None,
+                                  face: Face | None = None, actor: Actor | None = None,
+                                  purpose: str | None = None) -> SearchResult:
+        """Search the collection with one face's embedding, or with several embeddings of one person
+        (the views of a video track): ``(d,)`` or ``(n, d)`` unit vectors of this engine's model.
+
+        Modes and options are those of :meth:`search_faces_by_image`. With ``n`` embeddings, each stored
+        face keeps its best score over the ``n`` and the error rates account for the ``n`` looks: in
+        identify mode each look is made at ``max_fpir / n`` (or ``max_fmr / n``; a raw ``min_score`` is
+        kept as given), so that a search for someone absent still returns anyone with probability at most
+        ``max_fpir``, and the reported operating point is that of one look; in investigate mode a
+        candidate's ``expected_strangers`` counts ``n x`` the faces searched. ``face`` is reported as the
+        searched face. Recorded as :meth:`search_faces_by_image` is (the probe: the number of embeddings,
+        never the embeddings)."""
+        def run() -> list[SearchResult]:
+            return [self._search_by_embedding(collection, embeddings, max_results=max_results, max_fmr=max_fmr,
+                                              max_fpir=max_fpir, min_score=min_score, mode=mode,
+                                              max_candidates=max_candidates, face=face)]
+
+        count = int(np.shape(embeddings)[0]) if np.ndim(embeddings) == 2 else 1
+        options = _options(max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                           mode=mode, max_candidates=max_candidates)
+        results, _ = self._recorded_search(actor, _purpose(purpose), action="search_faces_by_embedding",
+                                           collection=collection, probe={"embedding_count": count},
+                                           options=options, run=run)
+        return results[0]
+
+    def _search_by_embedding(self, collection: str, embeddings: npt.ArrayLike, *, max_results: int | None,
+                             max_fmr: float | None, max_fpir: float | None, min_score: float | None,
+                             mode: SearchMode | str, max_candidates: int | None, face: Face | None) -> SearchResult:
+        q = np.asarray(embeddings, dtype=np.float32)
+        q = q[None, :] if q.ndim == 1 else q
+        if q.ndim != 2 or q.shape[0] < 1 or q.shape[1] != self.embedding_size or not np.isfinite(q).all():
+            raise InvalidArgumentError(
+                f"embeddings must be one or more {self.embedding_size}-d vectors of model {self.model_name!r}")
+        n = q.shape[0]
+        if n > 1 and SearchMode.parse(mode) is SearchMode.IDENTIFY and min_score is None:
+            if max_fmr is not None:
+                max_fmr = check_fmr(max_fmr) / n
+            else:
+                max_fpir = check_fmr(self.config.max_fpir if max_fpir is None else max_fpir, "max_fpir") / n
         s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
                                max_results=max_results, max_candidates=max_candidates)
-        _, embedding = s.store.get_face(face_id)
-        found = self._ranked(s.store, embedding[None, :], k=s.limit, op=s.op, calibration=s.calibration, mode=s.mode,
-                             exclude=face_id)
-        return self._result(s, found[0], face_id=face_id)
+        best: dict[str, Match] = {}
+        for hits in self._ranked(s.store, q, k=s.limit, op=s.op, calibration=s.calibration, mode=s.mode):
+            for m in hits:
+                if m.face_id not in best or m.score > best[m.face_id].score:
+                    best[m.face_id] = m
+        found = sorted(best.values(), key=lambda m: -m.score)
+        return self._result(s, found, face=face, looks=n)
 
     # -- persons ----------------------------------------------------------------------------------
-    def create_person(self, collection: str, person_id: str) -> None:
+    def create_person(self, collection: str, person_id: str, *, actor: Actor | None = None) -> None:
         """Create a person (Rekognition's "user"): an id that groups several faces of one individual.
 
-        ``index_faces(..., person_id=...)`` creates the person when needed.
+        ``index_faces(..., person_id=...)`` creates the person when needed. Given an ``actor``,
+        ``person_created`` is recorded in the write's transaction.
         """
-        self._store(collection).create_person(_check_person_id(person_id))
+        store = self._store(collection)
+        pid = _check_person_id(person_id)
+        self._recorded_write(actor, lambda hook: store.create_person(pid, before_commit=hook),
+                             lambda _: person_created_record(collection, person_id=pid))
 
     def list_persons(self, collection: str) -> list[tuple[str, int]]:
         """(person id, number of faces) for each person of the collection."""
         return self._store(collection).list_persons()
 
-    def associate_faces(self, collection: str, person_id: str, face_ids: list[str]) -> list[str]:
-        """Give stored faces to a person; returns the face ids that exist (others are ignored)."""
-        return self._store(collection).associate(_check_person_id(person_id), face_ids)
+    def associate_faces(self, collection: str, person_id: str, face_ids: list[str], *,
+                        actor: Actor | None = None) -> list[str]:
+        """Give stored faces to a person; returns the face ids that exist (others are ignored). Given an
+        ``actor``, ``faces_associated`` (the ids changed) is recorded in the write's transaction."""
+        store = self._store(collection)
+        pid = _check_person_id(person_id)
+        done, _ = self._recorded_write(
+            actor, lambda hook: store.associate(pid, face_ids, before_commit=hook),
+            lambda ids: face_ids_record("faces_associated", collection, person_id=pid, face_ids=ids))
+        return done
 
-    def disassociate_faces(self, collection: str, person_id: str, face_ids: list[str]) -> list[str]:
-        """Take faces away from a person (they stay in the collection); returns the ids changed."""
-        return self._store(collection).disassociate(_check_person_id(person_id), face_ids)
+    def disassociate_faces(self, collection: str, person_id: str, face_ids: list[str], *,
+                           actor: Actor | None = None) -> list[str]:
+        """Take faces away from a person (they stay in the collection); returns the ids changed. Given an
+        ``actor``, ``faces_disassociated`` is recorded in the write's transaction."""
+        store = self._store(collection)
+        pid = _check_person_id(person_id)
+        done, _ = self._recorded_write(
+            actor, lambda hook: store.disassociate(pid, face_ids, before_commit=hook),
+            lambda ids: face_ids_record("faces_disassociated", collection, person_id=pid, face_ids=ids))
+        return done
 
-    def delete_person(self, collection: str, person_id: str) -> list[str]:
+    def delete_person(self, collection: str, person_id: str, *, actor: Actor | None = None) -> list[str]:
         """Erase a person: the person and all their faces and vectors; no search returns them afterwards.
 
-        Returns the deleted face ids. Raises FaceNotFoundError for an unknown person.
+        Returns the deleted face ids (:meth:`erase_person` returns the receipt). Raises FaceNotFoundError
+        for an unknown person.
         """
-        return self._store(collection).delete_person(_check_person_id(person_id))
+        return list(self.erase_person(collection, person_id, actor=actor).face_ids)
+
+    def erase_person(self, collection: str, person_id: str, *, actor: Actor | None = None) -> ErasureReceipt:
+        """Erase a person and every face of theirs (see :meth:`delete_person`) and return the erasure's
+        :class:`~facelens.accountability.records.ErasureReceipt`, the answer to a data subject's request.
+        Given an ``actor``, ``person_erased`` (the person, the face ids, the receipt's id) is recorded in
+        the erasure's transaction. Raises FaceNotFoundError for an unknown person (nothing recorded)."""
+        store = self._store(collection)
+        pid = _check_person_id(person_id)
+        receipt_id = new_id()
+        deleted, entry = self._recorded_write(
+            actor, lambda hook: store.delete_person(pid, before_commit=hook),
+            lambda ids: person_erased_record(collection, person_id=pid, face_ids=ids, receipt_id=receipt_id))
+        return self._receipt(receipt_id, collection, pid, deleted, actor, entry)
 
     def search_persons_by_image(self, collection: str, image: ImageInput, *, max_results: int | None = None,
                                 max_fmr: float | None = None, max_fpir: float | None = None,
                                 min_score: float | None = None, mode: SearchMode | str = SearchMode.IDENTIFY,
-                                max_candidates: int | None = None) -> SearchResult:
+                                max_candidates: int | None = None, actor: Actor | None = None,
+                                purpose: str | None = None) -> SearchResult:
         """Like :meth:`search_faces_by_image` for the largest face, but one match (or, investigating, one
-        candidate) per person: the best scoring face of each person (faces with no person are left out)."""
-        s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+        candidate) per person: the best scoring face of each person (faces with no person are left out).
+        Recorded as :meth:`search_faces_by_image` is."""
+        def run() -> list[SearchResult]:
+            s = self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                                   max_results=max_results, max_candidates=max_candidates)
+            face = self._largest_face(image)
+            assert face.embedding is not None
+            k = min(max(100, 10 * s.limit), max(s.size, 1))
+            best: dict[str, Match] = {}
+            for m in self._ranked(s.store, face.embedding[None, :], k=k, op=s.op, calibration=s.calibration,
+                                   mode=s.mode)[0]:
+                if m.person_id is not None and m.person_id not in best:
+                    best[m.person_id] = m
+            return [self._result(s, list(best.values()), face=face)]
+
+        options = _options(max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                           mode=mode, max_candidates=max_candidates)
+        probe = {"image_sha256": _probe_sha256(image) if actor is not None else None}
+        results, _ = self._recorded_search(actor, _purpose(purpose), action="search_persons_by_image",
+                                           collection=collection, probe=probe, options=options, run=run)
+        return results[0]
+
+    # -- video ------------------------------------------------------------------------------------
+    def detect_video(self, video: str | Path, *, every: int | None = None, options: VideoOptions | None = None,
+                     progress: ProgressCallback | None = None) -> VideoResult:
+        """The faces of a video file (mp4, mkv, webm, mov, avi...) followed as tracks, without a collection.
+
+        Each track has ``start_s``/``end_s`` (presentation times from the container, seconds from the first
+        frame), its boxes over time and its best face and crop. ``every``: examine every Nth frame (default
+        5; :class:`facelens.video.VideoOptions` holds the other settings). ``progress`` is called about
+        once per second of video. Raises VideoDecodeError naming the file when it is not a video, is
+        corrupt or truncated; cancellable (:func:`facelens.pipeline.cancellable`) between frames.
+        """
+        from .video.pipeline import VideoResult, run_video
+
+        info, tracks, stats = run_video(self, video, options=_video_options(options, every), embed=False,
+                                        progress=progress)
+        return VideoResult(info=info, tracks=tuple(tracks), stats=stats)
+
+    def search_video(self, collection: str, video: str | Path, *, mode: SearchMode | str = SearchMode.IDENTIFY,
+                     max_fpir: float | None = None, max_fmr: float | None = None, min_score: float | None = None,
+                     max_results: int | None = None, max_candidates: int | None = None, every: int | None = None,
+                     options: VideoOptions | None = None, progress: ProgressCallback | None = None,
+                     actor: Actor | None = None, purpose: str | None = None) -> VideoResult:
+        """Who of the collection appears in a video, and when (Rekognition's StartFaceSearch/GetFaceSearch).
+
+        As :meth:`detect_video`, and each track's best faces (up to ``options.embeddings_per_track``, 3:
+        the largest, most frontal and sharpest that pass ``options.quality_filter``) are embedded and
+        searched together with :meth:`search_faces_by_embedding`: ``track.search`` holds the matches (or,
+        with ``mode="investigate"``, the candidates) and the operating point, the options being those of
+        :meth:`search_faces_by_image`. The options are checked before the video is opened.
+
+        With an ``actor``, the search is recorded in the signed log (action ``search_video``, with
+        ``purpose``, the video's sha256, each searched track's times and its matches or candidates: ids and
+        scores, no image, box or file name), failed searches too, before this returns.
+        """
+        from .video.pipeline import VideoResult, run_video, search_tracks
+
+        search = {"mode": str(mode), "max_fpir": max_fpir, "max_fmr": max_fmr, "min_score": min_score,
+                  "max_results": max_results, "max_candidates": max_candidates}
+        opts = _video_options(options, every)
+        try:
+            self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
                                max_results=max_results, max_candidates=max_candidates)
-        face = self._largest_face(image)
-        assert face.embedding is not None
-        k = min(max(100, 10 * s.limit), max(s.size, 1))
-        best: dict[str, Match] = {}
-        for m in self._ranked(s.store, face.embedding[None, :], k=k, op=s.op, calibration=s.calibration,
-                               mode=s.mode)[0]:
-            if m.person_id is not None and m.person_id not in best:
-                best[m.person_id] = m
-        return self._result(s, list(best.values()), face=face)
+            info, tracks, stats = run_video(self, video, options=opts, embed=True, progress=progress)
+            tracks = search_tracks(self, collection, tracks, mode=mode, max_fpir=max_fpir, max_fmr=max_fmr,
+                                   min_score=min_score, max_results=max_results, max_candidates=max_candidates)
+            if actor is not None:
+                commit_work()  # cancelled before: recorded as the timeout it is; past it, recorded and returned
+        except FacelensError as exc:
+            if actor is not None:
+                self.record(actor, _video_record(collection, purpose, video, search, opts, [], exc))
+            raise
+        result = VideoResult(info=info, tracks=tuple(tracks), stats=stats, collection=collection,
+                             mode=SearchMode.parse(mode))
+        if actor is not None:
+            self.record(actor, _video_record(collection, purpose, video, search, opts, list(result.tracks), None))
+        return result
 
     def close(self) -> None:
         """Release the model sessions and close the collections (also done when the engine is
@@ -693,14 +1071,79 @@ class _Search:
     size: int
 
 
+def _ref(entry: LogEntry | None) -> dict[str, Any] | None:
+    """Where a record is in the log: ``{"seq", "hash"}`` (None: nothing was recorded)."""
+    return None if entry is None else {"seq": entry.seq, "hash": entry.hash}
+
+
+def _purpose(purpose: str | None) -> str | None:
+    """The purpose to record: stripped; empty is none."""
+    if purpose is not None and not isinstance(purpose, str):
+        raise InvalidArgumentError(f"purpose must be a string, got {purpose!r}")
+    return (purpose or "").strip() or None
+
+
+def _options(**given: Any) -> dict[str, Any]:
+    """A search's options as recorded: those given (not None), the mode as its name."""
+    out = {k: v for k, v in given.items() if v is not None}
+    if "mode" in out:
+        out["mode"] = str(getattr(out["mode"], "value", out["mode"]))
+    return out
+
+
+def _probe_sha256(image: ImageInput) -> str | None:
+    """The image's sha256 for the record, or None when it cannot be read (the call then fails, and is
+    recorded with the error that says why)."""
+    try:
+        return image_sha256(image)
+    except (FacelensError, OSError, TypeError, ValueError):
+        return None
+
+
+def _video_record(collection: str, purpose: str | None, video: str | Path, search: dict[str, Any],
+                  options: VideoOptions, tracks: list[Any], error: FacelensError | None) -> dict[str, Any]:
+    """The log record of a video search (:func:`facelens.accountability.records.search_record`'s shape, one
+    result per searched track, plus each track's times)."""
+    try:
+        digest: str | None = _file_sha256(video)
+    except OSError:
+        digest = None
+    searched = [t for t in tracks if t.search is not None]
+    record = search_record(action="search_video", search_id=new_id(), purpose=purpose, collection=collection,
+                           probe={"video_sha256": digest}, options={**search, **dataclasses.asdict(options)},
+                           results=[t.search for t in searched], error=error)
+    record["tracks"] = [{"track_id": t.track_id, "start_s": round(t.start_s, 3), "end_s": round(t.end_s, 3),
+                         "embeddings": len(t.embeddings)} for t in searched]
+    record["tracks_unsearched"] = len(tracks) - len(searched)
+    if isinstance(error, VideoDecodeError):  # the message without the file's name
+        record["error"]["message"] = str(error).removeprefix(f"{error.source}: ")
+    return record
+
+
+def _file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _video_options(options: VideoOptions | None, every: int | None) -> VideoOptions:
+    from .video.pipeline import VideoOptions
+
+    options = options or VideoOptions()
+    return options if every is None else dataclasses.replace(options, every=every)
+
+
 def _lead_floor(store: FaceStore) -> float:
     raw = store.lead_floor_fmr()
     return DEFAULT_LEAD_FLOOR_FMR if raw is None else float(raw)
 
 
-def _lead(rank: int, m: Match, size: int) -> Candidate:
-    """Label a match of an investigation as the ``rank``-th lead among ``size`` faces searched."""
-    expected = float(f"{size * m.fmr:.4g}")
+def _lead(rank: int, m: Match, size: int, looks: int = 1) -> Candidate:
+    """Label a match of an investigation as the ``rank``-th lead among ``size`` faces searched (``looks``
+    times: the best score of several embeddings of one person)."""
+    expected = float(f"{looks * size * m.fmr:.4g}")
     return Candidate(rank=rank, face_id=m.face_id, external_image_id=m.external_image_id, person_id=m.person_id,
                      score=m.score, fmr=m.fmr, fmr_extrapolated=m.fmr_extrapolated, expected_strangers=expected,
                      meaning=lead_meaning(rank, m.score, m.fmr, m.fmr_extrapolated, expected, size), bbox=m.bbox)

@@ -23,12 +23,14 @@ __all__ = [
     "FaceNotFoundError",
     "ModelMismatchError",
     "SearchLogError",
+    "CancelledError",
     "PolicyError",
     "ReviewError",
     "ReviewItemNotFoundError",
     "ReviewForbiddenError",
     "ReviewDecidedError",
     "error_status",
+    "VideoDecodeError",
 ]
 
 
@@ -124,6 +126,11 @@ class SearchLogError(FacelensError):
     the log to be written (a search, an enrolment, an erasure) answers this error instead of its result."""
 
 
+class CancelledError(FacelensError):
+    """The work was stopped through its :class:`facelens.pipeline.CancelToken`: its caller stopped waiting
+    for it (the service: the request timed out). The message says why; recorded as code ``timeout``."""
+
+
 class PolicyError(FacelensError):
     """A collection's policy forbids the request: a mode it does not allow, a rate looser than its floor,
     no purpose where one is required, a policy change by someone who is not an admin. The message names
@@ -146,6 +153,20 @@ class ReviewDecidedError(ReviewError):
     """The review item was already decided (decisions are final), expired or withdrawn."""
 
 
+class VideoDecodeError(FacelensError):
+    """A video could not be opened or decoded: not a video, no video stream, corrupt, or truncated.
+
+    ``source`` names the file or stream; ``at_s`` is the time in the video where decoding failed, when
+    some frames had been decoded before it (a truncated or damaged file), else ``None``.
+    """
+
+    def __init__(self, message: str, *, source: str, at_s: float | None = None) -> None:
+        where = f" at {at_s:.3f} s" if at_s is not None else ""
+        super().__init__(f"{source}: {message}{where}")
+        self.source = source
+        self.at_s = at_s
+
+
 # The one table from errors to stable codes and HTTP statuses (the service renders every error with
 # them; the signed log records the code of a failed action). Most specific first: the first class the
 # error is an instance of decides. An error object with its own ``status`` and ``code`` attributes (the
@@ -153,6 +174,7 @@ class ReviewDecidedError(ReviewError):
 _STATUS: tuple[tuple[type[FacelensError], int, str], ...] = (
     (ImageTooLargeError, 413, "image_too_large"),
     (ImageDecodeError, 400, "invalid_image"),
+    (VideoDecodeError, 400, "invalid_video"),
     (NoFaceError, 422, "no_face"),
     (CollectionNotFoundError, 404, "collection_not_found"),
     (CollectionExistsError, 409, "collection_exists"),
@@ -160,6 +182,7 @@ _STATUS: tuple[tuple[type[FacelensError], int, str], ...] = (
     (ModelMismatchError, 409, "model_mismatch"),
     (InvalidArgumentError, 422, "invalid_argument"),
     (SearchLogError, 503, "search_log_unavailable"),
+    (CancelledError, 503, "timeout"),
     (PolicyError, 403, "policy_forbids"),
     (ReviewItemNotFoundError, 404, "review_item_not_found"),
     (ReviewForbiddenError, 403, "review_forbidden"),

@@ -19,13 +19,14 @@ import numpy.typing as npt
 
 from .align import align_face
 from .config import EngineConfig
-from .errors import FacelensError
+from .errors import CancelledError
 from .models.backends import Backend
 from .models.scrfd import Detection
 from .quality import estimate_pose, measure_quality, refusal_reasons
 from .types import BBox, Face, QualityFilter
 
-__all__ = ["EMBED_BATCH", "CancelToken", "CancelledError", "FaceList", "Pipeline", "cancellable", "check_cancelled"]
+__all__ = ["EMBED_BATCH", "CancelToken", "CancelledError", "FaceList", "Pipeline", "cancellable", "check_cancelled",
+           "commit_work"]
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +42,46 @@ _FALLBACK_PAD = 0.5
 EMBED_BATCH = 8
 
 
-class CancelledError(FacelensError):
-    """The work was stopped through its :class:`CancelToken` (its caller stopped waiting for it)."""
-
-
 class CancelToken:
     """A flag that stops work run under :func:`cancellable` at its next check (between faces and between
-    embedding batches). Safe to set from any thread."""
+    embedding batches), until the work *commits*: past :func:`commit_work` it finishes and is reported
+    (recorded in the log, returned) whatever happens, and :meth:`cancel` says so by returning False.
+    Safe to use from any thread.
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
+    ``reason``: the message of the :class:`CancelledError` the work raises (and records) once cancelled."""
 
-    def cancel(self) -> None:
-        self._event.set()
+    def __init__(self, reason: str = "the work was cancelled: its caller stopped waiting for it") -> None:
+        self.reason = reason
+        self._lock = threading.Lock()
+        self._state = "open"  # open -> cancelled, or open -> committed; never both
+
+    def cancel(self) -> bool:
+        """Stop the work at its next check; False if it has already committed (it will finish, and its
+        caller should wait for its result), True if it is cancelled now (or was already)."""
+        with self._lock:
+            if self._state == "committed":
+                return False
+            self._state = "cancelled"
+            return True
+
+    def commit(self) -> bool:
+        """Mark the point of no return; False if the work was cancelled first (it must stop, leaving what
+        it did recorded as cancelled), True if it will now finish whatever :meth:`cancel` says."""
+        with self._lock:
+            if self._state == "cancelled":
+                return False
+            self._state = "committed"
+            return True
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        with self._lock:
+            return self._state == "cancelled"
+
+    @property
+    def committed(self) -> bool:
+        with self._lock:
+            return self._state == "committed"
 
 
 _current = threading.local()
@@ -79,7 +103,16 @@ def check_cancelled() -> None:
     """Raise :class:`CancelledError` if this thread's work (see :func:`cancellable`) has been cancelled."""
     token: CancelToken | None = getattr(_current, "token", None)
     if token is not None and token.cancelled:
-        raise CancelledError("the work was cancelled: its caller stopped waiting for it")
+        raise CancelledError(token.reason)
+
+
+def commit_work() -> None:
+    """The point of no return of this thread's work (see :func:`cancellable`): raise
+    :class:`CancelledError` if it was cancelled before, else commit it, so that a later cancel is refused
+    and the work finishes (the engine calls this just before it records and returns what it did)."""
+    token: CancelToken | None = getattr(_current, "token", None)
+    if token is not None and not token.commit():
+        raise CancelledError(token.reason)
 
 
 class FaceList(list[Face]):
@@ -108,10 +141,13 @@ class Pipeline:
         return self.backend.detector.detect(
             rgb, input_size=size, score_threshold=cfg.det_threshold, nms_threshold=cfg.nms_threshold)
 
-    def detect(self, rgb: npt.NDArray[np.uint8]) -> list[Detection]:
-        """Detections in image pixels, largest face first, faces below ``min_face_size`` dropped."""
+    def detect(self, rgb: npt.NDArray[np.uint8], *, pad_retry: bool = True) -> list[Detection]:
+        """Detections in image pixels, largest face first, faces below ``min_face_size`` dropped.
+
+        ``pad_retry``: when nothing is found, look again on the image padded to twice its size (a face
+        filling the frame); video turns it off, where most face-less frames are just empty scenes."""
         dets = self._detect_once(rgb)
-        if not dets:
+        if not dets and pad_retry:
             h, w = rgb.shape[:2]
             pad = int(round(max(h, w) * _FALLBACK_PAD))
             padded = np.zeros((h + 2 * pad, w + 2 * pad, 3), dtype=np.uint8)
@@ -136,6 +172,7 @@ class Pipeline:
         max_faces: int | None = None,
         quality_filter: QualityFilter | None = None,
         embed_acceptable: int | None = None,
+        pad_retry: bool = True,
     ) -> FaceList:
         """Detect, align, assess and (optionally) embed the faces of one image, largest first.
 
@@ -180,11 +217,27 @@ class Pipeline:
             chosen = [i for i, f in enumerate(faces) if f.acceptable][:embed_acceptable]
         else:
             chosen = list(range(len(faces))) if embed else []
-        for start in range(0, len(chosen), EMBED_BATCH):
-            check_cancelled()
-            batch = chosen[start : start + EMBED_BATCH]
-            crops = np.stack([aligned[i] for i in batch])
-            vectors = self.backend.recognizer.embed(rgb, [dets[i] for i in batch], crops)
-            for i, vector in zip(batch, vectors, strict=True):
-                faces[i] = dataclasses.replace(faces[i], embedding=vector)
+        vectors = self._embed(rgb, [dets[i] for i in chosen], [aligned[i] for i in chosen])
+        for i, vector in zip(chosen, vectors, strict=True):
+            faces[i] = dataclasses.replace(faces[i], embedding=vector)
         return FaceList(faces, faces_over_limit=wanted - kept)
+
+    def _embed(self, rgb: npt.NDArray[np.uint8], dets: list[Detection],
+               aligned: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
+        """Embeddings of ``dets`` (aligned crops given), in batches of :data:`EMBED_BATCH`, checking
+        :func:`check_cancelled` before each batch."""
+        out: list[npt.NDArray[np.float32]] = []
+        for start in range(0, len(dets), EMBED_BATCH):
+            check_cancelled()
+            crops = np.stack(aligned[start : start + EMBED_BATCH])
+            out.extend(self.backend.recognizer.embed(rgb, dets[start : start + EMBED_BATCH], crops))
+        return out
+
+    def embed_faces(self, rgb: npt.NDArray[np.uint8], faces: Iterable[Face]) -> list[Face]:
+        """The align+embed step on its own: ``faces`` (found in ``rgb`` by :meth:`faces` without
+        embeddings) with their embeddings, in the same order."""
+        faces = list(faces)
+        dets = [Detection(box=np.asarray(f.bbox.as_list(), dtype=np.float32), score=f.score,
+                          landmarks=np.asarray(f.landmarks, dtype=np.float32)) for f in faces]
+        vectors = self._embed(rgb, dets, [align_face(rgb, d.landmarks) for d in dets])
+        return [dataclasses.replace(f, embedding=v) for f, v in zip(faces, vectors, strict=True)]

@@ -243,6 +243,8 @@ class Comparison:
     operating_point: OperatingPoint
     face_a: Face
     face_b: Face
+    #: where the compare is recorded in the signed log (``seq``, ``hash``); None when nothing was recorded
+    log_entry: dict[str, Any] | None = None
 
     @property
     def threshold(self) -> float:
@@ -265,6 +267,7 @@ class Comparison:
             **self.operating_point.to_dict(),
             "face_a": self.face_a.to_dict(),
             "face_b": self.face_b.to_dict(),
+            **({"log_entry": dict(self.log_entry)} if self.log_entry is not None else {}),
         }
 
 
@@ -363,6 +366,10 @@ class SearchResult:
     mode: SearchMode = SearchMode.IDENTIFY
     candidates: tuple[Candidate, ...] = ()
     max_candidates: int | None = None
+    #: the search's id (one per search: every face of a search by image shares it; review items name it)
+    search_id: str | None = None
+    #: where the search is recorded in the signed log (``seq``, ``hash``); None when nothing was recorded
+    log_entry: dict[str, Any] | None = None
 
     @property
     def threshold(self) -> float:
@@ -387,6 +394,10 @@ class SearchResult:
             d["searched_face"] = self.face.to_dict()
         if self.face_id is not None:
             d["searched_face_id"] = self.face_id
+        if self.search_id is not None:
+            d["search_id"] = self.search_id
+        if self.log_entry is not None:
+            d["log_entry"] = dict(self.log_entry)
         return d
 
 

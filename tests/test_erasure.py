@@ -262,8 +262,14 @@ def test_erasure_through_the_cli_leaves_no_bytes_on_disk(tmp_path: Path) -> None
         done = subprocess.run([sys.executable, "-m", "facelens", *args, "--json", "--home", str(home)],
                               capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"deleted": [partly], "unknown": []}
-    assert found_in(home, secrets_of(embeddings, ids)) == []
+    doc = json.loads(done.stdout)
+    assert doc.pop("receipt")["face_ids"] == [partly] and doc == {"deleted": [partly], "unknown": []}
+    assert found_in(home, secrets_of(embeddings, [])) == []
+    # the CLI records the erasure in the signed log with the person's id (what the receipt names), never an
+    # embedding or an external image id; nothing else on disk names the person
+    log_files = " in service/search-log.sqlite"
+    assert found_in(home, secrets_of([], ids[1:])) == []
+    assert all(log_files in h for h in found_in(home, secrets_of([], ids[:1])))
 
 
 def test_erasure_through_the_service_leaves_no_bytes_on_disk(tmp_path: Path) -> None:
@@ -296,7 +302,8 @@ def test_erasure_through_the_service_leaves_no_bytes_on_disk(tmp_path: Path) -> 
         reader.close()
         assert http.delete(f"/v1/collections/erase/persons/person-{ERASED_PERSON}").status_code == 200
         [partly] = [f["face_id"] for f in erased if f["external_image_id"] == f"ext-{PARTLY}-a"]
-        assert http.delete(f"/v1/collections/erase/faces/{partly}").json() == {"deleted": [partly], "unknown": []}
+        doc = http.delete(f"/v1/collections/erase/faces/{partly}").json()
+        assert doc.pop("receipt")["face_ids"] == [partly] and doc == {"deleted": [partly], "unknown": []}
         ids = [f"person-{ERASED_PERSON}", f"ext-{ERASED_PERSON}-a", f"ext-{ERASED_PERSON}-b", f"ext-{PARTLY}-a"]
         vectors = secrets_of(embeddings, [])
         assert found_in(home, vectors) == []

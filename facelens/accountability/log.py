@@ -54,9 +54,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..errors import FacelensError, SearchLogError, error_status
+from ..errors import SearchLogError
 from ..store.home import service_dir
-from ..types import Comparison, SearchResult
 
 __all__ = ["GENESIS", "SIGNING_KEY_ENV", "Checkpoint", "LogEntry", "LogPublicKey", "LogSigningKey", "SearchLog",
            "VerifyReport", "canonical_json", "compare_record", "default_signing_key_path", "failure",
@@ -797,62 +796,6 @@ class SearchLog:
         return verify_log(self.path, public_keys=[self.signing_key.public_key], anchor=anchor, checkpoint=checkpoint)
 
 
-# -- what a search or compare records ----------------------------------------------------------------
-# Built from the results' to_dict(), so fields the engine adds (an operating point's policy, a match's
-# extrapolation flag) are recorded without a change here. Left out: faces' boxes, landmarks and quality,
-# and external image ids (often file names).
+# -- what a search or compare records: moved to records.py (these names stay importable from here) ------
 
-_NOT_LOGGED = frozenset({"bbox", "external_image_id", "searched_face", "face_a", "face_b", "matches",
-                         "searched_face_id", "collection_size", "candidates", "mode", "notice", "meaning"})
-
-
-def _candidate(match: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in match.items() if k not in _NOT_LOGGED}
-
-
-def failure(exc: FacelensError) -> dict[str, str]:
-    """The ``error`` of a record whose search or compare failed: the stable code and the message."""
-    return {"code": error_status(exc)[1], "message": getattr(exc, "message", str(exc))}
-
-
-def search_record(*, action: str, key_id: str, purpose: str | None, collection: str, probe: Mapping[str, Any],
-                  options: Mapping[str, Any], results: Sequence[SearchResult],
-                  error: FacelensError | None = None) -> dict[str, Any]:
-    """The log record of one search: ``probe`` is ``{"image_sha256": ...}`` or ``{"face_id": ...}``;
-    ``options`` the search options as passed to the engine (so new ones are recorded as they come).
-    A search that failed (no face in the probe, an unknown face id...) is recorded too, with no results
-    and its ``error``: an attempt is part of who searched for whom. ``mode`` is the search's mode
-    (``identify`` or ``investigate``); ``results[i]["candidates"]`` are the matches of an identification or
-    the ranked leads of an investigation (with their ``rank`` and ``expected_strangers``)."""
-    docs = [r.to_dict() for r in results]
-    first = docs[0] if docs else {}
-    record = {
-        "action": action, "key_id": key_id, "purpose": purpose, "collection": collection,
-        "mode": str(first.get("mode") or options.get("mode") or "identify"),
-        "collection_size": first.get("collection_size"), "probe": dict(probe), "options": dict(options),
-        "operating_point": {k: v for k, v in first.items() if k not in _NOT_LOGGED} if docs else None,
-        "results": [{"candidates": [_candidate(m) for m in d.get("matches", d.get("candidates", []))]}
-                    for d in docs],
-    }
-    if error is not None:
-        record["error"] = failure(error)
-    return record
-
-
-def compare_record(*, key_id: str, purpose: str | None, image_a_sha256: str, image_b_sha256: str,
-                   options: Mapping[str, Any], result: Comparison | None,
-                   error: FacelensError | None = None) -> dict[str, Any]:
-    """The log record of one compare (no collection; its one "candidate" is the decision), or of a
-    compare that failed (``result`` None, ``error`` given)."""
-    doc = result.to_dict() if result is not None else {}
-    outcome = {k: v for k, v in doc.items() if k in ("score", "fmr", "match") or k.startswith("fmr_")}
-    record = {
-        "action": "compare", "key_id": key_id, "purpose": purpose, "collection": None, "collection_size": None,
-        "probe": {"image_a_sha256": image_a_sha256, "image_b_sha256": image_b_sha256}, "options": dict(options),
-        "operating_point": ({k: v for k, v in doc.items() if k not in _NOT_LOGGED and k not in outcome}
-                            if result is not None else None),
-        "results": [outcome] if result is not None else [],
-    }
-    if error is not None:
-        record["error"] = failure(error)
-    return record
+from .records import compare_record, failure, search_record  # noqa: E402

@@ -5,6 +5,8 @@ One module per area holds its commands; this module registers them on the main g
   collection.py  collection, index, search, faces, person
   audit.py       calibrate, audit (over facelens.audit.run)
   service.py     serve, keys, log (over facelens.server)
+  video.py       video detect, video search (over Engine.detect_video / search_video)
+  report.py      report transparency (over facelens.accountability.transparency)
 What they share (the one table from errors to exit codes, ``_State``, the common options) is in
 _common.py. Command modules import nothing heavy at import time (no engine, numpy or onnxruntime), so
 ``facelens --help`` stays fast. A new command: a module here, registered in the loop below.
@@ -19,7 +21,7 @@ import click
 
 from .. import __version__
 from ..errors import FacelensError
-from . import audit, collection, images, service
+from . import audit, collection, images, report, service, video
 from ._common import _EXIT_CODES, _exit_code, _fail, _Group, _State
 
 __all__ = ["_EXIT_CODES", "_exit_code", "_fail", "main", "run"]
@@ -46,7 +48,8 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 for _command in (images.detect, images.compare, images.demo, images.models,
                  collection.collection, collection.index, collection.search, collection.faces, collection.person,
                  audit.calibrate, audit.audit,
-                 service.serve, service.keys, service.log):
+                 service.serve, service.keys, service.log, report.report,
+                 video.video):
     main.add_command(_command)
 
 

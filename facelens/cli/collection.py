@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import ImageDecodeError, InvalidArgumentError
+from ..errors import FacelensError, ImageDecodeError, InvalidArgumentError
 from ..types import LEAD_NOTICE, SearchMode
 from ._common import (
     _QUALITY_CHOICES,
@@ -23,6 +23,7 @@ from ._common import (
     _call,
     _collection_engine,
     _emit,
+    _fail,
     _FiniteFloatRange,
     _home_option,
     _json_and_home,
@@ -33,6 +34,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
+    from ..accountability.actor import Actor
     from ..types import SearchResult
 
 __all__ = ["collection", "faces", "index", "person", "search"]
@@ -40,6 +42,20 @@ __all__ = ["collection", "faces", "index", "person", "search"]
 _log = logging.getLogger(__name__)
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def _purpose_option(f: Any) -> Any:
+    """--purpose: the case reference or reason recorded with a search in the signed log."""
+    return click.option("--purpose", default=None, metavar="TEXT", help="Why this search is run (a case reference "
+                        "such as \"case 2024-0173\"); recorded with it in the home's signed log.")(f)
+
+
+def _me() -> Actor:
+    """Who runs this command: the local user (or $FACELENS_ACTOR), the actor of every action it records in
+    the home's signed log (the log `facelens serve` writes, signed with the same key)."""
+    from ..accountability.actor import Actor
+
+    return Actor.cli()
 
 
 @click.group()
@@ -63,7 +79,7 @@ def collection_create(state: _State, /, name: str, as_json: bool, home: Path | N
                       calibration: str | None, lead_floor: float | None) -> None:
     """Create an empty collection NAME bound to the engine's model."""
     engine = _collection_engine(state, home, model=model)
-    info = _call(engine.create_collection, name, calibration=calibration, lead_floor_fmr=lead_floor)
+    info = _call(engine.create_collection, name, calibration=calibration, lead_floor_fmr=lead_floor, actor=_me())
     _emit(state, as_json, info.to_dict(), f"created collection {name!r} (model {info.model_name}) in {engine.home}")
 
 
@@ -96,7 +112,7 @@ def collection_describe(state: _State, /, name: str, as_json: bool, home: Path |
 @click.pass_obj
 def collection_delete(state: _State, /, name: str, as_json: bool, home: Path | None) -> None:
     """Delete collection NAME and every face in it."""
-    _call(_collection_engine(state, home).delete_collection, name)
+    _call(_collection_engine(state, home).delete_collection, name, actor=_me())
     _emit(state, as_json, {"deleted": name}, f"deleted collection {name!r}")
 
 
@@ -193,13 +209,14 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
     threads = None if os.environ.get("FACELENS_THREADS") else (1 if workers > 1 else 0)
     engine = _collection_engine(state, home, threads=threads)
     _call(engine.describe_collection, name)  # fail early on an unknown collection
+    me = _me()
 
     def one(item: tuple[str, str]) -> dict[str, Any]:
         path, default_id = item
         try:
             check_image_file(path)  # before the engine opens it to hash it: a FIFO would block there
             r = engine.index_faces(name, path, external_image_id=external_id or default_id, person_id=person_id,
-                                   max_faces=max_faces, quality_filter=quality_filter)
+                                   max_faces=max_faces, quality_filter=quality_filter, actor=me)
         except (ImageDecodeError, InvalidArgumentError) as exc:
             return {"image": path, "error": {"type": type(exc).__name__, "message": str(exc)}}
         return {"image": path, "external_image_id": external_id or default_id, **r.to_dict()}
@@ -208,13 +225,16 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
     show = sys.stderr.isatty() and not state.quiet and len(images) > 3
     from tqdm import tqdm
 
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(images), desc=f"index {name}",
-                                                               unit="img", disable=not show) as bar:
-        for res in pool.map(one, images):
-            results.append(res)
-            bar.update(1)
-            if "error" in res:
-                click.echo(f"facelens: error: {res['error']['message']}", err=True)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(images), desc=f"index {name}",
+                                                                   unit="img", disable=not show) as bar:
+            for res in pool.map(one, images):
+                results.append(res)
+                bar.update(1)
+                if "error" in res:
+                    click.echo(f"facelens: error: {res['error']['message']}", err=True)
+    except FacelensError as exc:  # e.g. the signed log cannot be written: the image was not indexed
+        _fail(exc)
     errors = sum("error" in r for r in results)
     summary = {"images": len(results), "faces_indexed": sum(len(r.get("indexed", ())) for r in results
                                                             if not r.get("already_indexed")),
@@ -279,26 +299,30 @@ def _search_lines(r: SearchResult, *, persons: bool = False) -> list[str]:
               "(default 10).")
 @_threshold_options
 @click.option("--all-faces", is_flag=True, help="Search with every face of the image, not just the largest.")
+@_purpose_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (keys in docs/cli.md).")
 @_home_option
 @click.pass_obj
 def search(state: _State, /, name: str, image: str | None, face_id: str | None, mode: str,
            max_candidates: int | None, max_results: int | None, max_fmr: float | None, max_fpir: float | None,
-           min_score: float | None, all_faces: bool, as_json: bool, home: Path | None) -> None:
+           min_score: float | None, all_faces: bool, purpose: str | None, as_json: bool, home: Path | None) -> None:
     """Search collection NAME for the face in IMAGE (or --face-id): matches best first, or with
-    --mode investigate ranked candidates (leads for a person to review)."""
+    --mode investigate ranked candidates (leads for a person to review). Recorded in the home's signed
+    log like a search over HTTP, with the local user as the actor."""
     if (image is None) == (face_id is None):
         click.echo("facelens: error: give either IMAGE or --face-id", err=True)
         sys.exit(EXIT_USAGE)
     engine = _collection_engine(state, home)
     kw = {"mode": mode, "max_candidates": max_candidates, "max_results": max_results, "max_fmr": max_fmr,
-          "max_fpir": max_fpir, "min_score": min_score}
+          "max_fpir": max_fpir, "min_score": min_score, "actor": _me(), "purpose": purpose}
     if face_id is not None:
         results = [_call(engine.search_faces, name, face_id, **kw)]
     else:
         results = _call(engine.search_faces_by_image, name, image, all_faces=all_faces, **kw)
     if as_json:
-        doc = results[0].to_dict() if not all_faces else {"results": [r.to_dict() for r in results]}
+        doc = (results[0].to_dict() if not all_faces else
+               {"results": [r.to_dict() for r in results], "search_id": results[0].search_id,
+                "log_entry": results[0].log_entry})
         doc.update(collection=name)
         click.echo(json.dumps(doc, indent=2))
         return
@@ -346,9 +370,11 @@ def faces_delete(state: _State, /, name: str, face_ids: tuple[str, ...], as_json
 
     The ids that exist are deleted; if any id is unknown, it is named on stderr and the exit code is 3.
     """
-    deleted = _call(_collection_engine(state, home).delete_faces, name, list(face_ids))
+    receipt = _call(_collection_engine(state, home).erase_faces, name, list(face_ids), actor=_me())
+    deleted = list(receipt.face_ids)
     unknown = [f for f in face_ids if f not in deleted]
-    _emit(state, as_json, {"deleted": deleted, "unknown": unknown}, f"deleted {len(deleted)} face(s)")
+    _emit(state, as_json, {"deleted": deleted, "unknown": unknown, "receipt": receipt.to_dict()},
+          f"deleted {len(deleted)} face(s)\n{receipt.describe()}")
     _unknown_faces(name, unknown)
 
 
@@ -372,7 +398,7 @@ def person() -> None:
 @click.pass_obj
 def person_create(state: _State, /, name: str, person_id: str, as_json: bool, home: Path | None) -> None:
     """Create PERSON_ID in collection NAME."""
-    _call(_collection_engine(state, home).create_person, name, person_id)
+    _call(_collection_engine(state, home).create_person, name, person_id, actor=_me())
     _emit(state, as_json, {"created": person_id}, f"created person {person_id!r}")
 
 
@@ -396,7 +422,7 @@ def person_list(state: _State, /, name: str, as_json: bool, home: Path | None) -
 def person_associate(state: _State, /, name: str, person_id: str, face_ids: tuple[str, ...], as_json: bool,
                      home: Path | None) -> None:
     """Give FACE_IDS to PERSON_ID (unknown ids are named on stderr, exit code 3; the others are given)."""
-    done = _call(_collection_engine(state, home).associate_faces, name, person_id, list(face_ids))
+    done = _call(_collection_engine(state, home).associate_faces, name, person_id, list(face_ids), actor=_me())
     unknown = [f for f in face_ids if f not in done]
     _emit(state, as_json, {"associated": done, "unknown": unknown},
           f"associated {len(done)} face(s) with {person_id!r}")
@@ -412,7 +438,8 @@ def person_associate(state: _State, /, name: str, person_id: str, face_ids: tupl
 def person_disassociate(state: _State, /, name: str, person_id: str, face_ids: tuple[str, ...], as_json: bool,
                         home: Path | None) -> None:
     """Take FACE_IDS away from PERSON_ID (the faces stay in the collection)."""
-    done = _call(_collection_engine(state, home).disassociate_faces, name, person_id, list(face_ids))
+    done = _call(_collection_engine(state, home).disassociate_faces, name, person_id, list(face_ids),
+                 actor=_me())
     _emit(state, as_json, {"disassociated": done}, f"disassociated {len(done)} face(s) from {person_id!r}")
 
 
@@ -422,10 +449,12 @@ def person_disassociate(state: _State, /, name: str, person_id: str, face_ids: t
 @_json_and_home
 @click.pass_obj
 def person_delete(state: _State, /, name: str, person_id: str, as_json: bool, home: Path | None) -> None:
-    """Erase PERSON_ID: the person and every face and vector of theirs."""
-    deleted = _call(_collection_engine(state, home).delete_person, name, person_id)
-    _emit(state, as_json, {"deleted_person": person_id, "deleted_faces": deleted},
-          f"erased person {person_id!r} and {len(deleted)} face(s)")
+    """Erase PERSON_ID: the person and every face and vector of theirs. Prints the erasure's receipt (its
+    id is in the signed log's entry for it): the answer to the person's erasure request."""
+    receipt = _call(_collection_engine(state, home).erase_person, name, person_id, actor=_me())
+    deleted = list(receipt.face_ids)
+    _emit(state, as_json, {"deleted_person": person_id, "deleted_faces": deleted, "receipt": receipt.to_dict()},
+          f"erased person {person_id!r} and {len(deleted)} face(s)\n{receipt.describe()}")
 
 
 @person.command("search")
@@ -435,17 +464,18 @@ def person_delete(state: _State, /, name: str, person_id: str, as_json: bool, ho
 @click.option("--max-results", type=click.IntRange(min=1), default=None, help="identify: at most this many "
               "persons (default 10).")
 @_threshold_options
+@_purpose_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (as `search`, one match per person).")
 @_home_option
 @click.pass_obj
 def person_search(state: _State, /, name: str, image: str, mode: str, max_candidates: int | None,
                   max_results: int | None, max_fmr: float | None, max_fpir: float | None, min_score: float | None,
-                  as_json: bool, home: Path | None) -> None:
+                  purpose: str | None, as_json: bool, home: Path | None) -> None:
     """Search collection NAME for the persons whose best face matches the largest face in IMAGE (with
     --mode investigate: ranked candidate persons, leads for a person to review)."""
     r = _call(_collection_engine(state, home).search_persons_by_image, name, image, mode=mode,
               max_candidates=max_candidates, max_results=max_results, max_fmr=max_fmr, max_fpir=max_fpir,
-              min_score=min_score)
+              min_score=min_score, actor=_me(), purpose=purpose)
     doc = r.to_dict()
     doc.update(collection=name)
     _emit(state, as_json, doc, "\n".join(_search_lines(r, persons=True)))

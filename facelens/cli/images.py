@@ -19,6 +19,7 @@ from ._common import (
     _engine_options,
     _exit_code,
     _fail,
+    _home_option,
     _operating_point_words,
     _rate,
     _State,
@@ -90,18 +91,24 @@ def _rate_words(fmr: float) -> str:
 @click.argument("image_b")
 @click.option("--max-fmr", type=float, default=None,
               help="Declare a match when the false-match rate is at most this (default 1e-5).")
+@click.option("--purpose", default=None, metavar="TEXT", help="Why this compare is run (a case reference); "
+              "recorded with it in the home's signed log.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (keys in docs/cli.md).")
+@_home_option
 @_engine_options
 @click.pass_obj
-def compare(state: _State, /, image_a: str, image_b: str, max_fmr: float | None, as_json: bool,
-            **engine_kw: Any) -> None:
+def compare(state: _State, /, image_a: str, image_b: str, max_fmr: float | None, purpose: str | None, as_json: bool,
+            home: Path | None, **engine_kw: Any) -> None:
     """Compare the largest face of IMAGE_A with the largest face of IMAGE_B.
 
-    Exit code 0 when they match at --max-fmr, 1 when they do not.
+    Exit code 0 when they match at --max-fmr, 1 when they do not. Recorded in the home's signed log (the
+    images' sha256, never the images), with the local user as the actor.
     """
-    engine = state.engine(**_collect(**engine_kw))
+    engine = state.engine(**_collect(home=str(home) if home else None, **engine_kw))
     try:
-        result = engine.compare(image_a, image_b, max_fmr=max_fmr)
+        from ..accountability.actor import Actor
+
+        result = engine.compare(image_a, image_b, max_fmr=max_fmr, actor=Actor.cli(), purpose=purpose)
     except FacelensError as exc:
         _fail(exc)
     if as_json:

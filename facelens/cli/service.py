@@ -156,8 +156,8 @@ def _listen(host: str, port: int) -> Any:
 
 @contextlib.contextmanager
 def _action_log(home: Path | None) -> Iterator[Any]:
-    """The search log of the home, open for recording key creation and revocation (key_id null: done
-    on the host, not with an API key)."""
+    """The search log of the home, open for recording key creation and revocation (the actor: the local
+    user running the command; key_id null: done on the host, not with an API key)."""
     from ..accountability.log import SearchLog
 
     action_log = SearchLog.open(_home(home))
@@ -189,6 +189,7 @@ def keys_create(collections: tuple[str, ...], scopes: tuple[str, ...], admin: bo
     collection created again under the name is another one). Without --json the token alone goes to
     stdout (TOKEN=$(facelens keys create ...)), the rest to stderr.
     """
+    from ..accountability.actor import Actor
     from ..server.keys import KeyStore
 
     if collections and not scopes:
@@ -201,7 +202,8 @@ def keys_create(collections: tuple[str, ...], scopes: tuple[str, ...], admin: bo
         with _action_log(home) as action_log:
             store = KeyStore.open(_home(home), action_log=action_log)
             try:
-                new = store.create(name=name or "unnamed", admin=admin, grants={c: scopes for c in collections})
+                new = store.create(name=name or "unnamed", admin=admin, grants={c: scopes for c in collections},
+                                   actor=Actor.cli())
             finally:
                 store.close()
     except FacelensError as exc:
@@ -248,13 +250,14 @@ def keys_list(as_json: bool, home: Path | None) -> None:
 @_home_option
 def keys_revoke(key_id: str, as_json: bool, home: Path | None) -> None:
     """Revoke KEY_ID: a running service refuses it from its next request on."""
+    from ..accountability.actor import Actor
     from ..server.keys import KeyStore
 
     try:
         with _action_log(home) as action_log:
             store = KeyStore.open(_home(home), action_log=action_log)
             try:
-                key = store.revoke(key_id)
+                key = store.revoke(key_id, actor=Actor.cli())
             finally:
                 store.close()
     except FacelensError as exc:

@@ -22,7 +22,7 @@ from .errors import InsecureSettingsError, error_status
 from .keys import KeyStore
 from .limits import RequestGuard, error_response
 from .ratelimit import RateLimiter
-from .routes import collections, faces, images, log, persons, search, system
+from .routes import collections, faces, images, log, persons, reports, search, system
 from .schemas import ErrorOut
 from .settings import SETTINGS_ENV, ServerSettings, is_loopback
 
@@ -115,7 +115,7 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
             overrides["model"] = settings.model
         if settings.max_faces_per_image is not None:
             overrides["max_faces_per_image"] = settings.max_faces_per_image
-        engine = Engine(**overrides)
+        engine = Engine(signed_log=search_log, **overrides)  # the engine records in the service's log
     services = Services(settings=settings, engine=engine, keys=keys, log=search_log,
                         limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
                         calls=EngineCalls(workers=settings.workers, timeout_s=settings.request_timeout_s))
@@ -144,6 +144,9 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     app.add_middleware(RequestGuard, services=services)
     _install_error_handlers(app)
     app.include_router(system.router)
-    for module in (images, collections, faces, persons, search, log):
+    for module in (images, collections, faces, persons, search, log, reports):
         app.include_router(module.router, responses=_ERRORS)
+    from ..console import install_console
+
+    install_console(app, services)  # the web console: /console (and / leading there), docs/console.md
     return app

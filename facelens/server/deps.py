@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -21,8 +22,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from ..accountability.log import LogEntry, SearchLog
-from ..pipeline import CancelToken, cancellable
+from ..accountability.actor import Actor
+from ..accountability.log import SearchLog
+from ..pipeline import CancelledError, CancelToken, cancellable
 from .errors import ApiError
 from .keys import ApiKey, KeyStore, Scope
 from .ratelimit import RateLimiter
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdminCollection", "AdminKey", "EngineCalls", "IndexCollection", "Key", "ReadCollection", "SearchCollection",
-    "Services", "ServicesDep", "VisibleCollection", "image_request_body", "read_image_request",
+    "Services", "ServicesDep", "VisibleCollection", "actor", "image_request_body", "read_image_request",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,11 +52,17 @@ class EngineCalls:
     """Runs blocking engine work in worker threads: at most ``workers`` at once, each under the
     request timeout, counted so that shutdown can wait for the ones still running.
 
-    A call past the timeout answers 503 ``timeout`` and is cancelled: the engine stops at its next check
-    (between faces and embedding batches, see :func:`facelens.pipeline.check_cancelled`; an index call
-    stores nothing unless the timeout came during its write). Until its thread has really returned, it
-    keeps its worker slot, so no more than ``workers`` engine threads ever run, abandoned ones included.
-    Work that cannot be interrupted (one model call, a store write) finishes first.
+    A call past the timeout is cancelled (:class:`~facelens.pipeline.CancelToken`): it stops at its next
+    check (between faces and embedding batches, see :func:`facelens.pipeline.check_cancelled`); one still
+    waiting for a worker slot is dropped (nothing ran). It answers 503 ``timeout`` at once, unless it is
+    ``recorded``: a call whose outcome the engine records in the signed log (searches, compares, changes)
+    is answered with that outcome, so that the answer and the log agree. Such a call, cancelled, stops at its
+    next check and is recorded as the timeout it is then answered with; one that has committed already
+    (:func:`facelens.pipeline.commit_work`: a search whose results are being recorded, an index call writing
+    its faces) or that never checks (a deletion) finishes, and its result is answered. Work that cannot be
+    interrupted (one model call, a store write) finishes first, so that 503 comes that much after the
+    timeout. Until its thread has really returned, a call keeps its worker slot, so no more than
+    ``workers`` engine threads ever run, abandoned ones included.
     """
 
     def __init__(self, *, workers: int, timeout_s: float) -> None:
@@ -70,16 +78,18 @@ class EngineCalls:
                                         f"the service is overloaded or the image very large",
                         headers={"Retry-After": "1"})
 
-    async def __call__(self, fn: Callable[[], T]) -> T:
+    async def __call__(self, fn: Callable[[], T], *, recorded: bool = False) -> T:
         if self._slots is None or self._threads is None:
             self._slots = anyio.CapacityLimiter(self.workers)
             self._threads = anyio.CapacityLimiter(float("inf"))  # the slots limit the threads
         slots = self._slots
         loop = asyncio.get_running_loop()
         borrower = object()
-        token = CancelToken()
+        timeout = self._timeout()
+        token = CancelToken(reason=timeout.message)
         state = {"phase": "queued"}  # queued -> running -> done, or queued -> dropped
         lock = threading.Lock()
+        outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def release() -> None:
             slots.release_on_behalf_of(borrower)
@@ -89,11 +99,17 @@ class EngineCalls:
                 if state["phase"] == "dropped":  # cancelled before it started: its slot is already free
                     return None
                 state["phase"] = "running"
+            outcome.set_running_or_notify_cancel()  # (so that no waiter can cancel it: it is set below)
             with self._idle:
                 self._running += 1
             try:
                 with cancellable(token):
-                    return fn()
+                    result = fn()
+                outcome.set_result(result)
+                return result
+            except BaseException as exc:
+                outcome.set_exception(exc)
+                raise
             finally:
                 with lock:
                     state["phase"] = "done"
@@ -106,9 +122,10 @@ class EngineCalls:
                     with contextlib.suppress(Exception):
                         release()
 
-        def stop() -> None:
+        def stop() -> bool:
             """The caller stops waiting (timeout, client gone, shutdown): drop the call if it has not
-            started, else cancel it; its thread frees the slot when it returns."""
+            started, else cancel it; its thread frees the slot when it returns. Returns whether the call
+            runs on (its outcome is still to come)."""
             with lock:
                 phase = state["phase"]
                 if phase == "queued":
@@ -116,16 +133,25 @@ class EngineCalls:
             if phase == "queued":
                 release()
             elif phase == "running":
-                token.cancel()
+                token.cancel()  # refused once the call has committed: it finishes either way
+            return phase == "running"
 
+        runs_on = False
         with anyio.move_on_after(self.timeout_s):
             await slots.acquire_on_behalf_of(borrower)
             try:
                 result = await anyio.to_thread.run_sync(tracked, abandon_on_cancel=True, limiter=self._threads)
                 return result  # type: ignore[return-value]  # None only for a dropped call, never returned
             finally:
-                stop()  # a no-op when the call is done
-        raise self._timeout()
+                runs_on = stop()  # a no-op when the call is done
+        if runs_on and recorded:
+            # the call stops at its next check, records what it did (a search: the timeout) and ends: answer
+            # what it ended with, a cancelled call as the timeout it was recorded as
+            try:
+                return await asyncio.wrap_future(outcome)
+            except CancelledError:
+                raise timeout from None
+        raise timeout
 
     @property
     def running(self) -> int:
@@ -141,7 +167,8 @@ class EngineCalls:
 
 @dataclass
 class Services:
-    """What every request shares: one engine, the key store, the search log, the rate limiter."""
+    """What every request shares: one engine, the key store, the search log, the rate limiter. The engine
+    records what the requests do in the log (it is handed the same log); routes only name the actor."""
 
     settings: ServerSettings
     engine: Engine
@@ -149,12 +176,6 @@ class Services:
     log: SearchLog
     limiter: RateLimiter
     calls: EngineCalls
-
-    async def record(self, record: Mapping[str, Any]) -> LogEntry:
-        """Append ``record`` to the search log from a worker thread. Never abandoned, unlike engine calls:
-        once started, the entry is written before anything is answered, so what a client is told and
-        what the log says cannot part ways (a timed-out search is logged as the timeout it answered)."""
-        return await anyio.to_thread.run_sync(self.log.append, record)
 
     def purpose(self, collection: str | None, given: str | None) -> str | None:
         """The purpose to record, or 422 ``purpose_required`` when the policy needs one and none was given."""
@@ -190,6 +211,12 @@ async def get_key(request: Request,
 
 
 Key = Annotated[ApiKey, Depends(get_key)]
+
+
+def actor(key: ApiKey) -> Actor:
+    """The actor the engine records a request's action under: the API key that authenticated it (its
+    public id and name, never its secret)."""
+    return Actor.for_key(key.key_id, key.name)
 
 
 async def get_admin_key(key: Key) -> ApiKey:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..accountability.actor import Actor
 from ..errors import CollectionNotFoundError, InvalidArgumentError
 from ..store.home import collection_dir, collection_generation, service_dir, validate_collection_name
 from .errors import ServiceError
@@ -206,6 +207,13 @@ class NewKey:
     token: str
 
 
+def _by(actor: Actor | None) -> dict[str, Any]:
+    """The fields every record has (as ``Engine.record`` writes them): who acted, no collection, no purpose."""
+    return {"actor": actor.to_dict() if actor is not None else None,
+            "key_id": actor.id if actor is not None and actor.kind == "key" else None,
+            "collection": None, "purpose": None}
+
+
 class ActionLog(Protocol):
     """Where state-changing actions are recorded (the search log: ``SearchLog.append``)."""
 
@@ -265,9 +273,10 @@ class KeyStore:
             self._conn.close()
 
     def create(self, *, name: str, admin: bool = False,
-               grants: Mapping[str, Iterable[Scope | str]] | None = None) -> NewKey:
+               grants: Mapping[str, Iterable[Scope | str]] | None = None, actor: Actor | None = None) -> NewKey:
         """Create a key; its token is returned once and only its sha256 is kept. Each granted collection
-        must exist (CollectionNotFoundError otherwise): the grant is bound to its current generation."""
+        must exist (CollectionNotFoundError otherwise): the grant is bound to its current generation.
+        ``actor``: who creates it (the admin running ``facelens keys create``), named in the record."""
         clean: dict[str, frozenset[Scope]] = {}
         for collection, scopes in (grants or {}).items():
             validate_collection_name(collection)
@@ -306,7 +315,7 @@ class KeyStore:
                 self._conn.executemany("INSERT INTO grants (key_id, collection, scope, generation) VALUES (?, ?, ?, ?)",
                                        [(key_id, c, s.value, generations[c]) for c, ss in clean.items() for s in ss])
                 if self.action_log is not None:
-                    self.action_log.append({"action": "key_created", "key_id": None, "subject": {
+                    self.action_log.append({**_by(actor), "action": "key_created", "subject": {
                         "key_id": key_id, "name": name, "admin": admin,
                         "grants": {c: {"scopes": sorted(ss), "generation": generations[c]}
                                    for c, ss in sorted(clean.items())}}})
@@ -341,8 +350,9 @@ class KeyStore:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM keys WHERE revoked IS NULL").fetchone()[0])
 
-    def revoke(self, key_id: str) -> ApiKey:
-        """Revoke a key; the service refuses it from its next request on. Raises for an unknown id."""
+    def revoke(self, key_id: str, *, actor: Actor | None = None) -> ApiKey:
+        """Revoke a key; the service refuses it from its next request on. Raises for an unknown id.
+        ``actor``: who revokes it, named in the record."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -351,7 +361,7 @@ class KeyStore:
                 row = self._conn.execute("SELECT key_id, name, admin, created, revoked FROM keys WHERE key_id = ?",
                                          (key_id,)).fetchone()
                 if self.action_log is not None and cur.rowcount == 1:
-                    self.action_log.append({"action": "key_revoked", "key_id": None,
+                    self.action_log.append({**_by(actor), "action": "key_revoked",
                                             "subject": {"key_id": key_id, "name": row[1]}})
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -375,3 +385,13 @@ class KeyStore:
             if row is None or not hmac.compare_digest(row[5], _digest(token)) or row[4] is not None:
                 return None
             return self._key(row[:5])
+
+    def get(self, key_id: str) -> ApiKey | None:
+        """The valid (unrevoked) key with this id, else None; read from the file on every call (the
+        console's sessions name their key by id and look it up on each request, so revocation ends them)."""
+        with self._lock:
+            row = self._conn.execute("SELECT key_id, name, admin, created, revoked FROM keys WHERE key_id = ?",
+                                     (key_id,)).fetchone()
+            if row is None or row[4] is not None:
+                return None
+            return self._key(row)

@@ -232,9 +232,29 @@ class FacePageOut(Out):
     next_token: str | None
 
 
+class ActorOut(Out):
+    kind: Literal["key", "cli", "python"] = Field(description="An API key, a command-line user, a Python program")
+    id: str = Field(description="The key's public id, the user's name, the program's name")
+    name: str | None = None
+
+
+class ReceiptOut(Out):
+    """An erasure's receipt (docs/identification.md, "The record"): what was removed, when, by whom."""
+
+    receipt_id: str
+    collection: str
+    person_id: str | None
+    face_ids: list[str] = Field(description="The faces erased (their embeddings and every copy on disk)")
+    counts: dict[str, int]
+    erased_at: str
+    actor: ActorOut | None
+    log_entry: LogRef | None = Field(description="The signed log entry recording the erasure")
+
+
 class DeletedFacesOut(Out):
     deleted: list[str]
     unknown: list[str]
+    receipt: ReceiptOut
 
 
 class PersonOut(Out):
@@ -259,6 +279,7 @@ class DisassociatedOut(Out):
 class ErasedOut(Out):
     deleted_person: str
     deleted_faces: list[str]
+    receipt: ReceiptOut
 
 
 class MatchOut(Out):
@@ -321,16 +342,19 @@ class SearchImageOut(Out):
                                                        "unless all_faces)")
     faces_over_limit: int = Field(description="With all_faces: faces beyond the service's limit per image "
                                               "(the largest are searched), left out")
+    search_id: str = Field(description="The search's id in the signed log (review items name it)")
     log_entry: LogRef
 
 
 class IdentifyOneOut(IdentifyResultOut):
     collection: str
+    search_id: str
     log_entry: LogRef
 
 
 class InvestigateOneOut(InvestigateResultOut):
     collection: str
+    search_id: str
     log_entry: LogRef
 
 
@@ -344,9 +368,11 @@ class LogEntryOut(Out):
     prev_hash: str
     hash: str
     action: str
-    key_id: str | None = Field(description=(
+    key_id: str | None = Field(default=None, description=(
         "The API key that made the request; null for what was done from the command line (a key created or "
         "revoked with `facelens keys`)"))
+    actor: ActorOut | None = Field(default=None, description=(
+        "Who acted: the key, the command-line user or the Python program; absent in entries from before actors"))
 
 
 class LogPageOut(Out):

@@ -34,6 +34,9 @@ __all__ = ["CheckReport", "FaceRecord", "FaceStore", "StoredFace", "legacy_gener
 
 log = logging.getLogger(__name__)
 
+#: Called with a write's result inside its transaction, just before the commit (see FaceStore._write).
+BeforeCommit = Callable[[Any], None]
+
 SCHEMA_VERSION = 1
 DB_NAME = "faces.sqlite"
 _SAVE_EVERY = 10_000  # persist the vector index after this many changes (and on close)
@@ -962,16 +965,19 @@ class FaceStore:
         return self._faces_where("f.image_id = ?", (row[0],))
 
     def add_image(self, *, external_image_id: str | None, image_sha256: str, person_id: str | None,
-                  faces: Sequence[FaceRecord]) -> tuple[list[StoredFace], bool]:
+                  faces: Sequence[FaceRecord], before_commit: BeforeCommit | None = None,
+                  ) -> tuple[list[StoredFace], bool]:
         """Store an image's faces in one transaction; returns (faces, newly_added).
 
         Indexing the same image bytes under the same external id again adds nothing and returns the
-        faces stored the first time.
+        faces stored the first time. ``before_commit``: see :meth:`_write`.
         """
-        return self.add_images([(external_image_id, image_sha256, person_id, faces)])[0]
+        hook = None if before_commit is None else (lambda out: before_commit(out[0]))
+        return self.add_images([(external_image_id, image_sha256, person_id, faces)], before_commit=hook)[0]
 
     def add_images(
-        self, images: Sequence[tuple[str | None, str, str | None, Sequence[FaceRecord]]]
+        self, images: Sequence[tuple[str | None, str, str | None, Sequence[FaceRecord]]], *,
+        before_commit: BeforeCommit | None = None,
     ) -> list[tuple[list[StoredFace], bool]]:
         """Store several images, each ``(external_image_id, image_sha256, person_id, faces)``, in one
         transaction (all or none); returns ``add_image``'s result for each."""
@@ -1006,7 +1012,7 @@ class FaceStore:
             # the faces as committed, read in the same transaction (the store may be deleted right after)
             return [(self._faces_where("f.image_id = ?", (image_id,), conn=conn), added) for image_id, added in out]
 
-        return list(self._write(fn))
+        return list(self._write(fn, before_commit=before_commit))
 
     @staticmethod
     def _delete_in(conn: sqlite3.Connection, face_ids: Sequence[str], erased: list[bytes]) -> list[str]:
@@ -1025,12 +1031,13 @@ class FaceStore:
             erased.append(row[2])
         return deleted
 
-    def delete_faces(self, face_ids: Sequence[str]) -> list[str]:
+    def delete_faces(self, face_ids: Sequence[str], *, before_commit: BeforeCommit | None = None) -> list[str]:
         """Erase these faces (unknown ids are ignored); returns the ids that were deleted. When this
         returns, no file of the collection holds their embeddings or, for an image left without faces,
         its external id (see :meth:`_erase_wal` for the one case that can stay pending)."""
         erased: list[bytes] = []
-        return list(self._write(lambda conn: self._delete_in(conn, face_ids, erased), erased=erased))
+        return list(self._write(lambda conn: self._delete_in(conn, face_ids, erased), erased=erased,
+                                before_commit=before_commit))
 
     # -- reading ----------------------------------------------------------------------------------
     _SELECT = ("SELECT f.face_id, NULLIF(i.external_image_id, ''), i.image_sha256, f.person_id, f.bbox, "
@@ -1060,10 +1067,12 @@ class FaceStore:
         return int(self._reader().execute("SELECT COUNT(*) FROM persons").fetchone()[0])
 
     # -- persons ----------------------------------------------------------------------------------
-    def _write(self, fn: Any, *, erased: list[bytes] | None = None) -> Any:
+    def _write(self, fn: Any, *, erased: list[bytes] | None = None, before_commit: BeforeCommit | None = None) -> Any:
         """Run ``fn(conn)`` in one write transaction, then bring the index up to date. ``erased``: the
         transaction deletes faces and ``fn`` appends their embeddings there; every copy of them on disk
-        is removed before returning.
+        is removed before returning. ``before_commit(result)`` runs inside the transaction, after ``fn``
+        and before the commit (the engine writes the change's record there): if it raises, nothing is
+        committed.
 
         The transaction checks under SQLite's writer lock that the collection was not deleted (see
         :meth:`delete`): the write is committed before any deletion, or raises CollectionNotFoundError.
@@ -1072,6 +1081,8 @@ class FaceStore:
             self._begin_owned()
             try:
                 result = fn(self._conn)
+                if before_commit is not None:
+                    before_commit(result)
                 self._conn.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
@@ -1092,14 +1103,15 @@ class FaceStore:
             log.info("collection %s was deleted just after a write committed", self._meta["name"])
         return result
 
-    def create_person(self, person_id: str, *, exist_ok: bool = False) -> bool:
+    def create_person(self, person_id: str, *, exist_ok: bool = False,
+                      before_commit: BeforeCommit | None = None) -> bool:
         """Create a person; returns False if it existed (an error unless ``exist_ok``)."""
         def fn(conn: sqlite3.Connection) -> bool:
             cur = conn.execute("INSERT OR IGNORE INTO persons VALUES (?, ?)", (person_id, _now()))
             if cur.rowcount == 0 and not exist_ok:
                 raise InvalidArgumentError(f"person {person_id!r} already exists")
             return bool(cur.rowcount)
-        return bool(self._write(fn))
+        return bool(self._write(fn, before_commit=before_commit))
 
     def list_persons(self) -> list[tuple[str, int]]:
         """(person id, number of faces) for every person, sorted by id."""
@@ -1107,11 +1119,27 @@ class FaceStore:
             "SELECT p.person_id, COUNT(f.vid) FROM persons p LEFT JOIN faces f USING (person_id) "
             "GROUP BY p.person_id ORDER BY p.person_id")]
 
+    def list_persons_page(self, *, limit: int = 100,
+                          after: str | None = None) -> tuple[list[tuple[str, int]], str | None]:
+        """One page of (person id, number of faces), sorted by id, after the person ``after``; and the id to
+        pass as ``after`` for the next page (None at the end). Reads only the page's persons."""
+        if limit < 1:
+            raise InvalidArgumentError(f"limit must be >= 1, got {limit}")
+        ids = [str(r[0]) for r in self._reader().execute(
+            "SELECT person_id FROM persons WHERE person_id > ? ORDER BY person_id LIMIT ?", (after or "", limit + 1))]
+        more = len(ids) > limit
+        ids = ids[:limit]
+        counts = dict(self._reader().execute(
+            f"SELECT person_id, COUNT(*) FROM faces WHERE person_id IN ({','.join('?' * len(ids))}) "
+            "GROUP BY person_id", ids).fetchall()) if ids else {}
+        return [(p, int(counts.get(p, 0))) for p in ids], (ids[-1] if more else None)
+
     def _require_person(self, conn: sqlite3.Connection, person_id: str) -> None:
         if conn.execute("SELECT 1 FROM persons WHERE person_id = ?", (person_id,)).fetchone() is None:
             raise FaceNotFoundError(f"no person {person_id!r} in collection {self._meta['name']!r}")
 
-    def associate(self, person_id: str, face_ids: Sequence[str]) -> list[str]:
+    def associate(self, person_id: str, face_ids: Sequence[str], *,
+                  before_commit: BeforeCommit | None = None) -> list[str]:
         """Give these faces to the person (taking them from any other); returns the ids that exist."""
         def fn(conn: sqlite3.Connection) -> list[str]:
             self._require_person(conn, person_id)
@@ -1120,9 +1148,10 @@ class FaceStore:
                 if conn.execute("UPDATE faces SET person_id = ? WHERE face_id = ?", (person_id, fid)).rowcount:
                     done.append(fid)
             return done
-        return list(self._write(fn))
+        return list(self._write(fn, before_commit=before_commit))
 
-    def disassociate(self, person_id: str, face_ids: Sequence[str]) -> list[str]:
+    def disassociate(self, person_id: str, face_ids: Sequence[str], *,
+                     before_commit: BeforeCommit | None = None) -> list[str]:
         """Take these faces away from the person (they stay in the collection); returns those changed."""
         def fn(conn: sqlite3.Connection) -> list[str]:
             self._require_person(conn, person_id)
@@ -1132,9 +1161,9 @@ class FaceStore:
                                 (fid, person_id)).rowcount:
                     done.append(fid)
             return done
-        return list(self._write(fn))
+        return list(self._write(fn, before_commit=before_commit))
 
-    def delete_person(self, person_id: str) -> list[str]:
+    def delete_person(self, person_id: str, *, before_commit: BeforeCommit | None = None) -> list[str]:
         """Erase a person: delete the person and every face (and vector) of theirs; returns the face ids."""
         def fn(conn: sqlite3.Connection) -> list[str]:
             self._require_person(conn, person_id)
@@ -1143,7 +1172,7 @@ class FaceStore:
             conn.execute("DELETE FROM persons WHERE person_id = ?", (person_id,))
             return ids
         erased: list[bytes] = []
-        return list(self._write(fn, erased=erased))
+        return list(self._write(fn, erased=erased, before_commit=before_commit))
 
     def get_face(self, face_id: str) -> tuple[StoredFace, npt.NDArray[np.float32]]:
         """A stored face and its embedding; raises :class:`FaceNotFoundError`."""

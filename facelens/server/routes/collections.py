@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from ..deps import AdminCollection, Key, ServicesDep, VisibleCollection
+from ..deps import AdminCollection, Key, ServicesDep, VisibleCollection, actor
 from ..errors import ApiError
 from ..keys import Scope
 from ..schemas import CollectionIn, CollectionListOut, CollectionOut, DeletedCollectionOut
@@ -26,7 +26,7 @@ async def create_collection(body: CollectionIn, key: Key, services: ServicesDep)
     hold a scope on a name that does not exist yet."""
     if Scope.ADMIN not in key.scopes(body.name):
         raise ApiError(403, "forbidden", f"this key may not create collection {body.name!r}")
-    info = await services.calls(lambda: services.engine.create_collection(body.name))
+    info = await services.calls(lambda: services.engine.create_collection(body.name, actor=actor(key)), recorded=True)
     return info.to_dict()
 
 
@@ -37,6 +37,6 @@ async def describe_collection(collection: VisibleCollection, services: ServicesD
 
 
 @router.delete("/{collection}", response_model=DeletedCollectionOut, summary="Delete a collection and its faces")
-async def delete_collection(collection: AdminCollection, services: ServicesDep) -> dict[str, Any]:
-    await services.calls(lambda: services.engine.delete_collection(collection))
+async def delete_collection(collection: AdminCollection, key: Key, services: ServicesDep) -> dict[str, Any]:
+    await services.calls(lambda: services.engine.delete_collection(collection, actor=actor(key)), recorded=True)
     return {"deleted": collection}

@@ -1,16 +1,12 @@
-"""Detect and compare: work on uploaded images only, no collection. Compares are logged."""
+"""Detect and compare: work on uploaded images only, no collection. Compares are recorded by the engine."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from fastapi import APIRouter, Request
 
-from ...accountability.log import compare_record
-from ...errors import FacelensError
-from ...types import Comparison
-from ..deps import Key, ServicesDep, image_request_body, read_image_request
+from ..deps import Key, ServicesDep, actor, image_request_body, read_image_request
 from ..schemas import CompareOptions, ComparisonOut, DetectOptions, DetectOut
 
 router = APIRouter(prefix="/v1", tags=["images"])
@@ -30,22 +26,13 @@ async def detect(request: Request, key: Key, services: ServicesDep) -> dict[str,
 @router.post("/compare", response_model=ComparisonOut, summary="Compare the largest faces of two images",
              openapi_extra=image_request_body(CompareOptions, ("image_a", "image_b")))
 async def compare(request: Request, key: Key, services: ServicesDep) -> dict[str, Any]:
-    """Score, false-match rate and decision at ``max_fmr``. Recorded in the search log (with the sha256
-    of both images, never the images), so a ``purpose`` is required unless the service says otherwise."""
+    """Score, false-match rate and decision at ``max_fmr``. Recorded in the signed log by the engine (with
+    the sha256 of both images, never the images), so a ``purpose`` is required unless the service says
+    otherwise; a failed compare is recorded with its error."""
     options, images = await read_image_request(request, CompareOptions, ("image_a", "image_b"),
                                                services.settings.request_timeout_s)
     purpose = services.purpose(None, options.purpose)
-    kwargs = options.engine_kwargs()
-
-    def record(result: Comparison | None, error: FacelensError | None = None) -> dict[str, Any]:
-        return compare_record(key_id=key.key_id, purpose=purpose, options=kwargs, result=result, error=error,
-                              image_a_sha256=hashlib.sha256(images["image_a"]).hexdigest(),
-                              image_b_sha256=hashlib.sha256(images["image_b"]).hexdigest())
-
-    try:  # logged after the engine call, outside its timeout, like a search (routes/search.py)
-        result = await services.calls(lambda: services.engine.compare(images["image_a"], images["image_b"], **kwargs))
-    except FacelensError as exc:  # a failed compare is logged too, then answered as the error it is
-        await services.record(record(None, exc))
-        raise
-    entry = await services.record(record(result))
-    return {**result.to_dict(), "log_entry": {"seq": entry.seq, "hash": entry.hash}}
+    result = await services.calls(lambda: services.engine.compare(
+        images["image_a"], images["image_b"], actor=actor(key), purpose=purpose, **options.engine_kwargs()),
+        recorded=True)
+    return result.to_dict()

@@ -8,7 +8,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Path
 
 from ...errors import FaceNotFoundError
-from ..deps import AdminCollection, IndexCollection, ReadCollection, ServicesDep
+from ..deps import AdminCollection, IndexCollection, Key, ReadCollection, ServicesDep, actor
 from ..errors import ApiError
 from ..schemas import AssociatedOut, DisassociatedOut, ErasedOut, FaceIdsIn, PersonIn, PersonListOut, PersonOut
 
@@ -29,9 +29,10 @@ def _person(fn: Callable[[], T]) -> Callable[[], T]:
 
 
 @router.post("", response_model=PersonOut, status_code=201, summary="Create a person")
-async def create_person(body: PersonIn, collection: IndexCollection, services: ServicesDep) -> dict[str, Any]:
+async def create_person(body: PersonIn, collection: IndexCollection, key: Key, services: ServicesDep) -> dict[str, Any]:
     """A person groups several faces of one individual; indexing with ``person_id`` also creates one."""
-    await services.calls(lambda: services.engine.create_person(collection, body.person_id))
+    await services.calls(lambda: services.engine.create_person(collection, body.person_id, actor=actor(key)),
+                         recorded=True)
     return {"person_id": body.person_id, "faces": 0}
 
 
@@ -42,25 +43,30 @@ async def list_persons(collection: ReadCollection, services: ServicesDep) -> dic
 
 
 @router.post("/{person_id}/associate", response_model=AssociatedOut, summary="Give stored faces to a person")
-async def associate(person_id: PersonId, body: FaceIdsIn, collection: IndexCollection,
+async def associate(person_id: PersonId, body: FaceIdsIn, collection: IndexCollection, key: Key,
                     services: ServicesDep) -> dict[str, Any]:
     done = await services.calls(_person(
-        lambda: services.engine.associate_faces(collection, person_id, list(body.face_ids))))
+        lambda: services.engine.associate_faces(collection, person_id, list(body.face_ids), actor=actor(key))),
+        recorded=True)
     return {"associated": done, "unknown": [f for f in body.face_ids if f not in done]}
 
 
 @router.post("/{person_id}/disassociate", response_model=DisassociatedOut,
              summary="Take faces away from a person (they stay in the collection)")
-async def disassociate(person_id: PersonId, body: FaceIdsIn, collection: IndexCollection,
+async def disassociate(person_id: PersonId, body: FaceIdsIn, collection: IndexCollection, key: Key,
                        services: ServicesDep) -> dict[str, Any]:
     done = await services.calls(_person(
-        lambda: services.engine.disassociate_faces(collection, person_id, list(body.face_ids))))
+        lambda: services.engine.disassociate_faces(collection, person_id, list(body.face_ids), actor=actor(key))),
+        recorded=True)
     return {"disassociated": done, "unchanged": [f for f in body.face_ids if f not in done]}
 
 
 @router.delete("/{person_id}", response_model=ErasedOut, summary="Erase a person: their faces and vectors")
-async def erase_person(person_id: PersonId, collection: AdminCollection, services: ServicesDep) -> dict[str, Any]:
+async def erase_person(person_id: PersonId, collection: AdminCollection, key: Key,
+                       services: ServicesDep) -> dict[str, Any]:
     """Deletes the person and every face and vector of theirs; no search returns them afterwards. The
-    search log keeps the ids of past candidates (never images or embeddings)."""
-    deleted = await services.calls(_person(lambda: services.engine.delete_person(collection, person_id)))
-    return {"deleted_person": person_id, "deleted_faces": deleted}
+    ``receipt`` (what was erased, when, by which key, and the signed log entry recording it) answers the
+    person's erasure request. The log keeps the ids of past candidates (never images or embeddings)."""
+    receipt = await services.calls(_person(lambda: services.engine.erase_person(collection, person_id,
+                                                                                actor=actor(key))), recorded=True)
+    return {"deleted_person": person_id, "deleted_faces": list(receipt.face_ids), "receipt": receipt.to_dict()}

@@ -1,0 +1,85 @@
+// The facelens console's only script (no inline script anywhere: the pages' CSP forbids it).
+// Every page works without it; it adds confirmation of destructive forms, and drag and drop with
+// per-file progress to the enrol form (one request per image, the results shown as they come).
+"use strict";
+
+document.addEventListener("submit", function (event) {
+  var form = event.target;
+  if (form.classList && form.classList.contains("confirm") && !window.confirm(form.dataset.confirm || "Sure?")) {
+    event.preventDefault();
+  }
+});
+
+function setupEnrol(form) {
+  var input = form.querySelector("input[type=file]");
+  var drop = form.querySelector(".drop");
+  var bar = form.querySelector("progress");
+  var out = document.getElementById("enrol-results");
+  ["dragenter", "dragover"].forEach(function (name) {
+    drop.addEventListener(name, function (e) { e.preventDefault(); drop.classList.add("over"); });
+  });
+  ["dragleave", "drop"].forEach(function (name) {
+    drop.addEventListener(name, function () { drop.classList.remove("over"); });
+  });
+  drop.addEventListener("drop", function (e) {
+    e.preventDefault();
+    if (e.dataTransfer && e.dataTransfer.files.length) { input.files = e.dataTransfer.files; }
+  });
+  form.addEventListener("submit", function (event) {
+    var files = Array.prototype.slice.call(input.files);
+    if (!files.length || !window.fetch) { return; }  // the plain form post does it
+    event.preventDefault();
+    var button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    bar.hidden = false;
+    bar.max = files.length;
+    bar.value = 0;
+    out.textContent = "";
+    var done = 0;
+    var next = function () {
+      if (!files.length) {
+        button.disabled = false;
+        var end = document.createElement("p");
+        end.id = "enrol-done";
+        end.textContent = done + " image(s) sent. ";
+        var again = document.createElement("a");
+        again.href = window.location.pathname;
+        again.textContent = "Reload the collection";
+        end.appendChild(again);
+        out.appendChild(end);
+        return;
+      }
+      var file = files.shift();
+      var data = new FormData(form);
+      data.delete("images");
+      data.append("images", file, file.name);
+      fetch(form.action, {method: "POST", body: data, credentials: "same-origin",
+                          headers: {"X-Console-Part": "1"}})
+        .then(function (r) {
+          return r.text().then(function (text) {
+            if (r.ok) {
+              out.insertAdjacentHTML("beforeend", text);  // the server's escaped template fragment
+            } else {
+              var p = document.createElement("p");
+              p.className = "result bad";
+              p.textContent = file.name + ": not sent (HTTP " + r.status + "); reload the page and try again";
+              out.appendChild(p);
+            }
+          });
+        })
+        .catch(function () {
+          var p = document.createElement("p");
+          p.className = "result bad";
+          p.textContent = file.name + ": the service could not be reached";
+          out.appendChild(p);
+        })
+        .then(function () { done += 1; bar.value = done; next(); });
+    };
+    next();
+  });
+}
+
+document.addEventListener("DOMContentLoaded", function () {
+  var form = document.getElementById("enrol-form");
+  if (form) { setupEnrol(form); }
+});

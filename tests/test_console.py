@@ -1,0 +1,294 @@
+"""The console over real HTTP (uvicorn on 127.0.0.1, httpx): sessions, cookies, CSRF, origin checks,
+security headers, escaping, scopes, revocation, paging. The browser tests are test_console_browser.py."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from facelens.console.sessions import SessionStore
+from facelens.server import ServerSettings
+from facelens.server.keys import KeyStore
+from tests._service import LiveService, make_key
+
+PORTRAITS = Path(__file__).resolve().parent.parent / "examples" / "portraits"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("console")
+
+
+@pytest.fixture(scope="module")
+def admin_token(home: Path) -> str:
+    return make_key(home, name="admin <b>&amp; co</b>", admin=True)
+
+
+@pytest.fixture(scope="module")
+def service(home: Path, admin_token: str) -> Iterator[LiveService]:
+    svc = LiveService(ServerSettings(home=home, workers=2, rate_limit=0, purpose_default="optional"))
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+def sign_in(service: LiveService, token: str) -> tuple[httpx.Client, str]:
+    """A client signed in with ``token``, and its session's CSRF token."""
+    c = httpx.Client(base_url=service.url, follow_redirects=False, timeout=60)
+    page = c.get("/console/sign-in")
+    r = c.post("/console/sign-in", data={"csrf_token": _csrf(page.text), "api_key": token})
+    assert r.status_code == 303 and r.headers["location"] == "/console/", r.text
+    dash = c.get("/console/")
+    assert dash.status_code == 200
+    return c, _csrf(dash.text)
+
+
+def test_pages_need_a_session_and_root_leads_to_the_console(service: LiveService) -> None:
+    c = httpx.Client(base_url=service.url, follow_redirects=False)
+    assert c.get("/").headers["location"] == "/console/"
+    for path in ("/console/", "/console/log", "/console/keys", "/console/c/x", "/console/search"):
+        r = c.get(path)
+        assert r.status_code == 303 and r.headers["location"] == "/console/sign-in", path
+    r = c.post("/console/collections", data={"name": "x", "csrf_token": "x"})
+    assert r.status_code == 303 and r.headers["location"] == "/console/sign-in"
+
+
+def test_sign_in_sets_a_strict_httponly_session_cookie_and_strict_headers(service: LiveService,
+                                                                          admin_token: str) -> None:
+    c = httpx.Client(base_url=service.url, follow_redirects=False)
+    page = c.get("/console/sign-in")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "default-src 'none'" in csp
+    assert "frame-ancestors 'none'" in csp and page.headers["x-frame-options"] == "DENY"
+    assert "<script>" not in page.text and " style=" not in page.text and "onclick" not in page.text
+    r = c.post("/console/sign-in", data={"csrf_token": _csrf(page.text), "api_key": admin_token})
+    cookie = next(v for v in r.headers.get_list("set-cookie") if v.startswith("facelens_console="))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+    assert "Secure" not in cookie  # plain http on loopback; https gets Secure (next test)
+    assert admin_token not in cookie  # the cookie is a session token, not the API key
+    sessions = (Path(service.settings.home) / "service" / "console-sessions.sqlite").read_bytes()
+    assert admin_token.encode() not in sessions
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files), valid for a day."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_the_session_cookie_is_secure_over_tls(home: Path, admin_token: str, tmp_path: Path) -> None:
+    import ssl
+    import threading
+
+    import uvicorn
+
+    from facelens.server import create_app
+    from tests._browser import free_port
+
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    app = create_app(ServerSettings(home=home, workers=1, rate_limit=0))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
+                                           ssl_certfile=str(cert), ssl_keyfile=str(key)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive()
+            threading.Event().wait(0.02)
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ssl.create_default_context(cafile=str(cert)),
+                          follow_redirects=False) as c:
+            page = c.get("/console/sign-in")
+            assert "Secure" in page.headers["set-cookie"]  # the sign-in form's token too
+            r = c.post("/console/sign-in", data={"csrf_token": _csrf(page.text), "api_key": admin_token})
+            cookie = next(v for v in r.headers.get_list("set-cookie") if v.startswith("facelens_console="))
+            assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+def test_a_wrong_key_or_a_missing_sign_in_token_opens_nothing(service: LiveService, admin_token: str) -> None:
+    c = httpx.Client(base_url=service.url, follow_redirects=False)
+    page = c.get("/console/sign-in")
+    r = c.post("/console/sign-in", data={"csrf_token": _csrf(page.text), "api_key": "fl_000000000000_nope"})
+    assert r.status_code == 401 and "invalid or has been revoked" in r.text
+    assert not any(v.startswith("facelens_console=") for v in r.headers.get_list("set-cookie"))
+    fresh = httpx.Client(base_url=service.url, follow_redirects=False)  # no sign-in cookie: login CSRF refused
+    r = fresh.post("/console/sign-in", data={"csrf_token": _csrf(page.text), "api_key": admin_token})
+    assert r.status_code == 403 and "csrf_failed" in r.text
+
+
+def test_every_form_refuses_a_missing_or_forged_csrf_token_and_another_origin(service: LiveService,
+                                                                               admin_token: str) -> None:
+    c, csrf = sign_in(service, admin_token)
+    forms = ["/console/collections", "/console/c/demo/enrol", "/console/c/demo/erase", "/console/c/demo/delete",
+             "/console/detect", "/console/compare", "/console/search", "/console/log/verify", "/console/keys",
+             "/console/keys/000000000000/revoke", "/console/sign-out"]
+    for path in forms:
+        for data in ({}, {"csrf_token": "forged"}):
+            r = c.post(path, data={**data, "name": "made-by-forgery"})
+            assert r.status_code == 403 and "csrf_failed" in r.text, (path, data, r.status_code)
+        r = c.post(path, data={"csrf_token": csrf, "name": "made-by-forgery"},
+                   headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403 and "csrf_failed" in r.text, path
+    assert c.get("/console/").status_code == 200  # still signed in: sign-out was refused too
+    api = httpx.get(f"{service.url}/v1/collections", headers={"Authorization": f"Bearer {admin_token}"}).json()
+    assert "made-by-forgery" not in api["collections"]
+
+
+def test_names_are_escaped(service: LiveService, admin_token: str) -> None:
+    c, _ = sign_in(service, admin_token)
+    page = c.get("/console/").text
+    assert "admin &lt;b&gt;&amp;amp; co&lt;/b&gt;" in page and "<b>&amp; co</b>" not in page
+
+
+def test_scopes_decide_what_a_key_may_do(service: LiveService, admin_token: str, home: Path) -> None:
+    admin, csrf = sign_in(service, admin_token)
+    for name in ("scoped", "other"):
+        assert admin.post("/console/collections", data={"csrf_token": csrf, "name": name}).status_code == 303
+    image = (PORTRAITS / "B001266_a.jpg").read_bytes()
+    r = admin.post("/console/c/scoped/enrol", data={"csrf_token": csrf, "person_id": "B001266"},
+                   files=[("images", ("b.jpg", image, "image/jpeg"))])
+    assert r.status_code == 200 and "1 face(s) enrolled for B001266" in r.text
+
+    reader, rcsrf = sign_in(service, make_key(home, name="reader", grants={"scoped": ["read"]}))
+    assert "B001266" in reader.get("/console/c/scoped").text
+    assert reader.get("/console/c/other").status_code == 404  # invisible, as in the API
+    r = reader.post("/console/c/scoped/enrol", data={"csrf_token": rcsrf},
+                    files=[("images", ("b.jpg", image, "image/jpeg"))])
+    assert r.status_code == 200 and "lacks the &#39;index&#39; scope" in r.text  # per file, as each is refused
+    r = reader.post("/console/c/scoped/erase", data={"csrf_token": rcsrf, "person_id": "B001266"})
+    assert r.status_code == 403 and "admin" in r.text
+    r = reader.post("/console/search", data={"csrf_token": rcsrf, "collection": "scoped"},
+                    files=[("image", ("p.jpg", image, "image/jpeg"))])
+    assert r.status_code == 403 and "search" in r.text
+    for path in ("/console/log", "/console/keys", "/console/audit"):
+        assert reader.get(path).status_code == 403, path
+    r = reader.post("/console/keys", data={"csrf_token": rcsrf, "name": "escalate", "admin": "on"})
+    assert r.status_code == 403
+    r = reader.post("/console/collections", data={"csrf_token": rcsrf, "name": "mine"})
+    assert r.status_code == 403
+    assert "B001266" in admin.get("/console/c/scoped").text  # nothing erased
+
+
+def test_revoking_a_key_ends_its_sessions_and_is_logged_with_the_admin_as_actor(
+        service: LiveService, admin_token: str, home: Path) -> None:
+    admin, csrf = sign_in(service, admin_token)
+    r = admin.post("/console/keys", data={"csrf_token": csrf, "name": "temp", "admin": "on"})
+    assert r.status_code == 201
+    token = re.search(r'id="new-token">([^<]+)<', r.text).group(1)  # type: ignore[union-attr]
+    temp, _ = sign_in(service, token)
+    key_id = token[3:15]
+    r = admin.post(f"/console/keys/{key_id}/revoke", data={"csrf_token": csrf})
+    assert r.status_code == 303
+    r = temp.get("/console/")
+    assert r.status_code == 303 and r.headers["location"] == "/console/sign-in"
+    log = admin.get("/console/log?action=key_revoked").text
+    assert "key_revoked" in log and "admin &lt;b&gt;" in log  # who revoked it: the console's key
+    store = KeyStore.open(home)
+    try:
+        assert store.get(key_id) is None
+    finally:
+        store.close()
+
+
+def test_sign_out_ends_the_session_on_the_server(service: LiveService, admin_token: str) -> None:
+    c, csrf = sign_in(service, admin_token)
+    cookie = c.cookies["facelens_console"]
+    assert c.post("/console/sign-out", data={"csrf_token": csrf}).status_code == 303
+    replay = httpx.Client(base_url=service.url, cookies={"facelens_console": cookie}, follow_redirects=False)
+    assert replay.get("/console/").status_code == 303  # the old cookie opens nothing
+
+
+def test_sessions_expire(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "s.sqlite", hours=1)
+    token, session = store.create("abc", now=1000.0)
+    assert store.get(token, now=1000.0 + 3599) == session
+    assert store.get(token, now=1000.0 + 3601) is None
+    assert store.get("not-a-token", now=1000.0) is None
+
+
+def test_persons_and_faces_are_paged(service: LiveService, admin_token: str) -> None:
+    admin, csrf = sign_in(service, admin_token)
+    assert admin.post("/console/collections", data={"csrf_token": csrf, "name": "paged"}).status_code == 303
+    api = httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60)
+    for i in range(120):
+        assert api.post("/v1/collections/paged/persons", json={"person_id": f"p{i:03d}"}).status_code == 201
+    first = admin.get("/console/c/paged").text
+    shown = re.findall(r"<tr><td>(p\d{3})</td>", first)
+    assert shown == [f"p{i:03d}" for i in range(50)]
+    after = re.search(r'id="persons-next" href="/console/c/paged\?persons_after=(p\d+)', first)
+    assert after and after.group(1) == "p049"
+    third = admin.get("/console/c/paged?persons_after=p099").text
+    assert re.findall(r"<tr><td>(p\d{3})</td>", third) == [f"p{i:03d}" for i in range(100, 120)]
+    assert 'id="persons-next"' not in third
+
+
+def test_audit_reports_are_framed_in_a_sandbox_and_only_listed_names_open(service: LiveService,
+                                                                          admin_token: str) -> None:
+    folder = Path(service.settings.home) / "audits" / "lfw-2026"
+    folder.mkdir(parents=True)
+    (folder / "report.html").write_text("<html><body><h1>audit of lfw</h1></body></html>")
+    admin, _ = sign_in(service, admin_token)
+    page = admin.get("/console/audit?report=lfw-2026").text
+    assert 'src="/console/audit/lfw-2026/report.html" sandbox' in page
+    r = admin.get("/console/audit/lfw-2026/report.html")
+    assert r.status_code == 200 and "audit of lfw" in r.text
+    assert r.headers["content-security-policy"].startswith("sandbox;")
+    assert admin.get("/console/audit/..%2F..%2Fservice/report.html").status_code == 404
+    assert admin.get("/console/audit/nope/report.html").status_code == 404
+
+
+def test_a_collection_admin_changes_the_policy_and_the_change_is_logged_with_the_key(
+        service: LiveService, admin_token: str, home: Path) -> None:
+    admin, csrf = sign_in(service, admin_token)
+    assert admin.post("/console/collections", data={"csrf_token": csrf, "name": "ruled"}).status_code == 303
+    page = admin.get("/console/c/ruled").text
+    r = admin.post("/console/c/ruled/policy", data={"csrf_token": csrf, "allowed_modes": ["identify"],
+                                                     "purpose_required": "on", "review_required": "on",
+                                                     "face_crops": "on", "retention_days": "7", "max_fpir": "0.001"})
+    assert r.status_code == 303, r.text
+    page = admin.get("/console/c/ruled").text
+    assert re.search(r'value="investigate" id="policy-investigate"\s*>', page)  # unchecked now
+    assert re.search(r'id="policy-purpose" checked', page) and 'value="7.0"' in page
+    log = admin.get("/console/log?action=policy_changed&collection=ruled").text
+    assert "policy_changed" in log and "admin &lt;b&gt;" in log
+    r = admin.post("/console/c/ruled/policy", data={"csrf_token": csrf, "max_fpir": "lots"})
+    assert r.status_code == 422 and "max_fpir" in r.text
+    r = admin.post("/console/c/ruled/policy", data={"csrf_token": csrf, "allowed_modes": []})
+    assert r.status_code == 422 and "allowed_modes" in r.text  # the core's refusal, shown as the API shows it
+    reader, rcsrf = sign_in(service, make_key(home, name="ruled reader", grants={"ruled": ["read", "search"]}))
+    assert 'id="save-policy"' not in reader.get("/console/c/ruled").text
+    r = reader.post("/console/c/ruled/policy", data={"csrf_token": rcsrf, "allowed_modes": ["investigate"]})
+    assert r.status_code == 403

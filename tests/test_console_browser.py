@@ -1,0 +1,236 @@
+"""The console in a real browser (headless Chromium, Selenium) against a real ``facelens serve`` process:
+what a new user does, from sign-in to sign-out, and the refusals (CSRF, scopes). Skipped, saying how to
+install the browser, where no Chromium is found."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests._browser import MISSING, browser, serving
+from tests._service import make_key
+
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+
+PORTRAITS = Path(__file__).resolve().parent.parent / "examples" / "portraits"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("console-home")
+
+
+@pytest.fixture(scope="module")
+def admin_token(home: Path) -> str:
+    return make_key(home, name="alice (admin)", admin=True)
+
+
+@pytest.fixture(scope="module")
+def url(home: Path, admin_token: str) -> Iterator[str]:
+    with serving(home, "--rate-limit", "0") as u:
+        yield u
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    d = browser()
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+def _wait(driver: Any, css: str, timeout: float = 90) -> Any:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+
+def _el(driver: Any, css: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, css)
+
+
+def _els(driver: Any, css: str) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return list(driver.find_elements(By.CSS_SELECTOR, css))
+
+
+def _sign_in(driver: Any, url: str, token: str) -> None:
+    driver.delete_all_cookies()
+    driver.get(f"{url}/console/")
+    assert driver.current_url.endswith("/console/sign-in")
+    _el(driver, "#api_key").send_keys(token)
+    _el(driver, "#sign-in").click()
+    _wait(driver, "#actor")
+
+
+def _console_errors(driver: Any, allowed: tuple[str, ...] = ()) -> list[str]:
+    """The browser's console messages of level SEVERE or WARNING since the last call (CSP violations
+    and script errors are SEVERE), less those containing one of ``allowed``."""
+    return [e["message"] for e in driver.get_log("browser")
+            if e["level"] in ("SEVERE", "WARNING") and not any(a in e["message"] for a in allowed)]
+
+
+def test_a_new_user_signs_in_enrols_searches_erases_reads_the_log_and_signs_out(
+        driver: Any, url: str, admin_token: str) -> None:
+    _sign_in(driver, url, admin_token)
+    assert _el(driver, "#actor").text == "alice (admin)"  # the key's name, as the actor
+    assert _console_errors(driver) == []
+
+    _el(driver, "#new-name").send_keys("demo")
+    _el(driver, "#create-collection").click()
+    _wait(driver, "#collection-name")
+    assert driver.current_url.endswith("/console/c/demo")
+    # this demo shows investigations' candidates to the searcher before review (a policy choice, logged)
+    disclose = _el(driver, "input[name=disclose_before_review]")
+    assert not disclose.is_selected()  # off by default
+    disclose.click()
+    _el(driver, "#save-policy").click()
+    _wait(driver, "#collection-name")
+    assert _el(driver, "input[name=disclose_before_review]").is_selected()
+
+    # enrol the bundled portraits (first photo of each person), one person per file; the page's script
+    # sends them one at a time and shows each result as it comes
+    firsts = sorted(PORTRAITS.glob("*_a.jpg"))
+    _el(driver, "#images").send_keys("\n".join(str(p) for p in firsts))
+    _el(driver, "#person-from-file").click()
+    _el(driver, "#enrol").click()
+    _wait(driver, "#enrol-done", timeout=180)
+    results = _els(driver, "#enrol-results .result")
+    assert len(results) == len(firsts)
+    assert all("1 face(s) enrolled for" in r.text for r in results), [r.text for r in results]
+    driver.get(f"{url}/console/c/demo")
+    assert _el(driver, "#face-count").text == str(len(firsts))
+    assert _el(driver, "#person-count").text == str(len(firsts))
+    assert "A000368" in _el(driver, "#persons").text
+
+    # investigate: the other photo of A000368 puts A000368 first among the leads
+    driver.get(f"{url}/console/search?collection=demo")
+    _el(driver, "#image").send_keys(str(PORTRAITS / "A000368_b.jpg"))
+    _el(driver, "#mode-investigate").click()
+    _el(driver, "#purpose").send_keys("case 2026-11")
+    _el(driver, "#search").click()
+    _wait(driver, "#candidates")
+    first = _els(driver, "#candidates li")[0]
+    assert first.find_element("css selector", ".person").text == "A000368"
+    assert "must be reviewed by a person" in first.text
+    assert len(_els(driver, "#result svg rect.box")) == 1  # the searched face, boxed on the probe
+
+    # identify: the same probe is a match
+    driver.get(f"{url}/console/search?collection=demo")
+    _el(driver, "#image").send_keys(str(PORTRAITS / "A000368_b.jpg"))
+    _el(driver, "#purpose").send_keys("case 2026-12")
+    _el(driver, "#search").click()
+    _wait(driver, "#result")
+    assert "1 match(es)" in _el(driver, "#result h2").text
+    assert "Two different people score" in _el(driver, "#candidates").text
+
+    # detect and compare, drawn and in words
+    driver.get(f"{url}/console/detect")
+    _el(driver, "#image").send_keys(str(PORTRAITS / "B000444_b.jpg"))
+    _el(driver, "#detect").click()
+    _wait(driver, "#result")
+    assert len(_els(driver, "#result svg rect.box")) == 1
+    assert "Good enough to enrol" in _el(driver, "#result").text
+    driver.get(f"{url}/console/compare")
+    _el(driver, "#image_a").send_keys(str(PORTRAITS / "C000380_a.jpg"))
+    _el(driver, "#image_b").send_keys(str(PORTRAITS / "C000380_b.jpg"))
+    _el(driver, "#purpose").send_keys("case 2026-13")
+    _el(driver, "#compare").click()
+    _wait(driver, "#decision")
+    assert _el(driver, "#decision").text == "Match"
+    assert _el(driver, "#words").text.startswith("These two faces match: two different people score this high")
+
+    # erase a person (the page asks first), with the receipt
+    driver.get(f"{url}/console/c/demo")
+    _el(driver, "#erase-A000368").click()
+    alert = driver.switch_to.alert
+    assert "cannot be undone" in alert.text
+    alert.accept()
+    _wait(driver, "#receipt")
+    assert _el(driver, "#erased-person").text == "A000368"
+    assert _el(driver, "#erased-count").text == "1"
+    driver.get(f"{url}/console/c/demo")
+    assert _el(driver, "#face-count").text == str(len(firsts) - 1)
+    assert "A000368" not in _el(driver, "#persons").text
+
+    # the log: the searches and the compare with their purposes and the acting key; verified intact
+    driver.get(f"{url}/console/log")
+    log = _el(driver, "table.log").text
+    assert "search_faces_by_image" in log and "compare" in log
+    assert "case 2026-11" in log and "case 2026-13" in log and "policy_changed" in log
+    driver.get(f"{url}/console/log?action=compare")
+    rows = _els(driver, "table.log tbody tr")
+    assert len(rows) == 1 and "case 2026-13" in rows[0].text
+    _el(driver, "#verify").click()
+    _wait(driver, "#verification")
+    assert _el(driver, "#verification").text.startswith("intact")
+
+    # keys: a new key is shown once
+    driver.get(f"{url}/console/keys")
+    _el(driver, "#key-name").send_keys("bob (reader)")
+    _el(driver, "#key-collection").send_keys("demo")
+    _el(driver, "#scope-read").click()
+    _el(driver, "#create-key").click()
+    _wait(driver, "#new-token")
+    token = _el(driver, "#new-token").text
+    assert token.startswith("fl_")
+    assert "bob (reader)" in _el(driver, "#keys").text
+    driver.get(f"{url}/console/keys")
+    assert token not in driver.page_source  # shown once only
+
+    assert _console_errors(driver) == []  # no CSP violation, no script error, nothing failed to load
+
+    _el(driver, "#sign-out").click()
+    _wait(driver, "#api_key")
+    driver.get(f"{url}/console/c/demo")
+    assert driver.current_url.endswith("/console/sign-in")  # the session is over
+
+
+def test_a_forged_csrf_token_is_refused_and_nothing_is_created(driver: Any, url: str, admin_token: str) -> None:
+    _sign_in(driver, url, admin_token)
+    driver.execute_script("document.querySelector('#create-collection').form"
+                          ".querySelector('input[name=csrf_token]').value = 'forged';")
+    _el(driver, "#new-name").send_keys("forged")
+    _el(driver, "#create-collection").click()
+    _wait(driver, "#error")
+    assert "CSRF token is missing or wrong" in _el(driver, "#error").text
+    names = httpx.get(f"{url}/v1/collections", headers={"Authorization": f"Bearer {admin_token}"}).json()
+    assert "forged" not in names["collections"]
+    assert _console_errors(driver, allowed=("status of 403",)) == []
+
+
+def test_a_read_only_key_sees_only_what_its_scope_allows(driver: Any, url: str, home: Path,
+                                                          admin_token: str) -> None:
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60)
+    for name in ("readable", "hidden"):
+        assert client.post("/v1/collections", json={"name": name}).status_code == 201
+    r = client.post("/v1/collections/readable/faces", files={"image": (PORTRAITS / "D000601_a.jpg").read_bytes()},
+                    data={"person_id": "D000601"})
+    assert r.status_code == 200, r.text
+    reader = make_key(home, name="carol (reader)", grants={"readable": ["read"]})
+    _sign_in(driver, url, reader)
+    assert _el(driver, "#actor").text == "carol (reader)"
+    nav = _el(driver, "header nav").text
+    assert "Log" not in nav and "Keys" not in nav
+    body = _el(driver, "main").text
+    assert "readable" in body and "hidden" not in body
+    driver.get(f"{url}/console/c/readable")
+    assert "D000601" in _el(driver, "#persons").text
+    assert _els(driver, "#enrol-form") == [] and _els(driver, "button.danger") == []
+    driver.get(f"{url}/console/c/hidden")  # invisible: the API's 404, word for word
+    assert "no collection named 'hidden'" in _el(driver, "#error").text
+    driver.get(f"{url}/console/log")
+    assert "global admin key" in _el(driver, "#error").text
+    driver.get(f"{url}/console/search")
+    assert "search scope on no collection" in _el(driver, "main").text
+    assert _console_errors(driver, allowed=("status of 403", "status of 404")) == []

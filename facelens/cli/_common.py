@@ -130,7 +130,7 @@ class _State:
 def _engine_options(f: Any) -> Any:
     options = [
         click.option("--model", default=None,
-                     help="buffalo_s (default), dlib, or a model folder with facelens-model.json."),
+                     help="buffalo_s (default), sface, dlib, or a model folder with facelens-model.json."),
         click.option("--threads", type=click.IntRange(0, 1024), default=None,
                      help="onnxruntime threads per model (0: one per core)."),
         click.option("--det-size", type=click.IntRange(32, 8192), default=None,

@@ -35,7 +35,7 @@ class _DefaultGroup(click.Group):
 
 def _common(f: Any) -> Any:
     options = [
-        click.option("--model", default=None, help="buffalo_s (default), dlib, or a model folder."),
+        click.option("--model", default=None, help="buffalo_s (default), sface, dlib, or a model folder."),
         click.option("--workers", type=click.IntRange(min=1), default=2, help="Images embedded in parallel."),
         click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Embedding cache (default: <home>/cache/embeddings-<model>.npz); a rerun reuses it."),

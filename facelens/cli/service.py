@@ -43,7 +43,7 @@ def _home(home: Path | None) -> Path:
               help="Address to listen on. Anything but loopback needs API keys (`facelens keys create`).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @_home_option
-@click.option("--model", default=None, help="buffalo_s (default), dlib, or a model folder.")
+@click.option("--model", default=None, help="buffalo_s (default), sface, dlib, or a model folder.")
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Service processes sharing the port, each with its own engine: for machines with more "
                    "cores than one Python process keeps busy (the GIL). Rate limits then apply per process.")

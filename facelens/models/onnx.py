@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,11 +14,13 @@ if TYPE_CHECKING:
 __all__ = ["open_session"]
 
 
-def open_session(path: Path, *, intra_op_threads: int, inter_op_threads: int = 1) -> onnxruntime.InferenceSession:
+def open_session(path: Path, *, intra_op_threads: int, inter_op_threads: int = 1,
+                 config: Mapping[str, str] | None = None) -> onnxruntime.InferenceSession:
     """Open an ONNX model on the CPU with explicit thread counts.
 
     ``intra_op_threads`` is the number of threads one operator (a convolution) may use; 0 lets
-    onnxruntime choose (one per physical core).
+    onnxruntime choose (one per physical core). ``config``: session configuration entries
+    (``SessionOptions.add_session_config_entry``), e.g. ``{"session.disable_quant_qdq": "1"}``.
     """
     import onnxruntime as ort
 
@@ -27,6 +30,8 @@ def open_session(path: Path, *, intra_op_threads: int, inter_op_threads: int = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors

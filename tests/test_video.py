@@ -167,7 +167,15 @@ def test_search_video_names_who_appears_when(home_engine: facelens.Engine, scene
 def test_search_video_investigate_lists_leads(home_engine: facelens.Engine,
                                               scene_video: tuple[Path, list[float]]) -> None:
     path, _ = scene_video
-    result = home_engine.search_video("people", path, mode="investigate", every=10)
+    # by default a lead's identity is withheld until a reviewer confirms it (the collection's policy)
+    withheld = home_engine.search_video("people", path, mode="investigate", every=10).tracks[0].search
+    assert withheld is not None and withheld.candidates[0].person_id is None
+    assert withheld.candidates[0].review_item_id is not None
+    home_engine.set_collection_policy("people", {"disclose_before_review": True})
+    try:
+        result = home_engine.search_video("people", path, mode="investigate", every=10)
+    finally:
+        home_engine.set_collection_policy("people", {"disclose_before_review": False})
     first = result.tracks[0].search
     assert first is not None and first.mode is facelens.SearchMode.INVESTIGATE and not first.matches
     assert first.candidates[0].person_id == "A000368"

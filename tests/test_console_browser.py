@@ -52,6 +52,17 @@ def _wait(driver: Any, css: str, timeout: float = 90) -> Any:
     return WebDriverWait(driver, timeout).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
 
 
+def _submit(driver: Any, css: str, timeout: float = 90) -> None:
+    """Click the button ``css`` of a form and wait until the browser has left the page it was on (so that a
+    wait for an element both pages have does not find the old page's)."""
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = _el(driver, "html")
+    _el(driver, css).click()
+    WebDriverWait(driver, timeout).until(ec.staleness_of(page))
+
+
 def _el(driver: Any, css: str) -> Any:
     from selenium.webdriver.common.by import By
 
@@ -94,7 +105,7 @@ def test_a_new_user_signs_in_enrols_searches_erases_reads_the_log_and_signs_out(
     disclose = _el(driver, "input[name=disclose_before_review]")
     assert not disclose.is_selected()  # off by default
     disclose.click()
-    _el(driver, "#save-policy").click()
+    _submit(driver, "#save-policy")  # the collection page again: wait for the new one, not the old
     _wait(driver, "#collection-name")
     assert _el(driver, "input[name=disclose_before_review]").is_selected()
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from .._files import write_files
 from ..errors import CalibrationError, FacelensError, InvalidArgumentError, SearchLogError
 from ..store.home import collection_dir, list_collection_names, service_dir
 from .log import (
@@ -648,16 +649,10 @@ def build_transparency(source: Engine | str | Path, since: str | dt.datetime | N
 def write_transparency(report: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``transparency.html`` and ``transparency.json`` into ``out_dir`` (created if needed), each
     atomically; returns (html path, json path)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     try:
         text = json.dumps(report, indent=1, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"the report is not JSON-able ({exc}); build it with build_transparency") from exc
-    page = render_transparency_html(report)
-    paths = (out / "transparency.html", out / "transparency.json")
-    for path, content in zip(paths, (page, text + "\n"), strict=True):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(content, encoding="utf-8")
-        tmp.replace(path)
-    return paths
+    html_path, json_path = write_files(out_dir, {"transparency.html": render_transparency_html(report),
+                                                 "transparency.json": text + "\n"})
+    return html_path, json_path

@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._files import write_files
 from ..errors import InvalidArgumentError
 
 __all__ = ["build_audit", "render_html", "write_report"]
@@ -79,19 +80,12 @@ def build_audit(
 
 def write_report(audit: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.json`` into ``out_dir`` (created if needed); returns both paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     try:
         text = json.dumps(audit, indent=1, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"audit is not JSON-able ({exc}); build it from the metrics' to_dict()") from exc
-    page = render_html(audit)
-    paths = (out / "report.html", out / "report.json")
-    for path, content in zip(paths, (page, text + "\n"), strict=True):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(content, encoding="utf-8")
-        tmp.replace(path)
-    return paths
+    html_path, json_path = write_files(out_dir, {"report.html": render_html(audit), "report.json": text + "\n"})
+    return html_path, json_path
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -292,3 +292,45 @@ def test_a_collection_admin_changes_the_policy_and_the_change_is_logged_with_the
     assert 'id="save-policy"' not in reader.get("/console/c/ruled").text
     r = reader.post("/console/c/ruled/policy", data={"csrf_token": rcsrf, "allowed_modes": ["investigate"]})
     assert r.status_code == 403
+
+
+def test_thumbnails_follow_the_policy_and_an_erasure_shows_its_receipt(service: LiveService,
+                                                                         admin_token: str) -> None:
+    admin, csrf = sign_in(service, admin_token)
+    assert admin.post("/console/collections", data={"csrf_token": csrf, "name": "erasable"}).status_code == 303
+    for photo in ("B001266_a.jpg", "B001266_b.jpg"):
+        r = admin.post("/console/c/erasable/enrol", data={"csrf_token": csrf, "person_id": "B001266"},
+                       files=[("images", (photo, (PORTRAITS / photo).read_bytes(), "image/jpeg"))])
+        assert r.status_code == 200 and "1 face(s) enrolled for B001266" in r.text, r.text
+    page = admin.get("/console/c/erasable").text
+    crops = re.findall(r'src="(/console/c/erasable/faces/[^"]+/crop.jpg)"', page)
+    assert len(crops) == 2 and 'id="no-crops"' not in page  # the policy keeps crops by default
+    for url in crops:
+        r = admin.get(url)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content[:2] == b"\xff\xd8"
+
+    r = admin.post("/console/c/erasable/erase", data={"csrf_token": csrf, "person_id": "B001266"})
+    assert r.status_code == 200, r.text
+    text = r.text
+    receipt_id = re.search(r'id="receipt-id">([^<]+)<', text).group(1)  # type: ignore[union-attr]
+    seq = int(re.search(r'id="erased-seq">(\d+)<', text).group(1))  # type: ignore[union-attr]
+    assert re.search(r'id="erased-count">2<', text) and re.search(r'id="erased-crops">2<', text)
+    assert re.search(r'id="erased-person">B001266<', text) and 'id="gone-from-disk"' in text
+    assert f'href="/console/log?before={seq + 1}"' in text
+    # the receipt is the signed log's: the entry at that seq records this erasure and this receipt
+    api = httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60)
+    entry = api.get("/v1/log", params={"after": seq - 1, "limit": 1}).json()["entries"][0]
+    assert entry["action"] == "person_erased" and entry["receipt_id"] == receipt_id
+    assert entry["seq"] == seq and entry["hash"][:16] in text
+    for url in crops:  # the crops went with the faces
+        assert admin.get(url).status_code == 404
+
+    # a policy that keeps no crops: no thumbnails asked for (none would load)
+    r = admin.post("/console/c/erasable/policy", data={"csrf_token": csrf, "allowed_modes": ["identify", "investigate"],
+                                                        "review_required": "on", "retention_days": "30"})
+    assert r.status_code == 303, r.text
+    r = admin.post("/console/c/erasable/enrol", data={"csrf_token": csrf, "person_id": "B001266"},
+                   files=[("images", ("a.jpg", (PORTRAITS / "B001266_a.jpg").read_bytes(), "image/jpeg"))])
+    assert r.status_code == 200
+    page = admin.get("/console/c/erasable").text
+    assert "crop.jpg" not in page and 'id="no-crops"' in page and "B001266" in page

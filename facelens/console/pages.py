@@ -259,8 +259,8 @@ async def collection_page(ctx: Ctx) -> Response:
         faces = await ctx.calls.list_faces(name, limit=PAGE, next_token=q.get("faces_after") or None)
         rows, after = await ctx.calls.list_persons(name, limit=PAGE, after=q.get("persons_after") or None)
         persons = {"rows": rows, "next": after}
-    crops = hasattr(ctx.services.engine, "face_crop")
     policy = await ctx.calls.collection_policy(name)
+    crops = bool(policy["face_crops"])  # thumbnails where the policy keeps crops
     return ctx.page("collection.html", nav="collections", c=info, scopes=sorted(scopes), faces=faces, persons=persons,
                     crops=crops, policy=policy, faces_after=q.get("faces_after"), persons_after=q.get("persons_after"),
                     results=None)
@@ -299,8 +299,8 @@ async def erase_person(ctx: Ctx) -> Response:
     name = _collection_name(ctx)
     form = await _form(ctx)
     person_id = _text(form, "person_id") or ""
-    receipt = await ctx.calls.erase_person(name, person_id)
-    return ctx.page("erased.html", nav="collections", collection=name, receipt=receipt)
+    answer = await ctx.calls.erase_person(name, person_id)  # the route's answer: its receipt is the engine's
+    return ctx.page("erased.html", nav="collections", answer=answer)
 
 
 def _rate_field(form: FormData, name: str) -> float | None:
@@ -341,15 +341,9 @@ async def delete_collection(ctx: Ctx) -> Response:
 
 @page
 async def face_crop(ctx: Ctx) -> Response:
-    """A stored face's crop (the engine's ``face_crop``, once collections keep crops)."""
+    """A stored face's crop (kept where the collection's policy says ``face_crops``)."""
     name = _collection_name(ctx)
-    ctx.calls.require(name, Scope.READ)
-    engine = ctx.services.engine
-    fn = getattr(engine, "face_crop", None)
-    if fn is None:
-        raise ApiError(404, "not_found", "this version keeps no face crops")
-    face_id = str(ctx.request.path_params["face_id"])
-    data = await ctx.services.calls(lambda: fn(name, face_id))
+    data = await ctx.calls.face_crop(name, str(ctx.request.path_params["face_id"]))
     return Response(data, media_type="image/jpeg", headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 
 
@@ -411,13 +405,13 @@ async def search(ctx: Ctx) -> Response:
         for cand in first.get("candidates") or []:
             rows.append(cand)
     context.update(chosen=chosen, mode=mode, purpose=_text(form, "purpose") or "", result=result, first=first,
-                   rows=rows, crops=hasattr(ctx.services.engine, "face_crop"),
+                   rows=rows, crops=bool((await ctx.calls.collection_policy(chosen))["face_crops"]),
                    purpose_required=ctx.calls.purpose_required(chosen),
                    pic=picture(files[0][1], [first["searched_face"]] if first and first.get("searched_face") else []))
     return ctx.page("search.html", **context)
 
 
-# -- review queue (issue 15: the API's review routes, where this version has them) -------------------
+# -- review queue: the API's review routes ----------------------------------------------------------
 
 REVIEW_STATES = ("pending", "confirmed", "rejected", "expired", "withdrawn")
 
@@ -425,8 +419,6 @@ REVIEW_STATES = ("pending", "confirmed", "rejected", "expired", "withdrawn")
 @page
 async def review(ctx: Ctx) -> Response:
     """The items this key may see, filtered by collection and state (pending first by default)."""
-    if ctx.calls.review_routes() is None:
-        return ctx.page("review.html", nav="review", available=False)
     q = ctx.request.query_params
     collection = q.get("collection") or None
     state = q.get("state", "pending") or None
@@ -434,7 +426,7 @@ async def review(ctx: Ctx) -> Response:
         raise ApiError(422, "invalid_request", f"state is one of {', '.join(REVIEW_STATES)}")
     answer = await ctx.calls.review_list(collection=collection, state=state, limit=PAGE, after=q.get("after") or None)
     names = await ctx.calls.list_collections()
-    return ctx.page("review.html", nav="review", available=True, items=answer["items"], next=answer["next_after"],
+    return ctx.page("review.html", nav="review", items=answer["items"], next=answer["next_after"],
                     collection=collection, state=state, states=REVIEW_STATES, names=names,
                     after=q.get("after"))
 
@@ -448,7 +440,7 @@ async def review_item(ctx: Ctx) -> Response:
     """Probe and candidate side by side, the score and what it means, and the decision form."""
     collection, item_id = _item_ids(ctx)
     item = await ctx.calls.review_get(collection, item_id)
-    can_decide = Scope.REVIEW in ctx.calls.scopes(collection) if hasattr(Scope, "REVIEW") else False
+    can_decide = Scope.REVIEW in ctx.calls.scopes(collection)
     searcher = item.get("searcher") or {}
     own = searcher.get("kind") == "key" and searcher.get("id") == ctx.key.key_id
     return ctx.page("review_item.html", nav="review", item=item, can_decide=can_decide and not own, own=own)

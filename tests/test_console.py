@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -334,3 +335,127 @@ def test_thumbnails_follow_the_policy_and_an_erasure_shows_its_receipt(service: 
     assert r.status_code == 200
     page = admin.get("/console/c/erasable").text
     assert "crop.jpg" not in page and 'id="no-crops"' in page and "B001266" in page
+
+
+def _reader(service: LiveService, admin_token: str, home: Path, name: str) -> str:
+    """A key that is not a global admin: the read scope on collection "plain" (made if missing)."""
+    httpx.post(f"{service.url}/v1/collections", json={"name": "plain"}, timeout=60,
+               headers={"Authorization": f"Bearer {admin_token}"})  # 201, or 409 when made before
+    return make_key(home, name=name, grants={"plain": ["read"]})
+
+
+def _portrait_folders(root: Path) -> Path:
+    """The bundled portraits as a one-folder-per-person dataset (8 people, 2 photos each)."""
+    import shutil
+
+    for photo in sorted(PORTRAITS.glob("*.jpg")):
+        person = root / photo.stem.split("_")[0]
+        person.mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, person / photo.name)
+    return root
+
+
+def _wait_job(client: httpx.Client, name: str, timeout: float = 300) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = client.get(f"/console/audit/jobs/{name}.json").json()
+        if job["state"] != "running" or time.monotonic() > deadline:
+            return job
+        time.sleep(0.3)
+
+
+def test_an_audit_runs_from_the_console_one_at_a_time_with_progress_and_its_report(
+        service: LiveService, admin_token: str, home: Path, tmp_path: Path) -> None:
+    admin, csrf = sign_in(service, admin_token)
+    dataset = _portrait_folders(tmp_path / "portraits")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refusals = [({"dataset": "portraits"}, 422, "absolute path on the server"),
+                ({"dataset": str(tmp_path / "nowhere")}, 422, "no file or folder"),
+                ({"dataset": str(dataset), "name": "../up"}, 422, "a report name is"),
+                ({"dataset": str(dataset), "max_fmr": "2"}, 422, "max_fmr"),
+                ({"dataset": str(dataset), "kind": "congress"}, 422, "members.csv"),
+                ({"dataset": str(dataset), "kind": "pictures"}, 422, "layout is one of"),
+                ({"dataset": str(empty)}, 422, "no images found")]
+    for fields, status, words in refusals:
+        r = admin.post("/console/audit", data={"csrf_token": csrf, **fields})
+        assert r.status_code == status and words in r.text and 'id="audit-problem"' in r.text, (fields, r.text[-800:])
+        assert f'value="{fields["dataset"]}"' in r.text  # the form keeps what was typed
+    assert not (home / "audits" / "up").exists()
+
+    r = admin.post("/console/audit", data={"csrf_token": csrf, "dataset": str(dataset), "name": "portraits"})
+    assert r.status_code == 303 and r.headers["location"] == "/console/audit?job=portraits#job-portraits", r.text
+    second = admin.post("/console/audit", data={"csrf_token": csrf, "dataset": str(dataset), "name": "second"})
+    page = admin.get("/console/audit").text
+    job = _wait_job(admin, "portraits")
+    assert second.status_code == 409 and "an audit is running (portraits)" in second.text
+    assert 'id="job-portraits"' in page and "/console/audit/jobs" not in page  # polled by the script, not inline
+    assert job["state"] == "done", job
+    assert job["images"] == 16 and job["done"] == job["total"] and job["report"] == "/console/audit?report=portraits"
+    assert job["by"] == "admin <b>&amp; co</b>"
+    page = admin.get("/console/audit").text
+    assert 'href="/console/audit?report=portraits#shown">open the report' in page
+    report = admin.get("/console/audit/portraits/report.html")
+    assert report.status_code == 200 and "112" in report.text  # 112 impostor comparisons of 8 people's photos
+    again = admin.post("/console/audit", data={"csrf_token": csrf, "dataset": str(dataset), "name": "portraits"})
+    assert again.status_code == 409 and "exists" in again.text
+
+    reader, rcsrf = sign_in(service, _reader(service, admin_token, home, "audit reader"))
+    assert reader.post("/console/audit", data={"csrf_token": rcsrf, "dataset": str(dataset)}).status_code == 403
+    assert reader.get("/console/audit/jobs/portraits.json").status_code == 403
+
+
+def test_an_audit_whose_process_died_is_shown_stopped_and_a_held_lock_refuses_another(tmp_path: Path) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from facelens.console.audits import AuditConflictError, read_job, start_audit
+
+    root = tmp_path / "audits"
+    (root / "old").mkdir(parents=True)
+    (root / "old" / "job.json").write_text(json.dumps({
+        "name": "old", "dataset": "/data/x", "kind": None, "max_fmr": None, "images": 10, "by": "k",
+        "started": "2026-12-01T00:00:00+00:00", "state": "running", "stage": "embed x", "done": 3, "total": 10}))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(root / '.running.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(120)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        job = read_job(root, "old")
+        assert job is not None and job.state == "running" and job.percent == 30  # another process runs it
+        with pytest.raises(AuditConflictError, match="an audit is running"):
+            start_audit(None, root, dataset=str(_portrait_folders(tmp_path / "ds")), name="new",  # type: ignore[arg-type]
+                        kind=None, max_fmr=None, by="k")
+        assert not (root / "new").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+    job = read_job(root, "old")  # the kernel dropped the dead process's lock: nobody runs it
+    assert job is not None and job.state == "stopped" and "ended before it finished" in (job.error or "")
+
+
+def test_the_transparency_report_is_read_in_the_console_by_global_admins(service: LiveService, admin_token: str,
+                                                                         home: Path) -> None:
+    admin, csrf = sign_in(service, admin_token)
+    page = admin.get("/console/audit/transparency")
+    assert page.status_code == 200, page.text
+    assert "The signed log verifies" in page.text and 'id="t-searches"' in page.text
+    assert 'src="/console/audit/transparency.html" sandbox' in page.text
+    api = httpx.get(f"{service.url}/v1/reports/transparency", headers={"Authorization": f"Bearer {admin_token}"},
+                    timeout=60).json()
+    searches = re.search(r'id="t-searches">([\d,]+) ', page.text).group(1)  # type: ignore[union-attr]
+    assert int(searches.replace(",", "")) == api["totals"]["searches"]  # the API's numbers
+    framed = admin.get("/console/audit/transparency.html?since=2026-01-01")
+    assert framed.status_code == 200 and "<html" in framed.text.lower()
+    assert framed.headers["content-security-policy"].startswith("sandbox;")
+    future = admin.get("/console/audit/transparency?since=2999-01-01&until=2998-01-01")
+    assert future.status_code == 422 and "must be before until" in future.text
+    reader, _ = sign_in(service, _reader(service, admin_token, home, "transparency reader"))
+    assert reader.get("/console/audit/transparency").status_code == 403
+    assert reader.get("/console/audit/transparency.html").status_code == 403

@@ -32,9 +32,11 @@ from ..server.routes import faces as faces_routes
 from ..server.routes import images as images_routes
 from ..server.routes import log as log_routes
 from ..server.routes import persons as persons_routes
+from ..server.routes import reports as reports_routes
 from ..server.routes import review as review_routes
 from ..server.routes import search as search_routes
 from ..server.schemas import CollectionIn, ReviewDecisionIn
+from .audits import AuditJob, audit_jobs, read_job, start_audit
 
 __all__ = ["ConsoleCalls", "KeyActionLog", "LogFilter"]
 
@@ -339,6 +341,43 @@ class ConsoleCalls:
         if name not in names:  # only names listed from the folder: no path from the request is opened
             raise ApiError(404, "not_found", f"no audit report named {name!r} in {root}")
         return (root / name / "report.html").read_bytes()
+
+
+    # -- running an audit (global admins; the CLI's `facelens audit`, no HTTP route): console/audits.py ----
+
+    async def start_audit(self, *, dataset: str, name: str | None, kind: str | None,
+                          max_fmr: float | None) -> AuditJob:
+        """Read the dataset on the server (a path on this machine) and start its audit; the job runs on."""
+        self.require_admin()
+        engine, root, by = self.services.engine, self.audits_dir(), self.key.name
+        return await self.services.calls(lambda: start_audit(engine, root, dataset=dataset, name=name, kind=kind,
+                                                             max_fmr=max_fmr, by=by))
+
+    def audit_jobs(self) -> list[AuditJob]:
+        self.require_admin()
+        return audit_jobs(self.audits_dir())
+
+    def audit_job(self, name: str) -> AuditJob:
+        self.require_admin()
+        job = read_job(self.audits_dir(), name)
+        if job is None:
+            raise ApiError(404, "not_found", f"no audit named {name!r} was started from the console")
+        return job
+
+    # -- the transparency report (global admins): GET /v1/reports/transparency --------------------------
+
+    async def transparency(self, *, since: str | None, until: str | None) -> dict[str, Any]:
+        """The report of ``[since, until)`` as JSON (the route's ``format=json``)."""
+        self.require_admin()
+        response = await self._invoke(reports_routes.transparency, since=since, until=until, format="json")
+        answer: dict[str, Any] = json.loads(bytes(response.body))
+        return answer
+
+    async def transparency_html(self, *, since: str | None, until: str | None) -> bytes:
+        """The report's self-contained page (the route's ``format=html``, as ``facelens report transparency``)."""
+        self.require_admin()
+        response = await self._invoke(reports_routes.transparency, since=since, until=until, format="html")
+        return bytes(response.body)
 
 
 def _b64(data: bytes) -> str:

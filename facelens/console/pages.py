@@ -15,10 +15,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
@@ -26,6 +27,7 @@ from ..errors import FacelensError
 from ..server.deps import NO_AUTH_KEY, Services
 from ..server.errors import ApiError, error_status
 from ..server.keys import ApiKey, Scope
+from .audits import KINDS
 from .calls import ConsoleCalls, LogFilter
 from .render import SECURITY_HEADERS, compare_words, html_page, match_words, picture
 from .sessions import ConsoleSession, SessionStore
@@ -518,10 +520,69 @@ async def revoke_key(ctx: Ctx) -> Response:
 
 @page
 async def audit_page(ctx: Ctx) -> Response:
+    """Audit reports (listed from ``<home>/audits``, one shown framed), the audits started here with their
+    progress, the form that starts one, and the way to the transparency report."""
     reports = ctx.calls.list_audits()
     shown = ctx.request.query_params.get("report")
-    return ctx.page("audit.html", nav="audit", reports=reports, shown=shown if shown in {r["name"] for r in reports}
-                    else None, folder=str(ctx.calls.audits_dir()), transparency=False)
+    return _audit_page(ctx, reports=reports, shown=shown if shown in {r["name"] for r in reports} else None)
+
+
+def _audit_page(ctx: Ctx, http_status: int = 200, *, reports: list[dict[str, Any]] | None = None,
+                shown: str | None = None, problem: str | None = None, form: dict[str, str] | None = None) -> Response:
+    return ctx.page("audit.html", http_status=http_status, nav="audit",
+                    reports=ctx.calls.list_audits() if reports is None else reports, shown=shown,
+                    folder=str(ctx.calls.audits_dir()), jobs=ctx.calls.audit_jobs(), kinds=KINDS, problem=problem,
+                    form=form or {})
+
+
+@page
+async def audit_start(ctx: Ctx) -> Response:
+    """Start an audit of a dataset on the server; a refused one is shown on the form, with why."""
+    form = await _form(ctx)
+    fields = {n: _text(form, n) or "" for n in ("dataset", "name", "kind", "max_fmr")}
+    try:
+        max_fmr = _rate_field(form, "max_fmr")
+        job = await ctx.calls.start_audit(dataset=fields["dataset"], name=fields["name"] or None,
+                                          kind=fields["kind"] or None, max_fmr=max_fmr)
+    except FacelensError as exc:
+        status, _ = error_status(exc)
+        if status >= 500 or status in (401, 403):
+            raise
+        return _audit_page(ctx, status, problem=getattr(exc, "message", str(exc)), form=fields)
+    return _redirect(f"{PREFIX}/audit?job={job.name}#job-{job.name}")
+
+
+@page
+async def audit_job_status(ctx: Ctx) -> Response:
+    """A job's state as JSON, for the Audit page's script (the page itself shows the same)."""
+    job = ctx.calls.audit_job(str(ctx.request.path_params["name"]))
+    body = {**job.to_dict(), "percent": job.percent,
+            "report": f"{PREFIX}/audit?report={job.name}" if job.state == "done" else None}
+    return JSONResponse(body, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
+
+
+def _period(ctx: Ctx) -> tuple[str | None, str | None]:
+    q = ctx.request.query_params
+    return (q.get("since") or "").strip() or None, (q.get("until") or "").strip() or None
+
+
+@page
+async def transparency_page(ctx: Ctx) -> Response:
+    """The transparency report of a period: its headline numbers and the log's verification here, the
+    public page (``facelens report transparency``'s) framed below."""
+    since, until = _period(ctx)
+    report = await ctx.calls.transparency(since=since, until=until)
+    query = urlencode({k: v for k, v in (("since", since), ("until", until)) if v})
+    return ctx.page("transparency.html", nav="audit", report=report, since=since or "", until=until or "",
+                    query=query)
+
+
+@page
+async def transparency_report(ctx: Ctx) -> Response:
+    since, until = _period(ctx)
+    data = await ctx.calls.transparency_html(since=since, until=until)
+    headers = {**SECURITY_HEADERS, "Content-Security-Policy": REPORT_CSP, "X-Frame-Options": "SAMEORIGIN"}
+    return Response(data, media_type="text/html; charset=utf-8", headers=headers)
 
 
 #: An audit report is facelens's own static HTML (inline style, images as data: URLs, no script): framed
@@ -567,5 +628,9 @@ routes = [
     Route(f"{PREFIX}/keys", create_key, methods=["POST"]),
     Route(f"{PREFIX}/keys/{{key_id}}/revoke", revoke_key, methods=["POST"]),
     Route(f"{PREFIX}/audit", audit_page, methods=["GET"]),
+    Route(f"{PREFIX}/audit", audit_start, methods=["POST"]),
+    Route(f"{PREFIX}/audit/jobs/{{name}}.json", audit_job_status, methods=["GET"]),
+    Route(f"{PREFIX}/audit/transparency", transparency_page, methods=["GET"]),
+    Route(f"{PREFIX}/audit/transparency.html", transparency_report, methods=["GET"]),
     Route(f"{PREFIX}/audit/{{name}}/report.html", audit_report, methods=["GET"]),
 ]

@@ -1,6 +1,7 @@
 // The facelens console's only script (no inline script anywhere: the pages' CSP forbids it).
 // Every page works without it; it adds confirmation of destructive forms, and drag and drop with
-// per-file progress to the enrol form (one request per image, the results shown as they come).
+// per-file progress to the enrol form (one request per image, the results shown as they come), and the
+// progress of running audits (polled as JSON; without the script, the page's "refresh" link shows it).
 "use strict";
 
 document.addEventListener("submit", function (event) {
@@ -79,7 +80,52 @@ function setupEnrol(form) {
   });
 }
 
+function watchJob(row) {
+  var name = row.dataset.job;
+  var status = row.querySelector(".job-status");
+  var poll = function () {
+    fetch("/console/audit/jobs/" + encodeURIComponent(name) + ".json", {credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (job) {
+        if (!job) { window.setTimeout(poll, 5000); return; }
+        row.dataset.state = job.state;
+        if (job.state === "running") {
+          var bar = status.querySelector(".job-progress");
+          bar.max = job.total || 1;
+          bar.value = job.done;
+          bar.textContent = job.percent + "%";
+          status.querySelector(".job-stage").textContent = job.stage;
+          status.querySelector(".job-count").textContent = job.done + " / " + job.total;
+          window.setTimeout(poll, 1500);
+          return;
+        }
+        status.textContent = "";
+        if (job.state === "done") {
+          status.appendChild(document.createTextNode("done: "));
+          var link = document.createElement("a");
+          link.className = "job-report";
+          link.href = job.report + "#shown";
+          link.textContent = "open the report";
+          status.appendChild(link);
+        } else {
+          var what = document.createElement("span");
+          what.className = "bad";
+          what.textContent = job.state;
+          var why = document.createElement("span");
+          why.className = "job-error";
+          why.textContent = job.error || "";
+          status.appendChild(what);
+          status.appendChild(document.createTextNode(": "));
+          status.appendChild(why);
+        }
+      })
+      .catch(function () { window.setTimeout(poll, 5000); });
+  };
+  window.setTimeout(poll, 1000);
+}
+
 document.addEventListener("DOMContentLoaded", function () {
   var form = document.getElementById("enrol-form");
   if (form) { setupEnrol(form); }
+  Array.prototype.forEach.call(document.querySelectorAll("tr.job[data-state=running]"), watchJob);
 });

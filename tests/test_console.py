@@ -459,3 +459,35 @@ def test_the_transparency_report_is_read_in_the_console_by_global_admins(service
     reader, _ = sign_in(service, _reader(service, admin_token, home, "transparency reader"))
     assert reader.get("/console/audit/transparency").status_code == 403
     assert reader.get("/console/audit/transparency.html").status_code == 403
+
+
+def test_the_search_form_says_what_the_collection_policy_requires(service: LiveService, admin_token: str,
+                                                                   home: Path) -> None:
+    admin, csrf = sign_in(service, admin_token)
+    api = httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60)
+    for name in ("guarded", "open"):
+        assert api.post("/v1/collections", json={"name": name}).status_code == 201
+    r = api.patch("/v1/collections/guarded/policy", json={"allowed_modes": ["identify"], "purpose_required": True,
+                                                          "max_fpir": 0.001})
+    assert r.status_code == 200, r.text
+    page = admin.get("/console/search?collection=guarded").text
+    assert re.search(r'id="mode-investigate"\s+disabled>', page) and re.search(r'id="mode-identify"\s+checked>', page)
+    assert re.search(r'id="purpose"[^>]* required', page) and 'max="0.001"' in page
+    assert "Policy of guarded: identify only; a purpose is required; identifications at a false-positive " \
+           "identification rate of at most 0.001." in page
+    rules = admin.get("/console/c/guarded/search-rules.json").json()
+    assert rules["allowed_modes"] == ["identify"] and rules["purpose_required"] is True and rules["max_fpir"] == 0.001
+    assert admin.get("/console/c/open/search-rules.json").json()["purpose_required"] is False
+    page = admin.get("/console/search?collection=open").text
+    assert not re.search(r'id="purpose"[^>]* required', page) and "disabled>" not in page
+
+    # a client that sends the form anyway (no browser checks): the API refuses it, as the form said
+    probe = ("p.jpg", (PORTRAITS / "C000380_b.jpg").read_bytes(), "image/jpeg")
+    for fields, words in (({"mode": "investigate", "purpose": "case 1"}, "allows only identify"),
+                          ({"mode": "identify"}, "requires a purpose"),
+                          ({"mode": "identify", "purpose": "case 1", "max_fpir": "0.01"}, "max_fpir")):
+        r = admin.post("/console/search", data={"csrf_token": csrf, "collection": "guarded", **fields},
+                       files=[("image", probe)])
+        assert r.status_code in (403, 422) and words in r.text, (fields, r.status_code, r.text[-600:])
+    stranger, _ = sign_in(service, _reader(service, admin_token, home, "policy stranger"))
+    assert stranger.get("/console/c/guarded/search-rules.json").status_code == 404  # invisible, as in the API

@@ -380,12 +380,45 @@ async def compare(ctx: Ctx) -> Response:
                     pic_a=picture(a[0][1], [result["face_a"]]), pic_b=picture(b[0][1], [result["face_b"]]))
 
 
+async def _search_rules(ctx: Ctx, collection: str | None) -> dict[str, Any]:
+    """What a search of ``collection`` must do under its POLICY (and the service's purpose setting): the
+    form requires it, and the browser refuses the form before sending what the API would refuse."""
+    if collection is None:
+        return {"collection": None, "purpose_required": False, "allowed_modes": ["identify", "investigate"],
+                "max_fpir": None, "max_fmr": None, "default_fpir": ctx.services.engine.config.max_fpir, "words": ""}
+    policy = await ctx.calls.collection_policy(collection)
+    service_purpose = ctx.calls.purpose_required(collection)
+    need = bool(policy["purpose_required"]) or service_purpose
+    modes = list(policy["allowed_modes"])
+    default_fpir = ctx.services.engine.config.max_fpir
+    parts = [f"{' and '.join(modes)} only" if len(modes) == 1 else "identify and investigate allowed",
+             ("a purpose is required" + ("" if policy["purpose_required"] else " (by the service's setting)"))
+             if need else "a purpose is optional"]
+    if policy["max_fpir"] is not None:
+        parts.append(f"identifications at a false-positive identification rate of at most {policy['max_fpir']:g}")
+    if policy["max_fmr"] is not None:
+        parts.append(f"at a per-comparison false-match rate of at most {policy['max_fmr']:g}")
+    return {"collection": collection, "purpose_required": need, "allowed_modes": modes,
+            "max_fpir": policy["max_fpir"], "max_fmr": policy["max_fmr"], "default_fpir": default_fpir,
+            "words": f"Policy of {collection}: " + "; ".join(parts) + "."}
+
+
+@page
+async def search_rules(ctx: Ctx) -> Response:
+    """GET /console/c/{c}/search-rules.json: the search form's rules for another collection chosen in it."""
+    rules = await _search_rules(ctx, _collection_name(ctx))
+    return JSONResponse(rules, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
+
+
 @page
 async def search(ctx: Ctx) -> Response:
     names = [n for n in await ctx.calls.list_collections() if Scope.SEARCH in ctx.calls.scopes(n)]
-    chosen = ctx.request.query_params.get("collection") or (names[0] if names else None)
-    context: dict[str, Any] = {"nav": "search", "names": names, "chosen": chosen, "result": None, "mode": "identify",
-                               "purpose": "", "purpose_required": ctx.calls.purpose_required(chosen)}
+    asked = ctx.request.query_params.get("collection")
+    chosen = asked if asked in names else (names[0] if names else None)
+    rules = await _search_rules(ctx, chosen)
+    mode = "identify" if "identify" in rules["allowed_modes"] else rules["allowed_modes"][0]
+    context: dict[str, Any] = {"nav": "search", "names": names, "chosen": chosen, "result": None, "mode": mode,
+                               "purpose": "", "rules": rules, "max_fpir": ""}
     if ctx.request.method == "GET":
         return ctx.page("search.html", **context)
     form = await _form(ctx)
@@ -395,7 +428,8 @@ async def search(ctx: Ctx) -> Response:
         raise ApiError(422, "invalid_request", "choose a probe image")
     mode = _text(form, "mode") or "identify"
     count = _text(form, "max_results")
-    options = _options({"mode": mode, "purpose": _text(form, "purpose"),
+    fpir = _rate_field(form, "max_fpir") if mode == "identify" else None
+    options = _options({"mode": mode, "purpose": _text(form, "purpose"), "max_fpir": fpir,
                         ("max_candidates" if mode == "investigate" else "max_results"): count})
     result = await ctx.calls.search_by_image(chosen, files[0][1], options)
     first = result["results"][0] if result["results"] else None
@@ -408,7 +442,7 @@ async def search(ctx: Ctx) -> Response:
             rows.append(cand)
     context.update(chosen=chosen, mode=mode, purpose=_text(form, "purpose") or "", result=result, first=first,
                    rows=rows, crops=bool((await ctx.calls.collection_policy(chosen))["face_crops"]),
-                   purpose_required=ctx.calls.purpose_required(chosen),
+                   rules=await _search_rules(ctx, chosen), max_fpir=_text(form, "max_fpir") or "",
                    pic=picture(files[0][1], [first["searched_face"]] if first and first.get("searched_face") else []))
     return ctx.page("search.html", **context)
 
@@ -615,6 +649,7 @@ routes = [
     Route(f"{PREFIX}/c/{{collection}}/delete", delete_collection, methods=["POST"]),
     Route(f"{PREFIX}/c/{{collection}}/policy", set_policy, methods=["POST"]),
     Route(f"{PREFIX}/c/{{collection}}/faces/{{face_id}}/crop.jpg", face_crop, methods=["GET"]),
+    Route(f"{PREFIX}/c/{{collection}}/search-rules.json", search_rules, methods=["GET"]),
     Route(f"{PREFIX}/detect", detect, methods=["GET", "POST"]),
     Route(f"{PREFIX}/compare", compare, methods=["GET", "POST"]),
     Route(f"{PREFIX}/search", search, methods=["GET", "POST"]),

@@ -88,6 +88,9 @@ def main() -> None:
                 "log filtered by action": ("GET", "/console/log?action=search_faces_by_image", None),
                 "keys": ("GET", "/console/keys", None),
                 "audit": ("GET", "/console/audit", None),
+                "search rules of a collection (JSON, the search form's script)":
+                    ("GET", "/console/c/big/search-rules.json", None),
+                "transparency report (whole log)": ("GET", "/console/audit/transparency", None),
             }
             out: dict = {}
             api = httpx.Client(base_url=svc.url, timeout=120, headers={"Authorization": f"Bearer {token}"})

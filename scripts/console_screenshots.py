@@ -1,19 +1,16 @@
 """Take a screenshot of every console page into docs/console/ (for the README and docs/console.md).
 
 Starts ``facelens serve`` on a fresh home, does what a new user does (sign in, create a collection, enrol
-the bundled portraits, search in both modes, compare, erase), then saves each page as a PNG. Needs
-Chromium, chromium-driver and Selenium (as the browser tests do)::
+the bundled portraits, search in both modes, compare, erase, run an audit of the portraits from the Audit
+page, read the transparency report), then saves each page as a PNG: the browser is 1366x768 (a laptop's
+screen), each page taken whole. Needs Chromium, chromium-driver and Selenium (as the browser tests do)::
 
-    python scripts/console_screenshots.py [--out docs/console] [--audit]
-
-``--audit`` first runs ``facelens audit examples/portraits`` into the home, so the audit page shows a
-real report (a minute or two).
+    python scripts/console_screenshots.py [--out docs/console]
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,12 +25,12 @@ from tests._browser import MISSING, browser, serving  # noqa: E402
 from tests._service import make_key  # noqa: E402
 
 PORTRAITS = ROOT / "examples" / "portraits"
+WIDTH, HEIGHT = 1366, 768  # a laptop's screen
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "console")
-    parser.add_argument("--audit", action="store_true", help="run an audit of examples/portraits first")
     args = parser.parse_args()
     if MISSING:
         sys.exit(MISSING)
@@ -41,22 +38,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         token = make_key(home, name="alice (admin)", admin=True)
-        if args.audit:  # the portraits as an audit dataset: one folder per person
-            dataset = home / "portraits-by-person"
-            for photo in sorted(PORTRAITS.glob("*.jpg")):
-                (dataset / photo.stem.split("_")[0]).mkdir(parents=True, exist_ok=True)
-                (dataset / photo.stem.split("_")[0] / photo.name).symlink_to(photo)
-            subprocess.run([sys.executable, "-m", "facelens", "audit", str(dataset), "--home", str(home),
-                            "--out", str(home / "audits" / "portraits")], check=True, cwd=ROOT)
+        dataset = home / "portraits-by-person"  # the portraits as an audit dataset: one folder per person
+        for photo in sorted(PORTRAITS.glob("*.jpg")):
+            (dataset / photo.stem.split("_")[0]).mkdir(parents=True, exist_ok=True)
+            (dataset / photo.stem.split("_")[0] / photo.name).symlink_to(photo)
         with serving(home, "--rate-limit", "0") as url:
-            d = browser(1366, 900)
+            d = browser(WIDTH, HEIGHT)
             try:
-                shoot(d, url, token, args.out)
+                shoot(d, url, token, args.out, dataset)
             finally:
                 d.quit()
 
 
-def shoot(d: object, url: str, token: str, out: Path) -> None:
+def shoot(d: object, url: str, token: str, out: Path, dataset: Path) -> None:
     from typing import Any
 
     drv: Any = d
@@ -72,11 +66,13 @@ def shoot(d: object, url: str, token: str, out: Path) -> None:
             time.sleep(0.2)
 
     def save(name: str) -> None:
+        drv.execute_script("window.scrollTo(0, 0)")  # the whole page from its top, whatever the link's anchor
         height = drv.execute_script("return document.documentElement.scrollHeight")
-        drv.set_window_size(1366, min(max(900, int(height)), 2400))
+        chrome = drv.execute_script("return window.outerHeight - window.innerHeight")  # the window's own bars
+        drv.set_window_size(WIDTH, min(max(HEIGHT, int(height) + int(chrome)), 2600))
         time.sleep(0.5)  # let it repaint at the new size
         drv.save_screenshot(str(out / f"{name}.png"))
-        drv.set_window_size(1366, 900)
+        drv.set_window_size(WIDTH, HEIGHT)
         print(f"{out / name}.png")
 
     drv.get(f"{url}/console/")
@@ -133,12 +129,20 @@ def shoot(d: object, url: str, token: str, out: Path) -> None:
     wait("#new-token")
     save("keys")
     drv.get(f"{url}/console/audit")
-    links = drv.find_elements(By.CSS_SELECTOR, "#reports a")
-    if links:
-        links[0].click()
-        wait("iframe.report")
-        time.sleep(1)
+    el("#dataset").send_keys(str(dataset))
+    el("#audit-name").send_keys("portraits")
+    el("#start-audit").click()
+    wait("#job-portraits")
+    save("audit-running")
+    wait("#job-portraits .job-report")
+    el("#job-portraits .job-report").click()
+    wait("#shown iframe.report")
+    time.sleep(1)
     save("audit")
+    drv.get(f"{url}/console/audit/transparency")
+    wait("#totals")
+    time.sleep(1)
+    save("transparency")
     drv.get(f"{url}/console/review")
     save("review")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -292,3 +293,201 @@ def test_a_collection_admin_changes_the_policy_and_the_change_is_logged_with_the
     assert 'id="save-policy"' not in reader.get("/console/c/ruled").text
     r = reader.post("/console/c/ruled/policy", data={"csrf_token": rcsrf, "allowed_modes": ["investigate"]})
     assert r.status_code == 403
+
+
+def test_thumbnails_follow_the_policy_and_an_erasure_shows_its_receipt(service: LiveService,
+                                                                         admin_token: str) -> None:
+    admin, csrf = sign_in(service, admin_token)
+    assert admin.post("/console/collections", data={"csrf_token": csrf, "name": "erasable"}).status_code == 303
+    for photo in ("B001266_a.jpg", "B001266_b.jpg"):
+        r = admin.post("/console/c/erasable/enrol", data={"csrf_token": csrf, "person_id": "B001266"},
+                       files=[("images", (photo, (PORTRAITS / photo).read_bytes(), "image/jpeg"))])
+        assert r.status_code == 200 and "1 face(s) enrolled for B001266" in r.text, r.text
+    page = admin.get("/console/c/erasable").text
+    crops = re.findall(r'src="(/console/c/erasable/faces/[^"]+/crop.jpg)"', page)
+    assert len(crops) == 2 and 'id="no-crops"' not in page  # the policy keeps crops by default
+    for url in crops:
+        r = admin.get(url)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content[:2] == b"\xff\xd8"
+
+    r = admin.post("/console/c/erasable/erase", data={"csrf_token": csrf, "person_id": "B001266"})
+    assert r.status_code == 200, r.text
+    text = r.text
+    receipt_id = re.search(r'id="receipt-id">([^<]+)<', text).group(1)  # type: ignore[union-attr]
+    seq = int(re.search(r'id="erased-seq">(\d+)<', text).group(1))  # type: ignore[union-attr]
+    assert re.search(r'id="erased-count">2<', text) and re.search(r'id="erased-crops">2<', text)
+    assert re.search(r'id="erased-person">B001266<', text) and 'id="gone-from-disk"' in text
+    assert f'href="/console/log?before={seq + 1}"' in text
+    # the receipt is the signed log's: the entry at that seq records this erasure and this receipt
+    api = httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60)
+    entry = api.get("/v1/log", params={"after": seq - 1, "limit": 1}).json()["entries"][0]
+    assert entry["action"] == "person_erased" and entry["receipt_id"] == receipt_id
+    assert entry["seq"] == seq and entry["hash"][:16] in text
+    for url in crops:  # the crops went with the faces
+        assert admin.get(url).status_code == 404
+
+    # a policy that keeps no crops: no thumbnails asked for (none would load)
+    r = admin.post("/console/c/erasable/policy", data={"csrf_token": csrf, "allowed_modes": ["identify", "investigate"],
+                                                        "review_required": "on", "retention_days": "30"})
+    assert r.status_code == 303, r.text
+    r = admin.post("/console/c/erasable/enrol", data={"csrf_token": csrf, "person_id": "B001266"},
+                   files=[("images", ("a.jpg", (PORTRAITS / "B001266_a.jpg").read_bytes(), "image/jpeg"))])
+    assert r.status_code == 200
+    page = admin.get("/console/c/erasable").text
+    assert "crop.jpg" not in page and 'id="no-crops"' in page and "B001266" in page
+
+
+def _reader(service: LiveService, admin_token: str, home: Path, name: str) -> str:
+    """A key that is not a global admin: the read scope on collection "plain" (made if missing)."""
+    httpx.post(f"{service.url}/v1/collections", json={"name": "plain"}, timeout=60,
+               headers={"Authorization": f"Bearer {admin_token}"})  # 201, or 409 when made before
+    return make_key(home, name=name, grants={"plain": ["read"]})
+
+
+def _portrait_folders(root: Path) -> Path:
+    """The bundled portraits as a one-folder-per-person dataset (8 people, 2 photos each)."""
+    import shutil
+
+    for photo in sorted(PORTRAITS.glob("*.jpg")):
+        person = root / photo.stem.split("_")[0]
+        person.mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, person / photo.name)
+    return root
+
+
+def _wait_job(client: httpx.Client, name: str, timeout: float = 300) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = client.get(f"/console/audit/jobs/{name}.json").json()
+        if job["state"] != "running" or time.monotonic() > deadline:
+            return job
+        time.sleep(0.3)
+
+
+def test_an_audit_runs_from_the_console_one_at_a_time_with_progress_and_its_report(
+        service: LiveService, admin_token: str, home: Path, tmp_path: Path) -> None:
+    admin, csrf = sign_in(service, admin_token)
+    dataset = _portrait_folders(tmp_path / "portraits")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refusals = [({"dataset": "portraits"}, 422, "absolute path on the server"),
+                ({"dataset": str(tmp_path / "nowhere")}, 422, "no file or folder"),
+                ({"dataset": str(dataset), "name": "../up"}, 422, "a report name is"),
+                ({"dataset": str(dataset), "max_fmr": "2"}, 422, "max_fmr"),
+                ({"dataset": str(dataset), "kind": "congress"}, 422, "members.csv"),
+                ({"dataset": str(dataset), "kind": "pictures"}, 422, "layout is one of"),
+                ({"dataset": str(empty)}, 422, "no images found")]
+    for fields, status, words in refusals:
+        r = admin.post("/console/audit", data={"csrf_token": csrf, **fields})
+        assert r.status_code == status and words in r.text and 'id="audit-problem"' in r.text, (fields, r.text[-800:])
+        assert f'value="{fields["dataset"]}"' in r.text  # the form keeps what was typed
+    assert not (home / "audits" / "up").exists()
+
+    r = admin.post("/console/audit", data={"csrf_token": csrf, "dataset": str(dataset), "name": "portraits"})
+    assert r.status_code == 303 and r.headers["location"] == "/console/audit?job=portraits#job-portraits", r.text
+    second = admin.post("/console/audit", data={"csrf_token": csrf, "dataset": str(dataset), "name": "second"})
+    page = admin.get("/console/audit").text
+    job = _wait_job(admin, "portraits")
+    assert second.status_code == 409 and "an audit is running (portraits)" in second.text
+    assert 'id="job-portraits"' in page and "/console/audit/jobs" not in page  # polled by the script, not inline
+    assert job["state"] == "done", job
+    assert job["images"] == 16 and job["done"] == job["total"] and job["report"] == "/console/audit?report=portraits"
+    assert job["by"] == "admin <b>&amp; co</b>"
+    page = admin.get("/console/audit").text
+    assert 'href="/console/audit?report=portraits#shown">open the report' in page
+    report = admin.get("/console/audit/portraits/report.html")
+    assert report.status_code == 200 and "112" in report.text  # 112 impostor comparisons of 8 people's photos
+    again = admin.post("/console/audit", data={"csrf_token": csrf, "dataset": str(dataset), "name": "portraits"})
+    assert again.status_code == 409 and "exists" in again.text
+
+    reader, rcsrf = sign_in(service, _reader(service, admin_token, home, "audit reader"))
+    assert reader.post("/console/audit", data={"csrf_token": rcsrf, "dataset": str(dataset)}).status_code == 403
+    assert reader.get("/console/audit/jobs/portraits.json").status_code == 403
+
+
+def test_an_audit_whose_process_died_is_shown_stopped_and_a_held_lock_refuses_another(tmp_path: Path) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from facelens.console.audits import AuditConflictError, read_job, start_audit
+
+    root = tmp_path / "audits"
+    (root / "old").mkdir(parents=True)
+    (root / "old" / "job.json").write_text(json.dumps({
+        "name": "old", "dataset": "/data/x", "kind": None, "max_fmr": None, "images": 10, "by": "k",
+        "started": "2026-12-01T00:00:00+00:00", "state": "running", "stage": "embed x", "done": 3, "total": 10}))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(root / '.running.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(120)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        job = read_job(root, "old")
+        assert job is not None and job.state == "running" and job.percent == 30  # another process runs it
+        with pytest.raises(AuditConflictError, match="an audit is running"):
+            start_audit(None, root, dataset=str(_portrait_folders(tmp_path / "ds")), name="new",  # type: ignore[arg-type]
+                        kind=None, max_fmr=None, by="k")
+        assert not (root / "new").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+    job = read_job(root, "old")  # the kernel dropped the dead process's lock: nobody runs it
+    assert job is not None and job.state == "stopped" and "ended before it finished" in (job.error or "")
+
+
+def test_the_transparency_report_is_read_in_the_console_by_global_admins(service: LiveService, admin_token: str,
+                                                                         home: Path) -> None:
+    admin, csrf = sign_in(service, admin_token)
+    page = admin.get("/console/audit/transparency")
+    assert page.status_code == 200, page.text
+    assert "The signed log verifies" in page.text and 'id="t-searches"' in page.text
+    assert 'src="/console/audit/transparency.html" sandbox' in page.text
+    api = httpx.get(f"{service.url}/v1/reports/transparency", headers={"Authorization": f"Bearer {admin_token}"},
+                    timeout=60).json()
+    searches = re.search(r'id="t-searches">([\d,]+) ', page.text).group(1)  # type: ignore[union-attr]
+    assert int(searches.replace(",", "")) == api["totals"]["searches"]  # the API's numbers
+    framed = admin.get("/console/audit/transparency.html?since=2026-01-01")
+    assert framed.status_code == 200 and "<html" in framed.text.lower()
+    assert framed.headers["content-security-policy"].startswith("sandbox;")
+    future = admin.get("/console/audit/transparency?since=2999-01-01&until=2998-01-01")
+    assert future.status_code == 422 and "must be before until" in future.text
+    reader, _ = sign_in(service, _reader(service, admin_token, home, "transparency reader"))
+    assert reader.get("/console/audit/transparency").status_code == 403
+    assert reader.get("/console/audit/transparency.html").status_code == 403
+
+
+def test_the_search_form_says_what_the_collection_policy_requires(service: LiveService, admin_token: str,
+                                                                   home: Path) -> None:
+    admin, csrf = sign_in(service, admin_token)
+    api = httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60)
+    for name in ("guarded", "open"):
+        assert api.post("/v1/collections", json={"name": name}).status_code == 201
+    r = api.patch("/v1/collections/guarded/policy", json={"allowed_modes": ["identify"], "purpose_required": True,
+                                                          "max_fpir": 0.001})
+    assert r.status_code == 200, r.text
+    page = admin.get("/console/search?collection=guarded").text
+    assert re.search(r'id="mode-investigate"\s+disabled>', page) and re.search(r'id="mode-identify"\s+checked>', page)
+    assert re.search(r'id="purpose"[^>]* required', page) and 'max="0.001"' in page
+    assert "Policy of guarded: identify only; a purpose is required; identifications at a false-positive " \
+           "identification rate of at most 0.001." in page
+    rules = admin.get("/console/c/guarded/search-rules.json").json()
+    assert rules["allowed_modes"] == ["identify"] and rules["purpose_required"] is True and rules["max_fpir"] == 0.001
+    assert admin.get("/console/c/open/search-rules.json").json()["purpose_required"] is False
+    page = admin.get("/console/search?collection=open").text
+    assert not re.search(r'id="purpose"[^>]* required', page) and "disabled>" not in page
+
+    # a client that sends the form anyway (no browser checks): the API refuses it, as the form said
+    probe = ("p.jpg", (PORTRAITS / "C000380_b.jpg").read_bytes(), "image/jpeg")
+    for fields, words in (({"mode": "investigate", "purpose": "case 1"}, "allows only identify"),
+                          ({"mode": "identify"}, "requires a purpose"),
+                          ({"mode": "identify", "purpose": "case 1", "max_fpir": "0.01"}, "max_fpir")):
+        r = admin.post("/console/search", data={"csrf_token": csrf, "collection": "guarded", **fields},
+                       files=[("image", probe)])
+        assert r.status_code in (403, 422) and words in r.text, (fields, r.status_code, r.text[-600:])
+    stranger, _ = sign_in(service, _reader(service, admin_token, home, "policy stranger"))
+    assert stranger.get("/console/c/guarded/search-rules.json").status_code == 404  # invisible, as in the API

@@ -245,3 +245,124 @@ def test_a_read_only_key_sees_only_what_its_scope_allows(driver: Any, url: str, 
     driver.get(f"{url}/console/search")
     assert "search scope on no collection" in _el(driver, "main").text
     assert _console_errors(driver, allowed=("status of 403", "status of 404")) == []
+
+
+def test_the_search_form_refuses_what_the_collection_policy_forbids_before_sending(
+        driver: Any, url: str, admin_token: str) -> None:
+    api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60)
+    for name in ("strict", "relaxed"):
+        assert api.post("/v1/collections", json={"name": name}).status_code == 201
+    assert api.patch("/v1/collections/strict/policy", json={"allowed_modes": ["identify"], "purpose_required": True,
+                                                           "max_fpir": 0.001}).status_code == 200
+    _sign_in(driver, url, admin_token)
+    driver.get(f"{url}/console/search?collection=strict")
+    assert "identify only; a purpose is required" in _el(driver, "#policy-hint").text
+    assert not _el(driver, "#mode-investigate").is_enabled()
+    _el(driver, "#image").send_keys(str(PORTRAITS / "C000380_b.jpg"))
+    _el(driver, "#search").click()  # no purpose: the browser keeps the form (nothing is sent)
+    valid = "return [document.querySelector(arguments[0]).validity.valueMissing, " \
+            "document.querySelector(arguments[0]).validity.rangeOverflow]"
+    assert driver.execute_script(valid, "#purpose") == [True, False]
+    assert _els(driver, "#result") == []
+    _el(driver, "#purpose").send_keys("case 2026-14")
+    _el(driver, "#max_fpir").send_keys("0.01")  # looser than the policy allows
+    _el(driver, "#search").click()
+    assert driver.execute_script(valid, "#max_fpir") == [False, True]
+    assert _els(driver, "#result") == []
+    entries = api.get("/v1/log", params={"limit": 1000}).json()["entries"]
+    assert not [e for e in entries if e.get("collection") == "strict" and e["action"].startswith("search")]
+
+    # another collection chosen: its rules replace these (read from its policy), without reloading the page
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    Select(_el(driver, "#collection")).select_by_visible_text("relaxed")
+    WebDriverWait(driver, 30).until(lambda d: "Policy of relaxed" in _el(d, "#policy-hint").text)
+    assert _el(driver, "#mode-investigate").is_enabled()
+    # this service requires a purpose of every search (serve's default), whatever a collection's policy says
+    assert "a purpose is required (by the service's setting)" in _el(driver, "#policy-hint").text
+    assert driver.execute_script("return document.querySelector('#purpose').required") is True
+    assert driver.execute_script(valid, "#max_fpir") == [False, False]  # 0.01 is allowed here
+    _el(driver, "#mode-investigate").click()
+    assert not _el(driver, "#max_fpir").is_enabled()  # an identify-only option is not sent with an investigation
+    assert _console_errors(driver) == []
+
+
+PAGES = ("/console/", "/console/c/kbd", "/console/detect", "/console/compare", "/console/search?collection=kbd",
+         "/console/review", "/console/log", "/console/keys", "/console/audit", "/console/audit/transparency")
+
+
+def test_every_page_works_with_the_keyboard_and_fits_a_laptop_screen(driver: Any, url: str, admin_token: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60)
+    assert api.post("/v1/collections", json={"name": "kbd"}).status_code == 201
+    r = api.post("/v1/collections/kbd/faces", files={"image": (PORTRAITS / "C001082_a.jpg").read_bytes()},
+                 data={"person_id": "C001082"})
+    assert r.status_code == 200, r.text
+    driver.set_window_size(1366, 768)
+    try:
+        # sign in with the keyboard only: the key field has the focus, Enter sends the form
+        driver.delete_all_cookies()
+        driver.get(f"{url}/console/sign-in")
+        assert driver.switch_to.active_element.get_attribute("id") == "api_key"
+        driver.switch_to.active_element.send_keys(admin_token, Keys.ENTER)
+        _wait(driver, "#actor")
+        unlabelled_js = """return [...document.querySelectorAll('input, select, textarea')]
+            .filter(e => e.type !== 'hidden' && !e.labels.length && !e.getAttribute('aria-label'))
+            .map(e => e.outerHTML)"""
+        for path in PAGES:
+            driver.get(f"{url}{path}")
+            assert _els(driver, "#error") == [], (path, _el(driver, "main").text[:300])
+            # readable at 1366x768: nothing wider than the window (no sideways scrolling)
+            assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth"), path
+            assert driver.execute_script(unlabelled_js) == [], path  # every field has a label
+            positive = "return [...document.querySelectorAll('[tabindex]')].filter(e => e.tabIndex > 0).length"
+            assert driver.execute_script(positive) == 0, path  # the focus follows the page's order
+            # the first Tab reaches the skip link; Enter on it moves the focus to the page's content
+            driver.execute_script("document.activeElement && document.activeElement.blur()")
+            _el(driver, "body").send_keys(Keys.TAB)
+            assert driver.switch_to.active_element.get_attribute("class") == "skip", path
+            outline = driver.execute_script("return getComputedStyle(document.activeElement).outlineStyle")
+            assert outline != "none", path  # the focus is visible
+            driver.switch_to.active_element.send_keys(Keys.ENTER)
+            assert driver.switch_to.active_element.get_attribute("id") == "main", path
+            driver.switch_to.active_element.send_keys(Keys.TAB)
+            inside = driver.execute_script("return document.querySelector('main').contains(document.activeElement)")
+            assert inside, (path, driver.switch_to.active_element.get_attribute("outerHTML"))
+        assert _console_errors(driver) == []
+    finally:
+        driver.set_window_size(1366, 900)
+
+
+def test_an_audit_started_in_the_browser_shows_its_progress_and_links_its_report(
+        driver: Any, url: str, admin_token: str, tmp_path: Path) -> None:
+    import shutil
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    dataset = tmp_path / "people"
+    for photo in sorted(PORTRAITS.glob("*.jpg")):
+        (dataset / photo.stem.split("_")[0]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, dataset / photo.stem.split("_")[0] / photo.name)
+    _sign_in(driver, url, admin_token)
+    driver.get(f"{url}/console/audit")
+    _el(driver, "#dataset").send_keys("people")  # a relative path: refused, saying what to give
+    _submit(driver, "#start-audit")
+    assert "absolute path on the server" in _el(driver, "#audit-problem").text
+    _el(driver, "#dataset").clear()
+    _el(driver, "#dataset").send_keys(str(dataset))
+    _el(driver, "#audit-name").send_keys("people-audit")
+    _submit(driver, "#start-audit")
+    _wait(driver, "#job-people-audit")
+    # the page's script follows the job and puts the report's link in place when it is done
+    WebDriverWait(driver, 300).until(lambda d: _els(d, "#job-people-audit .job-report")
+                                     or _els(d, "#job-people-audit .job-error"))
+    assert _els(driver, "#job-people-audit .job-error") == [], _el(driver, "#job-people-audit").text
+    _el(driver, "#job-people-audit .job-report").click()
+    frame = _wait(driver, "#shown iframe.report")
+    driver.switch_to.frame(frame)
+    try:
+        assert "people" in _el(driver, "body").text
+    finally:
+        driver.switch_to.default_content()
+    assert _console_errors(driver, allowed=("status of 422",)) == []  # the refused form, only

@@ -1,4 +1,4 @@
-"""The console's review queue (issue 15's review API, where this version has it): a searcher's leads wait
+"""The console's review queue (the API's review routes): a searcher's leads wait
 for another person, who sees probe and candidate side by side and decides with a reason; four eyes and
 final decisions are the API's, shown on the page. Over real HTTP, and in a real browser."""
 
@@ -12,13 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from facelens.server import ServerSettings
 from tests._browser import MISSING
 from tests._service import LiveService, make_key
 from tests.test_console import sign_in
-
-pytest.importorskip("facelens.server.routes.review", reason="this version has no review queue (issue 15)")
-
-from facelens.server import ServerSettings  # noqa: E402
 
 PORTRAITS = Path(__file__).resolve().parent.parent / "examples" / "portraits"
 

@@ -10,14 +10,12 @@ pages show with the API's status and message.
 from __future__ import annotations
 
 import base64
-import importlib
 import inspect
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from pydantic import ValidationError
@@ -34,8 +32,11 @@ from ..server.routes import faces as faces_routes
 from ..server.routes import images as images_routes
 from ..server.routes import log as log_routes
 from ..server.routes import persons as persons_routes
+from ..server.routes import reports as reports_routes
+from ..server.routes import review as review_routes
 from ..server.routes import search as search_routes
-from ..server.schemas import CollectionIn
+from ..server.schemas import CollectionIn, ReviewDecisionIn
+from .audits import AuditJob, audit_jobs, read_job, start_audit
 
 __all__ = ["ConsoleCalls", "KeyActionLog", "LogFilter"]
 
@@ -152,7 +153,7 @@ class ConsoleCalls:
         """Who acts: the signed-in key (its name is shown in the log and on every page)."""
         return Actor.for_key(self.key.key_id, self.key.name)
 
-    # -- policies (issue 15): Engine.collection_policy / set_collection_policy ---------------------------
+    # -- policies: Engine.collection_policy / set_collection_policy ---------------------------
 
     async def collection_policy(self, collection: str) -> dict[str, Any]:
         self.require(collection)
@@ -186,6 +187,13 @@ class ConsoleCalls:
         return await self._route(faces_routes.index_faces, collection=collection,
                                  json_body={**options, "image": _b64(image)})
 
+    async def face_crop(self, collection: str, face_id: str) -> bytes:
+        """The small JPEG crop kept of a stored face (``Engine.face_crop``: policy ``face_crops``); the
+        read scope, as listing the faces needs."""
+        self.require(collection, Scope.READ)
+        engine = self.services.engine
+        return await self.services.calls(lambda: engine.face_crop(collection, face_id))
+
     async def erase_person(self, collection: str, person_id: str) -> dict[str, Any]:
         """DELETE /v1/collections/{c}/persons/{p}: the person, every face and vector of theirs."""
         self.require(collection, Scope.ADMIN)
@@ -208,52 +216,37 @@ class ConsoleCalls:
         return await self._route(search_routes.search_by_image, collection=collection,
                                  json_body={**options, "image": _b64(image)})
 
-    # -- the review queue (issue 15: routes/review.py, once it is there) -------------------------------
-
-    @staticmethod
-    def review_routes() -> ModuleType | None:
-        """The API's review routes, or None in a version without the review queue."""
-        try:
-            return importlib.import_module("facelens.server.routes.review")
-        except ImportError:
-            return None
-
-    def _review(self) -> ModuleType:
-        routes = self.review_routes()
-        if routes is None:
-            raise ApiError(404, "not_found", "this version of facelens has no review queue")
-        return routes
+    # -- the review queue: routes/review.py ------------------------------------------------------------
 
     async def review_list(self, *, collection: str | None, state: str | None, limit: int,
                           after: str | None) -> dict[str, Any]:
         """GET /v1/review: the items this key may see (a reviewer: all of the collection; a searcher: its own)."""
-        answer: dict[str, Any] = await self._route(self._review().list_review, collection=collection, state=state,
+        answer: dict[str, Any] = await self._route(review_routes.list_review, collection=collection, state=state,
                                                    limit=limit, after=after)
         return answer
 
     async def review_get(self, collection: str, item_id: str) -> dict[str, Any]:
         """GET /v1/collections/{c}/review/{item}."""
         self.require(collection)
-        answer: dict[str, Any] = await self._route(self._review().get_review, collection=collection,
+        answer: dict[str, Any] = await self._route(review_routes.get_review, collection=collection,
                                                    item_id=item_id)
         return answer
 
     async def review_probe_crop(self, collection: str, item_id: str) -> bytes:
         """GET /v1/collections/{c}/review/{item}/probe.jpg."""
         self.require(collection)
-        response = await self._invoke(self._review().get_probe_crop, collection=collection, item_id=item_id)
+        response = await self._invoke(review_routes.get_probe_crop, collection=collection, item_id=item_id)
         return bytes(response.body)
 
     async def review_decide(self, collection: str, item_id: str, decision: str, reason: str) -> dict[str, Any]:
         """POST /v1/collections/{c}/review/{item}/confirm or /reject, with the reason; four eyes enforced by
         the core (the searcher cannot decide: 403), final (a second decision: 409)."""
         self.require(collection)
-        routes = self._review()
-        fn = {"confirm": routes.confirm_review, "reject": routes.reject_review}.get(decision)
+        fn = {"confirm": review_routes.confirm_review, "reject": review_routes.reject_review}.get(decision)
         if fn is None:
             raise ApiError(422, "invalid_request", "the decision is confirm or reject")
         try:
-            body = routes.ReviewDecisionIn(reason=reason)
+            body = ReviewDecisionIn(reason=reason)
         except ValidationError:
             raise ApiError(422, "invalid_request", "a decision needs a reason (1-2,000 characters): what in the "
                                                    "two faces decided it") from None
@@ -348,6 +341,43 @@ class ConsoleCalls:
         if name not in names:  # only names listed from the folder: no path from the request is opened
             raise ApiError(404, "not_found", f"no audit report named {name!r} in {root}")
         return (root / name / "report.html").read_bytes()
+
+
+    # -- running an audit (global admins; the CLI's `facelens audit`, no HTTP route): console/audits.py ----
+
+    async def start_audit(self, *, dataset: str, name: str | None, kind: str | None,
+                          max_fmr: float | None) -> AuditJob:
+        """Read the dataset on the server (a path on this machine) and start its audit; the job runs on."""
+        self.require_admin()
+        engine, root, by = self.services.engine, self.audits_dir(), self.key.name
+        return await self.services.calls(lambda: start_audit(engine, root, dataset=dataset, name=name, kind=kind,
+                                                             max_fmr=max_fmr, by=by))
+
+    def audit_jobs(self) -> list[AuditJob]:
+        self.require_admin()
+        return audit_jobs(self.audits_dir())
+
+    def audit_job(self, name: str) -> AuditJob:
+        self.require_admin()
+        job = read_job(self.audits_dir(), name)
+        if job is None:
+            raise ApiError(404, "not_found", f"no audit named {name!r} was started from the console")
+        return job
+
+    # -- the transparency report (global admins): GET /v1/reports/transparency --------------------------
+
+    async def transparency(self, *, since: str | None, until: str | None) -> dict[str, Any]:
+        """The report of ``[since, until)`` as JSON (the route's ``format=json``)."""
+        self.require_admin()
+        response = await self._invoke(reports_routes.transparency, since=since, until=until, format="json")
+        answer: dict[str, Any] = json.loads(bytes(response.body))
+        return answer
+
+    async def transparency_html(self, *, since: str | None, until: str | None) -> bytes:
+        """The report's self-contained page (the route's ``format=html``, as ``facelens report transparency``)."""
+        self.require_admin()
+        response = await self._invoke(reports_routes.transparency, since=since, until=until, format="html")
+        return bytes(response.body)
 
 
 def _b64(data: bytes) -> str:

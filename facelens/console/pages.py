@@ -15,10 +15,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
@@ -26,6 +27,7 @@ from ..errors import FacelensError
 from ..server.deps import NO_AUTH_KEY, Services
 from ..server.errors import ApiError, error_status
 from ..server.keys import ApiKey, Scope
+from .audits import KINDS
 from .calls import ConsoleCalls, LogFilter
 from .render import SECURITY_HEADERS, compare_words, html_page, match_words, picture
 from .sessions import ConsoleSession, SessionStore
@@ -259,8 +261,8 @@ async def collection_page(ctx: Ctx) -> Response:
         faces = await ctx.calls.list_faces(name, limit=PAGE, next_token=q.get("faces_after") or None)
         rows, after = await ctx.calls.list_persons(name, limit=PAGE, after=q.get("persons_after") or None)
         persons = {"rows": rows, "next": after}
-    crops = hasattr(ctx.services.engine, "face_crop")
     policy = await ctx.calls.collection_policy(name)
+    crops = bool(policy["face_crops"])  # thumbnails where the policy keeps crops
     return ctx.page("collection.html", nav="collections", c=info, scopes=sorted(scopes), faces=faces, persons=persons,
                     crops=crops, policy=policy, faces_after=q.get("faces_after"), persons_after=q.get("persons_after"),
                     results=None)
@@ -299,8 +301,8 @@ async def erase_person(ctx: Ctx) -> Response:
     name = _collection_name(ctx)
     form = await _form(ctx)
     person_id = _text(form, "person_id") or ""
-    receipt = await ctx.calls.erase_person(name, person_id)
-    return ctx.page("erased.html", nav="collections", collection=name, receipt=receipt)
+    answer = await ctx.calls.erase_person(name, person_id)  # the route's answer: its receipt is the engine's
+    return ctx.page("erased.html", nav="collections", answer=answer)
 
 
 def _rate_field(form: FormData, name: str) -> float | None:
@@ -341,15 +343,9 @@ async def delete_collection(ctx: Ctx) -> Response:
 
 @page
 async def face_crop(ctx: Ctx) -> Response:
-    """A stored face's crop (the engine's ``face_crop``, once collections keep crops)."""
+    """A stored face's crop (kept where the collection's policy says ``face_crops``)."""
     name = _collection_name(ctx)
-    ctx.calls.require(name, Scope.READ)
-    engine = ctx.services.engine
-    fn = getattr(engine, "face_crop", None)
-    if fn is None:
-        raise ApiError(404, "not_found", "this version keeps no face crops")
-    face_id = str(ctx.request.path_params["face_id"])
-    data = await ctx.services.calls(lambda: fn(name, face_id))
+    data = await ctx.calls.face_crop(name, str(ctx.request.path_params["face_id"]))
     return Response(data, media_type="image/jpeg", headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 
 
@@ -384,12 +380,45 @@ async def compare(ctx: Ctx) -> Response:
                     pic_a=picture(a[0][1], [result["face_a"]]), pic_b=picture(b[0][1], [result["face_b"]]))
 
 
+async def _search_rules(ctx: Ctx, collection: str | None) -> dict[str, Any]:
+    """What a search of ``collection`` must do under its POLICY (and the service's purpose setting): the
+    form requires it, and the browser refuses the form before sending what the API would refuse."""
+    if collection is None:
+        return {"collection": None, "purpose_required": False, "allowed_modes": ["identify", "investigate"],
+                "max_fpir": None, "max_fmr": None, "default_fpir": ctx.services.engine.config.max_fpir, "words": ""}
+    policy = await ctx.calls.collection_policy(collection)
+    service_purpose = ctx.calls.purpose_required(collection)
+    need = bool(policy["purpose_required"]) or service_purpose
+    modes = list(policy["allowed_modes"])
+    default_fpir = ctx.services.engine.config.max_fpir
+    parts = [f"{' and '.join(modes)} only" if len(modes) == 1 else "identify and investigate allowed",
+             ("a purpose is required" + ("" if policy["purpose_required"] else " (by the service's setting)"))
+             if need else "a purpose is optional"]
+    if policy["max_fpir"] is not None:
+        parts.append(f"identifications at a false-positive identification rate of at most {policy['max_fpir']:g}")
+    if policy["max_fmr"] is not None:
+        parts.append(f"at a per-comparison false-match rate of at most {policy['max_fmr']:g}")
+    return {"collection": collection, "purpose_required": need, "allowed_modes": modes,
+            "max_fpir": policy["max_fpir"], "max_fmr": policy["max_fmr"], "default_fpir": default_fpir,
+            "words": f"Policy of {collection}: " + "; ".join(parts) + "."}
+
+
+@page
+async def search_rules(ctx: Ctx) -> Response:
+    """GET /console/c/{c}/search-rules.json: the search form's rules for another collection chosen in it."""
+    rules = await _search_rules(ctx, _collection_name(ctx))
+    return JSONResponse(rules, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
+
+
 @page
 async def search(ctx: Ctx) -> Response:
     names = [n for n in await ctx.calls.list_collections() if Scope.SEARCH in ctx.calls.scopes(n)]
-    chosen = ctx.request.query_params.get("collection") or (names[0] if names else None)
-    context: dict[str, Any] = {"nav": "search", "names": names, "chosen": chosen, "result": None, "mode": "identify",
-                               "purpose": "", "purpose_required": ctx.calls.purpose_required(chosen)}
+    asked = ctx.request.query_params.get("collection")
+    chosen = asked if asked in names else (names[0] if names else None)
+    rules = await _search_rules(ctx, chosen)
+    mode = "identify" if "identify" in rules["allowed_modes"] else rules["allowed_modes"][0]
+    context: dict[str, Any] = {"nav": "search", "names": names, "chosen": chosen, "result": None, "mode": mode,
+                               "purpose": "", "rules": rules, "max_fpir": ""}
     if ctx.request.method == "GET":
         return ctx.page("search.html", **context)
     form = await _form(ctx)
@@ -399,7 +428,8 @@ async def search(ctx: Ctx) -> Response:
         raise ApiError(422, "invalid_request", "choose a probe image")
     mode = _text(form, "mode") or "identify"
     count = _text(form, "max_results")
-    options = _options({"mode": mode, "purpose": _text(form, "purpose"),
+    fpir = _rate_field(form, "max_fpir") if mode == "identify" else None
+    options = _options({"mode": mode, "purpose": _text(form, "purpose"), "max_fpir": fpir,
                         ("max_candidates" if mode == "investigate" else "max_results"): count})
     result = await ctx.calls.search_by_image(chosen, files[0][1], options)
     first = result["results"][0] if result["results"] else None
@@ -411,13 +441,13 @@ async def search(ctx: Ctx) -> Response:
         for cand in first.get("candidates") or []:
             rows.append(cand)
     context.update(chosen=chosen, mode=mode, purpose=_text(form, "purpose") or "", result=result, first=first,
-                   rows=rows, crops=hasattr(ctx.services.engine, "face_crop"),
-                   purpose_required=ctx.calls.purpose_required(chosen),
+                   rows=rows, crops=bool((await ctx.calls.collection_policy(chosen))["face_crops"]),
+                   rules=await _search_rules(ctx, chosen), max_fpir=_text(form, "max_fpir") or "",
                    pic=picture(files[0][1], [first["searched_face"]] if first and first.get("searched_face") else []))
     return ctx.page("search.html", **context)
 
 
-# -- review queue (issue 15: the API's review routes, where this version has them) -------------------
+# -- review queue: the API's review routes ----------------------------------------------------------
 
 REVIEW_STATES = ("pending", "confirmed", "rejected", "expired", "withdrawn")
 
@@ -425,8 +455,6 @@ REVIEW_STATES = ("pending", "confirmed", "rejected", "expired", "withdrawn")
 @page
 async def review(ctx: Ctx) -> Response:
     """The items this key may see, filtered by collection and state (pending first by default)."""
-    if ctx.calls.review_routes() is None:
-        return ctx.page("review.html", nav="review", available=False)
     q = ctx.request.query_params
     collection = q.get("collection") or None
     state = q.get("state", "pending") or None
@@ -434,7 +462,7 @@ async def review(ctx: Ctx) -> Response:
         raise ApiError(422, "invalid_request", f"state is one of {', '.join(REVIEW_STATES)}")
     answer = await ctx.calls.review_list(collection=collection, state=state, limit=PAGE, after=q.get("after") or None)
     names = await ctx.calls.list_collections()
-    return ctx.page("review.html", nav="review", available=True, items=answer["items"], next=answer["next_after"],
+    return ctx.page("review.html", nav="review", items=answer["items"], next=answer["next_after"],
                     collection=collection, state=state, states=REVIEW_STATES, names=names,
                     after=q.get("after"))
 
@@ -448,7 +476,7 @@ async def review_item(ctx: Ctx) -> Response:
     """Probe and candidate side by side, the score and what it means, and the decision form."""
     collection, item_id = _item_ids(ctx)
     item = await ctx.calls.review_get(collection, item_id)
-    can_decide = Scope.REVIEW in ctx.calls.scopes(collection) if hasattr(Scope, "REVIEW") else False
+    can_decide = Scope.REVIEW in ctx.calls.scopes(collection)
     searcher = item.get("searcher") or {}
     own = searcher.get("kind") == "key" and searcher.get("id") == ctx.key.key_id
     return ctx.page("review_item.html", nav="review", item=item, can_decide=can_decide and not own, own=own)
@@ -526,10 +554,69 @@ async def revoke_key(ctx: Ctx) -> Response:
 
 @page
 async def audit_page(ctx: Ctx) -> Response:
+    """Audit reports (listed from ``<home>/audits``, one shown framed), the audits started here with their
+    progress, the form that starts one, and the way to the transparency report."""
     reports = ctx.calls.list_audits()
     shown = ctx.request.query_params.get("report")
-    return ctx.page("audit.html", nav="audit", reports=reports, shown=shown if shown in {r["name"] for r in reports}
-                    else None, folder=str(ctx.calls.audits_dir()), transparency=False)
+    return _audit_page(ctx, reports=reports, shown=shown if shown in {r["name"] for r in reports} else None)
+
+
+def _audit_page(ctx: Ctx, http_status: int = 200, *, reports: list[dict[str, Any]] | None = None,
+                shown: str | None = None, problem: str | None = None, form: dict[str, str] | None = None) -> Response:
+    return ctx.page("audit.html", http_status=http_status, nav="audit",
+                    reports=ctx.calls.list_audits() if reports is None else reports, shown=shown,
+                    folder=str(ctx.calls.audits_dir()), jobs=ctx.calls.audit_jobs(), kinds=KINDS, problem=problem,
+                    form=form or {})
+
+
+@page
+async def audit_start(ctx: Ctx) -> Response:
+    """Start an audit of a dataset on the server; a refused one is shown on the form, with why."""
+    form = await _form(ctx)
+    fields = {n: _text(form, n) or "" for n in ("dataset", "name", "kind", "max_fmr")}
+    try:
+        max_fmr = _rate_field(form, "max_fmr")
+        job = await ctx.calls.start_audit(dataset=fields["dataset"], name=fields["name"] or None,
+                                          kind=fields["kind"] or None, max_fmr=max_fmr)
+    except FacelensError as exc:
+        status, _ = error_status(exc)
+        if status >= 500 or status in (401, 403):
+            raise
+        return _audit_page(ctx, status, problem=getattr(exc, "message", str(exc)), form=fields)
+    return _redirect(f"{PREFIX}/audit?job={job.name}#job-{job.name}")
+
+
+@page
+async def audit_job_status(ctx: Ctx) -> Response:
+    """A job's state as JSON, for the Audit page's script (the page itself shows the same)."""
+    job = ctx.calls.audit_job(str(ctx.request.path_params["name"]))
+    body = {**job.to_dict(), "percent": job.percent,
+            "report": f"{PREFIX}/audit?report={job.name}" if job.state == "done" else None}
+    return JSONResponse(body, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
+
+
+def _period(ctx: Ctx) -> tuple[str | None, str | None]:
+    q = ctx.request.query_params
+    return (q.get("since") or "").strip() or None, (q.get("until") or "").strip() or None
+
+
+@page
+async def transparency_page(ctx: Ctx) -> Response:
+    """The transparency report of a period: its headline numbers and the log's verification here, the
+    public page (``facelens report transparency``'s) framed below."""
+    since, until = _period(ctx)
+    report = await ctx.calls.transparency(since=since, until=until)
+    query = urlencode({k: v for k, v in (("since", since), ("until", until)) if v})
+    return ctx.page("transparency.html", nav="audit", report=report, since=since or "", until=until or "",
+                    query=query)
+
+
+@page
+async def transparency_report(ctx: Ctx) -> Response:
+    since, until = _period(ctx)
+    data = await ctx.calls.transparency_html(since=since, until=until)
+    headers = {**SECURITY_HEADERS, "Content-Security-Policy": REPORT_CSP, "X-Frame-Options": "SAMEORIGIN"}
+    return Response(data, media_type="text/html; charset=utf-8", headers=headers)
 
 
 #: An audit report is facelens's own static HTML (inline style, images as data: URLs, no script): framed
@@ -562,6 +649,7 @@ routes = [
     Route(f"{PREFIX}/c/{{collection}}/delete", delete_collection, methods=["POST"]),
     Route(f"{PREFIX}/c/{{collection}}/policy", set_policy, methods=["POST"]),
     Route(f"{PREFIX}/c/{{collection}}/faces/{{face_id}}/crop.jpg", face_crop, methods=["GET"]),
+    Route(f"{PREFIX}/c/{{collection}}/search-rules.json", search_rules, methods=["GET"]),
     Route(f"{PREFIX}/detect", detect, methods=["GET", "POST"]),
     Route(f"{PREFIX}/compare", compare, methods=["GET", "POST"]),
     Route(f"{PREFIX}/search", search, methods=["GET", "POST"]),
@@ -575,5 +663,9 @@ routes = [
     Route(f"{PREFIX}/keys", create_key, methods=["POST"]),
     Route(f"{PREFIX}/keys/{{key_id}}/revoke", revoke_key, methods=["POST"]),
     Route(f"{PREFIX}/audit", audit_page, methods=["GET"]),
+    Route(f"{PREFIX}/audit", audit_start, methods=["POST"]),
+    Route(f"{PREFIX}/audit/jobs/{{name}}.json", audit_job_status, methods=["GET"]),
+    Route(f"{PREFIX}/audit/transparency", transparency_page, methods=["GET"]),
+    Route(f"{PREFIX}/audit/transparency.html", transparency_report, methods=["GET"]),
     Route(f"{PREFIX}/audit/{{name}}/report.html", audit_report, methods=["GET"]),
 ]

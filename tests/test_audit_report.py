@@ -125,3 +125,9 @@ def test_report_shows_predicted_vs_measured_fpir_and_flags_a_broken_target() -> 
     assert rows == ["100", "300"]
     assert check.points[-1].measured.k > 0.003 * 50  # random 64-d vectors often score 0.3: the target is broken
     assert "above the target" in page
+
+
+def test_report_shows_the_threshold_to_four_places_not_its_float_noise() -> None:
+    page = render_html({"model": {"name": "m"}, "dataset": {"name": "d"},
+                        "operating_point": {"threshold": 0.43320000000000003, "target_fmr": 1e-5}})
+    assert "score threshold of <b>0.4332</b>" in page and "0.43320000000000003" not in page

@@ -293,7 +293,8 @@ def _summary(a: Mapping[str, Any]) -> str:
     op = a.get("operating_point", {})
     thr, target = op.get("threshold"), op.get("target_fmr")
     parts = ["<h2>Summary</h2>"]
-    line = f"The default operating point is a score threshold of <b>{_e(thr)}</b>"
+    shown = f"{thr:.4f}" if isinstance(thr, float) else thr  # 0.4332, not 0.43320000000000003
+    line = f"The default operating point is a score threshold of <b>{_e(shown)}</b>"
     if target:
         line += (f", chosen to keep the false-match rate at or below <b>{target:.2g}</b>: about "
                  f"<b>{_one_in(target)}</b> comparisons of photos of two different people may be wrongly "

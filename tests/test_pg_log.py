@@ -282,3 +282,35 @@ def test_pg_log_cli_uses_the_database_of_facelens_database(pg_url: str, tmp_path
     (home / "facelens.toml").write_text('database = "mysql://x"\n')
     bad = run.invoke(main, ["log", "verify", "--home", str(home)])
     assert bad.exit_code != 0 and "must be a postgresql://" in bad.output and "Traceback" not in bad.output
+
+
+def test_pg_log_checkpoint_by_default_goes_where_the_transparency_report_looks(location: Path | str, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`facelens log checkpoint` without --out writes <home>/service/checkpoints/checkpoint-SEQ.json, the folder
+    the transparency report searches (issue 15); --out - prints it; on both storages."""
+    from facelens.accountability.transparency import build_transparency
+
+    monkeypatch.delenv("FACELENS_LOG_SIGNING_KEY", raising=False)
+    if isinstance(location, str):
+        monkeypatch.setenv("FACELENS_DATABASE", location)
+    else:
+        monkeypatch.delenv("FACELENS_DATABASE", raising=False)
+    assert log_location(tmp_path) == location
+    log = SearchLog.open(tmp_path)
+    try:
+        for i in range(4):
+            log.append({"action": "search_faces", "collection": "c", "purpose": f"case {i}", "results": []})
+    finally:
+        log.close()
+    assert build_transparency(tmp_path, with_rates=False)["log"]["checkpoint"] is None
+    made = CliRunner().invoke(main, ["log", "checkpoint", "--home", str(tmp_path)])
+    assert made.exit_code == 0, made.output
+    written = tmp_path / "service" / "checkpoints" / "checkpoint-4.json"
+    assert f"written to {written}" in made.output and Checkpoint.load(written).seq == 4
+    found = build_transparency(tmp_path, with_rates=False)["log"]
+    assert found["checkpoint"]["source"] == "found" and found["checkpoint"]["seq"] == 4
+    assert found["checkpoint"]["signature_valid"] and found["checkpoint"]["log_matches"]
+    assert found["verification"]["ok"] and found["verification"]["entries"] == 4
+    printed = CliRunner().invoke(main, ["log", "checkpoint", "--home", str(tmp_path), "--out", "-"])
+    assert printed.exit_code == 0 and json.loads(printed.stdout)["seq"] == 4
+    assert sorted(p.name for p in written.parent.iterdir()) == ["checkpoint-4.json"]  # nothing else left there

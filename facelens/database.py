@@ -89,6 +89,8 @@ def migrate(conn: Any, component: str, steps: Mapping[int, Sequence[str]], *, ur
     transaction under an advisory lock. Returns the version; DatabaseError when the database's version
     is newer than any this facelens knows (a newer facelens migrated it: upgrade this one)."""
     target = max(steps)
+    if schema_version(conn, component) == target:  # the usual case: read-only, so a role without CREATE may run
+        return target
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (component TEXT PRIMARY KEY, "

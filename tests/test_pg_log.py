@@ -314,3 +314,40 @@ def test_pg_log_checkpoint_by_default_goes_where_the_transparency_report_looks(l
     printed = CliRunner().invoke(main, ["log", "checkpoint", "--home", str(tmp_path), "--out", "-"])
     assert printed.exit_code == 0 and json.loads(printed.stdout)["seq"] == 4
     assert sorted(p.name for p in written.parent.iterdir()) == ["checkpoint-4.json"]  # nothing else left there
+
+
+def test_pg_log_servers_can_run_as_a_role_that_cannot_rewrite_the_log(pg_url: str, key: LogSigningKey) -> None:
+    """The tables made once by their owner, the servers may connect as a role granted only what appending and
+    checking keys need (docs/scale-out.md): it appends and verifies, and cannot edit, delete or unprotect."""
+    SearchLog(pg_url, signing_key=key).close()  # made by the owner
+    from facelens.server.keys import KeyStore
+
+    KeyStore(pg_url, home=Path("/nonexistent")).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE facelens_app LOGIN")
+        conn.execute("GRANT SELECT, INSERT ON log_entries, api_key_grants TO facelens_app")
+        conn.execute("GRANT SELECT, INSERT, UPDATE ON log_head, api_keys TO facelens_app")
+        conn.execute("GRANT SELECT ON facelens_schema TO facelens_app")
+    app_url = pg_url.replace("postgresql://facelens@", "postgresql://facelens_app@")
+    log = SearchLog(app_url, signing_key=key)
+    try:
+        for i in range(3):
+            log.append({"action": "search", "n": i})
+        assert log.verify().ok
+    finally:
+        log.close()
+    with psycopg.connect(app_url, autocommit=True) as conn:
+        for sql in ("UPDATE log_entries SET body = '{}'", "DELETE FROM log_entries", "TRUNCATE log_entries",
+                    "ALTER TABLE log_entries DISABLE TRIGGER USER",
+                    "DROP TRIGGER log_entries_append_only_update ON log_entries"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)
+    keys = KeyStore(app_url, home=Path("/nonexistent"))  # and the key store, as the same role
+    try:
+        made = keys.create(name="ops", admin=True)
+        assert keys.authenticate(made.token) is not None
+        keys.revoke(made.key.key_id)
+        assert keys.authenticate(made.token) is None
+    finally:
+        keys.close()
+    assert verify_log(pg_url, public_keys=[key.public_key]).entries == 3

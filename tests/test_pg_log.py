@@ -351,3 +351,22 @@ def test_pg_log_servers_can_run_as_a_role_that_cannot_rewrite_the_log(pg_url: st
     finally:
         keys.close()
     assert verify_log(pg_url, public_keys=[key.public_key]).entries == 3
+
+
+def test_pg_log_the_engine_records_in_the_database_of_its_home(pg_url: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python API (Engine, with an actor) records in FACELENS_DATABASE's log, not in a file of the home."""
+    import facelens
+
+    monkeypatch.setenv("FACELENS_DATABASE", pg_url)
+    monkeypatch.delenv("FACELENS_LOG_SIGNING_KEY", raising=False)
+    engine = facelens.Engine(home=str(tmp_path), threads=1)
+    try:
+        engine.create_collection("x", actor=facelens.Actor.cli())
+        engine.delete_collection("x", actor=facelens.Actor.cli())
+    finally:
+        engine.close()
+    assert [e.body["action"] for e in read_entries(pg_url)] == ["collection_created", "collection_deleted"]
+    assert not (tmp_path / "service" / LOG_NAME).exists()
+    key = LogSigningKey.load(tmp_path / "service" / "log-signing.key")
+    assert verify_log(pg_url, public_keys=[key.public_key]).ok

@@ -18,6 +18,13 @@ several processes) are serialised by the database; the admin endpoint pages by s
 --since`` seeks by time through an index. ``facelens log export`` writes JSON lines for anyone who
 wants a plain file, and such a file can be verified on its own.
 
+Where the entries are stored is behind :class:`LogStorage`: :class:`SqliteLogStorage` (the file, the
+embedded default) or, when the home names a PostgreSQL database (``FACELENS_DATABASE``,
+:func:`facelens.config.database_url`), :class:`facelens.accountability.log_pg.PgLogStorage`: the same
+entries, one chain shared by several servers on several hosts, append-only triggers, signing unchanged.
+:func:`verify_log`, :func:`read_entries` and :func:`make_checkpoint` take either a file or a
+``postgresql://`` URL (:func:`log_location` says which a home uses).
+
 The signing key is a file outside the log (``<home>/service/log-signing.key``, mode 0600, created on
 first use; ``FACELENS_LOG_SIGNING_KEY`` or ``--signing-key`` put it elsewhere); its public key
 (``log-signing.pub`` beside it, ``facelens log public-key``) lets anyone check the log without being

@@ -395,6 +395,11 @@ class KeyStore:
             self.generations = GenerationCache(self.home)
             self.tables = SqliteKeyTables(Path(path), self.generations)
 
+    @property
+    def location(self) -> str:
+        """Where the keys are, for messages: the file, or the database's URL without its password."""
+        return self.tables.location
+
     @classmethod
     def open(cls, home: Path, *, action_log: ActionLog | None = None, database: str | None = None) -> KeyStore:
         """The keys of ``home``: in its database (``database``, else ``$FACELENS_DATABASE``, else the home's

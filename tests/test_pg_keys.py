@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from facelens.accountability.log import LogSigningKey, SearchLog, verify_log
+from facelens.accountability.log import LogSigningKey, SearchLog, read_entries, verify_log
 from facelens.cli import main
 from facelens.errors import CollectionNotFoundError, InvalidArgumentError
 from facelens.server.errors import ServiceError
@@ -126,3 +126,50 @@ def test_pg_keys_cli_uses_facelens_database(tmp_path: Path, pg_url: str, monkeyp
     assert not (service / "keys.sqlite").exists() and not (service / "search-log.sqlite").exists()
     verified = json.loads(run.invoke(main, ["log", "verify", "--json", "--home", str(tmp_path)]).output)
     assert verified["ok"] and verified["entries"] == 2  # key_created, key_revoked: in the database's log
+
+
+def _drop_connections(url: str) -> int:
+    """What a database restart does to every server's connections: ends them (the servers' sessions)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND pid <> pg_backend_pid()").fetchall()
+    return len(rows)
+
+
+def test_pg_keys_and_log_survive_lost_connections_over_http(tmp_path: Path, pg_url: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections ended under a running service (a database restart): key checks and appends find their
+    connection dead and try once more on a new one (nothing of the first try was committed), so no request
+    fails and every search is logged; the chain stays whole."""
+    import httpx
+
+    from facelens.server import ServerSettings
+
+    from ._service import LiveService
+
+    monkeypatch.setenv("FACELENS_DATABASE", pg_url)
+    monkeypatch.delenv("FACELENS_LOG_SIGNING_KEY", raising=False)
+    token = KeyStore.open(tmp_path).create(name="ops", admin=True).token
+    live = LiveService(ServerSettings(home=tmp_path, rate_limit=0))
+    try:
+        c = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        assert c.post("/v1/collections", json={"name": "x"}).status_code == 201
+        assert _drop_connections(pg_url) >= 2  # the key store's and the log's
+        assert c.get("/v1/collections/x").status_code == 200  # the key check reconnected
+        statuses = []
+        for i in range(3):
+            r = c.post("/v1/collections/x/search/face", json={"face_id": "f" * 32, "purpose": f"case {i}"})
+            statuses.append((r.status_code, r.json()["error"]["code"]))
+        # a search for a face that is not there is answered 404 and logged as a failed search: the first one's
+        # append met the dead connection and was made again on a new one
+        assert statuses == [(404, "face_not_found")] * 3
+        assert _drop_connections(pg_url) >= 2
+        assert c.get("/v1/log", params={"limit": 1}).status_code == 200  # a read of the log reconnects too
+        c.close()
+    finally:
+        live.stop()
+    signing = LogSigningKey.load(tmp_path / "service" / "log-signing.key")
+    report = verify_log(pg_url, public_keys=[signing.public_key])
+    assert report.ok, report
+    purposes = [e.body.get("purpose") for e in read_entries(pg_url) if e.body["action"] == "search_faces"]
+    assert purposes == ["case 0", "case 1", "case 2"]

@@ -156,27 +156,38 @@ class PgLogStorage:
                 self._conn.close()
 
     def append(self, make: EntryMaker) -> LogEntry:
+        """Store the next entry. A connection found dead before the COMMIT was sent (a database restart)
+        is replaced and the append tried once more: nothing of the first try was committed. A failure at
+        the COMMIT itself is not retried (the entry may or may not be in): SearchLogError."""
         error = _psycopg_error()
         with self._lock:
-            try:
-                conn = self._connection()
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
-                    row = conn.execute("SELECT seq, hash FROM log_head WHERE id = 1").fetchone()
-                    if row is None and conn.execute("SELECT 1 FROM log_entries LIMIT 1").fetchone():
-                        raise SearchLogError(f"{self.location}: the log has entries but its head row is gone; run "
-                                             f"`facelens log verify` and keep the database as evidence")
-                    new = make(*((int(row[0]), str(row[1])) if row else (0, GENESIS)))
-                    conn.execute("INSERT INTO log_entries (seq, time, hash, body, sig) VALUES (%s, %s, %s, %s, %s)",
-                                 (new.seq, new.time, new.hash, new.text, new.sig))
-                    conn.execute("INSERT INTO log_head (id, seq, hash) VALUES (1, %s, %s) ON CONFLICT (id) DO UPDATE "
-                                 "SET seq = EXCLUDED.seq, hash = EXCLUDED.hash", (new.seq, new.hash))
-            except DatabaseError as exc:
-                raise SearchLogError(f"the search log could not be written: {exc}") from None
-            except error as exc:
-                raise SearchLogError(f"{self.location}: the search log could not be written: "
-                                     f"{str(exc).strip()}") from None
-        return new.entry()
+            for attempt in (1, 2):
+                committing = False
+                try:
+                    conn = self._connection()
+                    with conn.transaction():
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
+                        row = conn.execute("SELECT seq, hash FROM log_head WHERE id = 1").fetchone()
+                        if row is None and conn.execute("SELECT 1 FROM log_entries LIMIT 1").fetchone():
+                            raise SearchLogError(f"{self.location}: the log has entries but its head row is gone; "
+                                                 f"run `facelens log verify` and keep the database as evidence")
+                        new = make(*((int(row[0]), str(row[1])) if row else (0, GENESIS)))
+                        conn.execute("INSERT INTO log_entries (seq, time, hash, body, sig) "
+                                     "VALUES (%s, %s, %s, %s, %s)", (new.seq, new.time, new.hash, new.text, new.sig))
+                        conn.execute("INSERT INTO log_head (id, seq, hash) VALUES (1, %s, %s) ON CONFLICT (id) "
+                                     "DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash", (new.seq, new.hash))
+                        committing = True
+                    return new.entry()
+                except DatabaseError as exc:
+                    raise SearchLogError(f"the search log could not be written: {exc}") from None
+                except error as exc:
+                    if attempt == 1 and not committing and self._conn.broken:
+                        logger.warning("%s: the search log's connection was lost (%s); appending again on a new one",
+                                       self.location, str(exc).strip())
+                        continue
+                    raise SearchLogError(f"{self.location}: the search log could not be written: "
+                                         f"{str(exc).strip()}") from None
+        raise AssertionError("unreachable")
 
     def head(self) -> tuple[int, str] | None:
         with self._lock:
@@ -190,13 +201,18 @@ class PgLogStorage:
         return [LogEntry(seq=int(s), hash=h, body=json.loads(b), sig=g) for s, h, b, g in rows]
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """A read, tried again once on a new connection when the old one turns out dead (reads are safe to
+        repeat; an append is not: it fails, and the search that needed it answers 503)."""
         error = _psycopg_error()
-        try:
-            return list(self._connection().execute(sql, params).fetchall())
-        except DatabaseError as exc:
-            raise SearchLogError(f"cannot read the search log: {exc}") from None
-        except error as exc:
-            raise SearchLogError(f"{self.location}: cannot read the search log: {str(exc).strip()}") from None
+        for attempt in (1, 2):
+            try:
+                return list(self._connection().execute(sql, params).fetchall())
+            except DatabaseError as exc:
+                raise SearchLogError(f"cannot read the search log: {exc}") from None
+            except error as exc:
+                if attempt == 2 or not self._conn.broken:
+                    raise SearchLogError(f"{self.location}: cannot read the search log: {str(exc).strip()}") from None
+        raise AssertionError("unreachable")
 
     def iter_entries(self, *, since: str | None, after_seq: int) -> Iterator[LogEntry]:
         return read_pg_entries(self.url, since=since, after_seq=after_seq)

@@ -40,10 +40,10 @@ from typing import Any, Protocol
 
 from ..accountability.actor import Actor
 from ..config import database_url
-from ..database import is_database_url
+from ..database import DatabaseError, is_database_url
 from ..errors import CollectionNotFoundError, InvalidArgumentError
 from ..store.home import collection_dir, collection_generation, service_dir, validate_collection_name
-from .errors import ServiceError
+from .errors import ApiError, ServiceError
 
 __all__ = ["ApiKey", "GenerationCache", "KeyStore", "KeyTables", "NewKey", "Scope", "SqliteKeyTables", "service_dir"]
 
@@ -498,15 +498,21 @@ class KeyStore:
         a key revoked by another process (or another server of the database) stops working at once."""
         if not token.startswith(_PREFIX) or len(token) < len(_PREFIX) + _ID_HEX + 2 or len(token) > 200:
             return None
-        found = self.tables.find(token[len(_PREFIX): len(_PREFIX) + _ID_HEX])
-        if found is None or not hmac.compare_digest(found[1], _digest(token)) or found[0][4] is not None:
-            return None
-        return self._key(found[0])
+        try:
+            found = self.tables.find(token[len(_PREFIX): len(_PREFIX) + _ID_HEX])
+            if found is None or not hmac.compare_digest(found[1], _digest(token)) or found[0][4] is not None:
+                return None
+            return self._key(found[0])
+        except DatabaseError as exc:  # refused before any route runs: answered 503 by the request guard
+            raise ApiError(503, exc.code, str(exc)) from None
 
     def get(self, key_id: str) -> ApiKey | None:
         """The valid (unrevoked) key with this id, else None; read from the key table on every call (the
         console's sessions name their key by id and look it up on each request, so revocation ends them)."""
-        found = self.tables.find(key_id)
-        if found is None or found[0][4] is not None:
-            return None
-        return self._key(found[0])
+        try:
+            found = self.tables.find(key_id)
+            if found is None or found[0][4] is not None:
+                return None
+            return self._key(found[0])
+        except DatabaseError as exc:
+            raise ApiError(503, exc.code, str(exc)) from None

@@ -103,11 +103,16 @@ class PgKeyTables:
         return (_key_row(row) if row is not None else None), cur.rowcount == 1
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """A read, tried again once on a new connection when the old one turns out dead (a database
+        restart, an idle connection dropped by a proxy): reads are safe to repeat, writes are not."""
         with self._lock:
-            try:
-                return list(self._connection().execute(sql, params).fetchall())
-            except self._error as exc:
-                raise self._fail(exc) from None
+            for attempt in (1, 2):
+                try:
+                    return list(self._connection().execute(sql, params).fetchall())
+                except self._error as exc:
+                    if attempt == 2 or not self._conn.broken:
+                        raise self._fail(exc) from None
+            raise AssertionError("unreachable")
 
     def find(self, key_id: str) -> tuple[KeyRow, str] | None:
         rows = self._query("SELECT key_id, name, admin, created, revoked, token_sha256 FROM api_keys "

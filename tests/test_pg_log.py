@@ -370,3 +370,32 @@ def test_pg_log_the_engine_records_in_the_database_of_its_home(pg_url: str, tmp_
     assert not (tmp_path / "service" / LOG_NAME).exists()
     key = LogSigningKey.load(tmp_path / "service" / "log-signing.key")
     assert verify_log(pg_url, public_keys=[key.public_key]).ok
+
+
+def test_pg_log_schema_versions_are_numbered_alike_on_both_storages(tmp_path: Path, pg_url: str,
+                                                                    key: LogSigningKey) -> None:
+    """The SQLite files record their schema version (``PRAGMA user_version``) with the numbers PostgreSQL's
+    ``facelens_schema`` uses; a file from a newer facelens is refused, as a newer database is."""
+    from facelens.accountability.log import LOG_SCHEMA_VERSION
+    from facelens.server.errors import ServiceError
+    from facelens.server.keys import KEYS_SCHEMA_VERSION, KeyStore
+
+    SearchLog(pg_url, signing_key=key).close()
+    KeyStore(pg_url, home=tmp_path).close()
+    with psycopg.connect(pg_url) as conn:
+        assert dict(conn.execute("SELECT component, version FROM facelens_schema").fetchall()) == {
+            "log": LOG_SCHEMA_VERSION, "keys": KEYS_SCHEMA_VERSION}
+    log_file, key_file = tmp_path / "service" / LOG_NAME, tmp_path / "service" / "keys.sqlite"
+    SearchLog(log_file, signing_key=key).close()
+    KeyStore.open(tmp_path).close()
+    for path, version in ((log_file, LOG_SCHEMA_VERSION), (key_file, KEYS_SCHEMA_VERSION)):
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == version == 2
+            conn.execute("PRAGMA user_version = 3")
+        finally:
+            conn.close()
+    with pytest.raises(SearchLogError, match="schema is version 3, newer than this facelens knows"):
+        SearchLog(log_file, signing_key=key)
+    with pytest.raises(ServiceError, match="schema is version 3, newer than this facelens knows"):
+        KeyStore.open(tmp_path)

@@ -75,6 +75,10 @@ logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 LOG_VERSION = 2  # 2: entries signed (``signer`` in the body, ``sig`` beside it); 1: unsigned
+# The storage's schema version, the same number on both storages: the SQLite file's ``PRAGMA user_version``
+# (0 in files from before it was recorded) and the ``log`` row of PostgreSQL's ``facelens_schema``. 2: the
+# ``sig`` column (signed entries).
+LOG_SCHEMA_VERSION = 2
 LOG_NAME = "search-log.sqlite"
 SIGNING_KEY_ENV = "FACELENS_LOG_SIGNING_KEY"
 CHECKPOINT_KIND = "facelens-search-log-checkpoint"
@@ -731,6 +735,7 @@ def _create_log_file(path: Path) -> None:
             conn.execute("BEGIN")
             for statement in (*_TABLES, *_TRIGGER_SQL.values()):
                 conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {LOG_SCHEMA_VERSION}")
             conn.execute("COMMIT")
         finally:
             conn.close()  # checkpoints the WAL into the file and removes it
@@ -772,8 +777,14 @@ class SqliteLogStorage:
                     raise SearchLogError(f"{path} is not a search log, or its entries table was dropped; run "
                                          f"`facelens log verify` and keep the file as evidence")
                 else:
+                    version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+                    if version > LOG_SCHEMA_VERSION:
+                        raise SearchLogError(f"{path}: the search log's schema is version {version}, newer than this "
+                                             f"facelens knows ({LOG_SCHEMA_VERSION}): upgrade facelens")
                     if "sig" not in _columns(self._conn, "entries"):
                         self._conn.execute("ALTER TABLE entries ADD COLUMN sig TEXT")
+                    if version < LOG_SCHEMA_VERSION:
+                        self._conn.execute(f"PRAGMA user_version = {LOG_SCHEMA_VERSION}")
                     if ("table", "head") not in objects:
                         raise SearchLogError(f"{path}: the search log's head table was dropped; run "
                                              f"`facelens log verify` and keep the file as evidence")

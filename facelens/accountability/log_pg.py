@@ -33,6 +33,7 @@ from ..database import DatabaseError, connect, migrate, redact, schema_version
 from ..errors import SearchLogError
 from .log import (
     GENESIS,
+    LOG_SCHEMA_VERSION,
     MAX_SEQ,
     Checkpoint,
     EntryMaker,
@@ -62,8 +63,8 @@ _TRIGGER_SQL = {
     "log_entries_append_only_truncate": "CREATE TRIGGER log_entries_append_only_truncate BEFORE TRUNCATE ON "
                                         "log_entries FOR EACH STATEMENT EXECUTE FUNCTION facelens_log_append_only()",
 }
-_STEPS: dict[int, list[str]] = {
-    2: [
+_STEPS: dict[int, list[str]] = {  # version -> the statements that reach it (numbered as the SQLite file's)
+    LOG_SCHEMA_VERSION: [
         # the columns of the SQLite file's entries table; body: canonical JSON as hashed, kept as text (never
         # jsonb, which would reorder keys and lose the bytes the hash covers)
         "CREATE TABLE log_entries (seq BIGINT PRIMARY KEY CHECK (seq >= 1), time TEXT NOT NULL, hash TEXT NOT NULL, "

@@ -71,6 +71,11 @@ CREATE TABLE IF NOT EXISTS grants (
 );
 """
 
+# The key tables' schema version, the same number on both storages: the SQLite file's ``PRAGMA user_version``
+# (0 in files from before it was recorded) and the ``keys`` row of PostgreSQL's ``facelens_schema``. 2: grants
+# bound to collection generations.
+KEYS_SCHEMA_VERSION = 2
+
 # A generation read from a database file whose status changed less than this long before the read is
 # not cached: file times have a coarse granularity (a few ms on Linux), so a collection deleted and
 # created again within one tick could otherwise look unchanged to ``stat``.
@@ -287,6 +292,10 @@ class SqliteKeyTables:
         grant on a name with no collection is dead (it was made in advance, or outlived its collection)."""
         self._conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others then see the column
         try:
+            version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > KEYS_SCHEMA_VERSION:
+                raise ServiceError(f"{self.path}: the key file's schema is version {version}, newer than this "
+                                   f"facelens knows ({KEYS_SCHEMA_VERSION}): upgrade facelens")
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(grants)")}
             if "generation" not in columns:
                 self._conn.execute("ALTER TABLE grants ADD COLUMN generation TEXT NOT NULL DEFAULT ''")
@@ -296,6 +305,8 @@ class SqliteKeyTables:
                     if current is None:
                         logger.warning("%s: the grants on %r are dead: no collection has that name", self.path, name)
                     self._conn.execute("UPDATE grants SET generation = ? WHERE collection = ?", (current or "", name))
+            if version < KEYS_SCHEMA_VERSION:
+                self._conn.execute(f"PRAGMA user_version = {KEYS_SCHEMA_VERSION}")
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")

@@ -15,15 +15,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..database import DatabaseError, connect, migrate, redact
-from .keys import GrantRow, KeyRow, _key_row
+from .keys import KEYS_SCHEMA_VERSION, GrantRow, KeyRow, _key_row
 
 __all__ = ["PgKeyTables"]
 
 logger = logging.getLogger(__name__)
 
 COMPONENT = "keys"
-_STEPS: dict[int, list[str]] = {
-    2: [
+_STEPS: dict[int, list[str]] = {  # version -> the statements that reach it (numbered as the SQLite file's)
+    KEYS_SCHEMA_VERSION: [
         "CREATE TABLE api_keys (key_id TEXT PRIMARY KEY, name TEXT NOT NULL, token_sha256 TEXT NOT NULL, "
         "admin BOOLEAN NOT NULL, created TEXT NOT NULL, "
         "revoked TEXT)",  # time of revocation, NULL while the key is valid

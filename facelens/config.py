@@ -181,6 +181,7 @@ def database_url(home: Path | None = None, explicit: str | None = None,
     if value in ("", "sqlite"):
         return None
     if not value.startswith(_DATABASE_SCHEMES):
-        raise InvalidArgumentError(f"{DATABASE_ENV} must be a postgresql://user@host:port/db URL (or 'sqlite' for "
-                                   f"the files under <home>/service/), got {value.split('://')[0]!r}...")
+        raise InvalidArgumentError(f"the database (--database, ${DATABASE_ENV} or database in {HOME_CONFIG}) must "
+                                   f"be a postgresql://user@host:port/db URL, or 'sqlite' for the files under "
+                                   f"<home>/service/; got {value.split('://')[0]!r}...")
     return value

@@ -399,3 +399,23 @@ def test_pg_log_schema_versions_are_numbered_alike_on_both_storages(tmp_path: Pa
         SearchLog(log_file, signing_key=key)
     with pytest.raises(ServiceError, match="schema is version 3, newer than this facelens knows"):
         KeyStore.open(tmp_path)
+
+
+def test_pg_log_the_database_is_chosen_by_flag_then_environment_then_home_file(tmp_path: Path) -> None:
+    from facelens.config import database_url
+    from facelens.errors import InvalidArgumentError
+
+    (tmp_path / "facelens.toml").write_text('database = "postgresql://file@h/db"\n')
+    env = {"FACELENS_DATABASE": "postgresql://env@h/db"}
+    assert database_url(tmp_path, "postgresql://flag@h/db", env) == "postgresql://flag@h/db"
+    assert database_url(tmp_path, None, env) == "postgresql://env@h/db"
+    assert database_url(tmp_path, None, {}) == "postgresql://file@h/db"
+    assert database_url(tmp_path, "sqlite", env) is None
+    assert database_url(tmp_path, None, {"FACELENS_DATABASE": ""}) is None  # set but empty: the files
+    assert database_url(tmp_path / "elsewhere", None, {}) is None
+    (tmp_path / "facelens.toml").write_text("database = [1]\n")
+    with pytest.raises(InvalidArgumentError, match="database must be a string"):
+        database_url(tmp_path, None, {})
+    (tmp_path / "facelens.toml").write_text("database = \n")
+    with pytest.raises(InvalidArgumentError, match="is not valid TOML"):
+        database_url(tmp_path, None, {})

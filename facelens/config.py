@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgumentError
 from .types import QualityFilter
 
-__all__ = ["DEFAULT_MAX_FMR", "DEFAULT_MAX_FPIR", "EngineConfig"]
+__all__ = ["DATABASE_ENV", "DEFAULT_MAX_FMR", "DEFAULT_MAX_FPIR", "HOME_CONFIG", "EngineConfig", "database_url",
+           "home_setting"]
 
 DEFAULT_MAX_FMR = 1e-5
 # A search for someone who is not in the collection returns any candidate at most 3 times in 1,000:
@@ -132,3 +135,53 @@ def _parse(name: str, raw: str, cls: type[EngineConfig]) -> Any:
         return raw
     except ValueError:
         raise InvalidArgumentError(f"FACELENS_{name.upper()}={raw!r} is not a valid value") from None
+
+
+# -- the home's database (issue 13): where the signed log and the API keys live ----------------------
+
+DATABASE_ENV = "FACELENS_DATABASE"
+"""``postgresql://user@host:port/db`` keeps the home's signed log and API keys in PostgreSQL; unset (or
+empty, or ``sqlite``): the SQLite files under ``<home>/service/`` as always."""
+HOME_CONFIG = "facelens.toml"
+"""A home's optional settings file (``<home>/facelens.toml``), e.g. ``database = "postgresql://..."``."""
+_DATABASE_SCHEMES = ("postgresql://", "postgres://")
+
+
+def home_setting(home: Path, name: str) -> str | None:
+    """The string ``name`` of the home's settings file (``<home>/facelens.toml``), None when the file or the
+    setting is absent; InvalidArgumentError for a file that is not TOML or a setting that is not a string."""
+    path = Path(home).expanduser() / HOME_CONFIG
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        value = tomllib.loads(text).get(name)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidArgumentError(f"{path} is not valid TOML: {exc}") from None
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgumentError(f"{path}: {name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def database_url(home: Path | None = None, explicit: str | None = None,
+                 environ: Mapping[str, str] | None = None) -> str | None:
+    """The PostgreSQL URL the home's log and keys live in, or None for the SQLite files: ``explicit``
+    (``--database``) > ``$FACELENS_DATABASE`` > ``database`` in ``<home>/facelens.toml``. The value
+    ``sqlite`` (or empty) means the files; anything else must be a ``postgresql://`` URL."""
+    env = os.environ if environ is None else environ
+    value = explicit
+    if value is None:
+        value = env.get(DATABASE_ENV)
+    if value is None and home is not None:
+        value = home_setting(home, "database")
+    value = (value or "").strip()
+    if value in ("", "sqlite"):
+        return None
+    if not value.startswith(_DATABASE_SCHEMES):
+        raise InvalidArgumentError(f"the database (--database, ${DATABASE_ENV} or database in {HOME_CONFIG}) must "
+                                   f"be a postgresql://user@host:port/db URL, or 'sqlite' for the files under "
+                                   f"<home>/service/; got {value.split('://')[0]!r}...")
+    return value

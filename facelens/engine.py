@@ -173,7 +173,8 @@ class Engine:
     Accountability: methods that change state or search take ``actor`` (:class:`facelens.Actor`, who is
     acting); given one, the action is recorded in the home's signed log (:meth:`record`) before the call
     returns. The HTTP service and the CLI always give one; the bare Python API records nothing unless told
-    who acts. ``signed_log``: the log to record in (default: ``<home>/service/search-log.sqlite``, opened on first
+    who acts. ``signed_log``: the log to record in (default: ``<home>/service/search-log.sqlite``, or the home's
+    PostgreSQL database when ``$FACELENS_DATABASE`` or ``<home>/facelens.toml`` names one; opened on first
     use, signed with ``$FACELENS_LOG_SIGNING_KEY`` or the home's own signing key).
     """
 

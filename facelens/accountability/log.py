@@ -18,6 +18,13 @@ several processes) are serialised by the database; the admin endpoint pages by s
 --since`` seeks by time through an index. ``facelens log export`` writes JSON lines for anyone who
 wants a plain file, and such a file can be verified on its own.
 
+Where the entries are stored is behind :class:`LogStorage`: :class:`SqliteLogStorage` (the file, the
+embedded default) or, when the home names a PostgreSQL database (``FACELENS_DATABASE``,
+:func:`facelens.config.database_url`), :class:`facelens.accountability.log_pg.PgLogStorage`: the same
+entries, one chain shared by several servers on several hosts, append-only triggers, signing unchanged.
+:func:`verify_log`, :func:`read_entries` and :func:`make_checkpoint` take either a file or a
+``postgresql://`` URL (:func:`log_location` says which a home uses).
+
 The signing key is a file outside the log (``<home>/service/log-signing.key``, mode 0600, created on
 first use; ``FACELENS_LOG_SIGNING_KEY`` or ``--signing-key`` put it elsewhere); its public key
 (``log-signing.pub`` beside it, ``facelens log public-key``) lets anyone check the log without being
@@ -45,32 +52,40 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from ..config import database_url
+from ..database import is_database_url
 from ..errors import SearchLogError
 from ..store.home import service_dir
 
-__all__ = ["GENESIS", "SIGNING_KEY_ENV", "Checkpoint", "LogEntry", "LogPublicKey", "LogSigningKey", "SearchLog",
-           "VerifyReport", "canonical_json", "compare_record", "default_signing_key_path", "failure",
-           "make_checkpoint", "read_entries", "search_record", "verify_entries", "verify_lines", "verify_log"]
+__all__ = ["GENESIS", "SIGNING_KEY_ENV", "Checkpoint", "LogEntry", "LogLocation", "LogPublicKey", "LogSigningKey",
+           "LogStorage", "PreparedEntry", "SearchLog", "SqliteLogStorage", "VerifyReport", "canonical_json",
+           "compare_record", "default_signing_key_path", "failure", "log_location", "make_checkpoint", "read_entries",
+           "search_record", "verify_entries", "verify_lines", "verify_log"]
 
 logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 LOG_VERSION = 2  # 2: entries signed (``signer`` in the body, ``sig`` beside it); 1: unsigned
+# The storage's schema version, the same number on both storages: the SQLite file's ``PRAGMA user_version``
+# (0 in files from before it was recorded) and the ``log`` row of PostgreSQL's ``facelens_schema``. 2: the
+# ``sig`` column (signed entries).
+LOG_SCHEMA_VERSION = 2
 LOG_NAME = "search-log.sqlite"
 SIGNING_KEY_ENV = "FACELENS_LOG_SIGNING_KEY"
 CHECKPOINT_KIND = "facelens-search-log-checkpoint"
 MAX_SEQ = 2**63 - 1  # SQLite's largest integer
 _RESERVED = frozenset({"seq", "time", "prev_hash", "hash", "v", "sig", "signer"})
 _TRIGGERS = ("entries_append_only_update", "entries_append_only_delete")
+LogLocation = Path | str  # a log: its SQLite file, or the postgresql:// URL of its database
 # what is signed, with a prefix per kind so that an entry's signature cannot pass for a checkpoint's
 _ENTRY_DOMAIN = b"facelens search log entry\x00"
 _CHECKPOINT_DOMAIN = b"facelens search log checkpoint\x00"
@@ -536,9 +551,18 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
-def read_entries(path: Path, *, since: str | None = None, after_seq: int = 0) -> Iterator[LogEntry]:
-    """Every entry of the log file ``path`` from ``since`` (ISO 8601) and after ``after_seq``, in order,
-    read-only, a page at a time. Raises SearchLogError for a missing file or one that is not a log."""
+def read_entries(path: LogLocation, *, since: str | None = None, after_seq: int = 0) -> Iterator[LogEntry]:
+    """Every entry of the log ``path`` (a file, or a ``postgresql://`` URL) from ``since`` (ISO 8601) and
+    after ``after_seq``, in order, read-only, a page at a time. Raises SearchLogError for a missing log
+    or one that is not a log."""
+    if is_database_url(path):
+        from .log_pg import read_pg_entries
+
+        return read_pg_entries(str(path), since=since, after_seq=after_seq)
+    return _read_sqlite_entries(Path(path), since=since, after_seq=after_seq)
+
+
+def _read_sqlite_entries(path: Path, *, since: str | None = None, after_seq: int = 0) -> Iterator[LogEntry]:
     if not path.is_file() or path.stat().st_size == 0:
         raise SearchLogError(f"no search log at {path}" if not path.is_file() else f"{path} is empty (0 bytes)")
     start = normalise_time(since) if since else ""
@@ -567,9 +591,19 @@ def read_entries(path: Path, *, since: str | None = None, after_seq: int = 0) ->
         conn.close()
 
 
-def verify_log(path: Path, *, public_keys: Sequence[LogPublicKey] | None = None,
+def verify_log(path: LogLocation, *, public_keys: Sequence[LogPublicKey] | None = None,
                anchor: tuple[int, str] | None = None, checkpoint: Checkpoint | None = None) -> VerifyReport:
-    """Check the log file ``path``, read-only (see the module docstring for what this detects)."""
+    """Check the log ``path`` (a file, or a ``postgresql://`` URL), read-only (see the module docstring
+    for what this detects)."""
+    if is_database_url(path):
+        from .log_pg import verify_pg_log
+
+        return verify_pg_log(str(path), public_keys=public_keys, anchor=anchor, checkpoint=checkpoint)
+    return _verify_sqlite_log(Path(path), public_keys=public_keys, anchor=anchor, checkpoint=checkpoint)
+
+
+def _verify_sqlite_log(path: Path, *, public_keys: Sequence[LogPublicKey] | None = None,
+                       anchor: tuple[int, str] | None = None, checkpoint: Checkpoint | None = None) -> VerifyReport:
     path = Path(path)
     fingerprints = tuple(sorted(k.fingerprint for k in public_keys)) if public_keys is not None else ()
     if not path.exists():
@@ -631,7 +665,7 @@ def verify_lines(lines: Iterable[str], *, public_keys: Sequence[LogPublicKey] | 
                           checkpoint=checkpoint)
 
 
-def make_checkpoint(path: Path, key: LogSigningKey) -> Checkpoint:
+def make_checkpoint(path: LogLocation, key: LogSigningKey) -> Checkpoint:
     """A signed checkpoint of the log's head, after checking the whole log with ``key``'s public key
     (a checkpoint must not vouch for a log that is already broken). Read-only; raises SearchLogError."""
     report = verify_log(path, public_keys=[key.public_key])
@@ -644,6 +678,47 @@ def make_checkpoint(path: Path, key: LogSigningKey) -> Checkpoint:
 
 
 # -- writing -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class PreparedEntry:
+    """An entry made and signed, ready to be stored: what :meth:`LogStorage.append` writes."""
+
+    seq: int
+    time: str
+    hash: str
+    text: str
+    sig: str
+    body: Mapping[str, Any]
+
+    def entry(self) -> LogEntry:
+        return LogEntry(seq=self.seq, hash=self.hash, body=self.body, sig=self.sig)
+
+
+# given the head (seq, hash) read inside the storage's lock ((0, GENESIS) for an empty log): the next entry
+EntryMaker = Callable[[int, str], PreparedEntry]
+
+
+class LogStorage(Protocol):
+    """Where a :class:`SearchLog` keeps its entries: a SQLite file (:class:`SqliteLogStorage`) or a
+    PostgreSQL database (:class:`facelens.accountability.log_pg.PgLogStorage`).
+
+    ``append`` holds a lock that serialises the chain across every writer of the log (threads,
+    processes, hosts): it reads the head, lets ``make`` build and sign the next entry, and stores the
+    entry and the new head in one durable transaction. ``verify`` is read-only. ``restored`` names the
+    append-only triggers found dropped (or disabled) and restored on opening; the log records that fact.
+    """
+
+    location: str
+    restored: list[str]
+
+    def append(self, make: EntryMaker) -> LogEntry: ...
+    def head(self) -> tuple[int, str] | None: ...
+    def entries(self, *, after_seq: int, limit: int) -> list[LogEntry]: ...
+    def iter_entries(self, *, since: str | None, after_seq: int) -> Iterator[LogEntry]: ...
+    def verify(self, *, public_keys: Sequence[LogPublicKey] | None, anchor: tuple[int, str] | None,
+               checkpoint: Checkpoint | None) -> VerifyReport: ...
+    def close(self) -> None: ...
+
 
 def _create_log_file(path: Path) -> None:
     """Make a new, empty log at ``path`` (mode 0600: purposes and ids are for the service's operators
@@ -660,6 +735,7 @@ def _create_log_file(path: Path) -> None:
             conn.execute("BEGIN")
             for statement in (*_TABLES, *_TRIGGER_SQL.values()):
                 conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {LOG_SCHEMA_VERSION}")
             conn.execute("COMMIT")
         finally:
             conn.close()  # checkpoints the WAL into the file and removes it
@@ -672,26 +748,19 @@ def _create_log_file(path: Path) -> None:
             Path(f"{tmp}{side}").unlink(missing_ok=True)
 
 
-class SearchLog:
-    """The search log of one facelens home (``<home>/service/search-log.sqlite``), open for appending
-    entries signed with ``signing_key`` (default: :func:`default_signing_key_path` of the home, made on
-    first use). Thread-safe; several processes may append to the same file.
+class SqliteLogStorage:
+    """The log in a SQLite file (``<home>/service/search-log.sqlite``): the embedded default. Writers
+    (threads of one process, and other processes) are serialised by ``BEGIN IMMEDIATE``.
 
-    Opening an existing log never hides what was done to it: a 0-byte file is refused (a log emptied
+    Opening an existing file never hides what was done to it: a 0-byte file is refused (a log emptied
     outside facelens), a log from before signing gets its ``sig`` column (its entries stay unsigned),
-    and append-only triggers found dropped are restored *and* the fact is appended to the log.
-    """
+    and append-only triggers found dropped are restored (``restored``) for the log to record."""
 
-    def __init__(self, path: Path, *, signing_key: LogSigningKey | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
+        self.location = str(path)
+        self.restored: list[str] = []
         self._lock = threading.Lock()
-        if signing_key is None:  # $FACELENS_LOG_SIGNING_KEY, else beside the log
-            env = os.environ.get(SIGNING_KEY_ENV)
-            key_path = Path(env).expanduser() if env else path.parent / "log-signing.key"
-            signing_key = LogSigningKey.load_or_create(key_path)
-        self.signing_key = signing_key
-        self._signer = signing_key.public_key.fingerprint
-        restored: list[str] = []
         try:
             if not path.exists():
                 _create_log_file(path)
@@ -708,15 +777,21 @@ class SearchLog:
                     raise SearchLogError(f"{path} is not a search log, or its entries table was dropped; run "
                                          f"`facelens log verify` and keep the file as evidence")
                 else:
+                    version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+                    if version > LOG_SCHEMA_VERSION:
+                        raise SearchLogError(f"{path}: the search log's schema is version {version}, newer than this "
+                                             f"facelens knows ({LOG_SCHEMA_VERSION}): upgrade facelens")
                     if "sig" not in _columns(self._conn, "entries"):
                         self._conn.execute("ALTER TABLE entries ADD COLUMN sig TEXT")
+                    if version < LOG_SCHEMA_VERSION:
+                        self._conn.execute(f"PRAGMA user_version = {LOG_SCHEMA_VERSION}")
                     if ("table", "head") not in objects:
                         raise SearchLogError(f"{path}: the search log's head table was dropped; run "
                                              f"`facelens log verify` and keep the file as evidence")
                     for name, sql in _TRIGGER_SQL.items():
                         if ("trigger", name) not in objects:
                             self._conn.execute(sql)
-                            restored.append(name)
+                            self.restored.append(name)
                 self._conn.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
@@ -724,21 +799,117 @@ class SearchLog:
                 raise
         except (sqlite3.Error, OSError) as exc:
             raise SearchLogError(f"{path}: cannot open the search log: {exc}") from exc
-        if restored:
-            logger.warning("%s: the append-only triggers %s had been dropped; restored, and recorded in the log",
-                           path, ", ".join(restored))
-            self.append({"action": "log_triggers_restored", "triggers": restored})
-
-    @classmethod
-    def open(cls, home: Path, *, signing_key_path: Path | None = None) -> SearchLog:
-        """The log of ``home``, signed with the key at ``signing_key_path`` (default:
-        :func:`default_signing_key_path`), which is created if missing."""
-        key = LogSigningKey.load_or_create(signing_key_path or default_signing_key_path(home))
-        return cls(service_dir(home) / LOG_NAME, signing_key=key)
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def append(self, make: EntryMaker) -> LogEntry:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    row = self._conn.execute("SELECT seq, hash FROM head WHERE id = 1").fetchone()
+                    if row is None and self._conn.execute("SELECT 1 FROM entries LIMIT 1").fetchone():
+                        raise SearchLogError(f"{self.path}: the log has entries but its head row is gone; run "
+                                             f"`facelens log verify` and keep the file as evidence")
+                    new = make(*((int(row[0]), str(row[1])) if row else (0, GENESIS)))
+                    self._conn.execute("INSERT INTO entries (seq, time, hash, body, sig) VALUES (?, ?, ?, ?, ?)",
+                                       (new.seq, new.time, new.hash, new.text, new.sig))
+                    self._conn.execute("INSERT OR REPLACE INTO head VALUES (1, ?, ?)", (new.seq, new.hash))
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except (sqlite3.Error, ValueError, TypeError) as exc:
+                raise SearchLogError(f"{self.path}: the search log could not be written: {exc}") from exc
+        return new.entry()
+
+    def head(self) -> tuple[int, str] | None:
+        with self._lock:
+            row = self._conn.execute("SELECT seq, hash FROM head WHERE id = 1").fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def entries(self, *, after_seq: int, limit: int) -> list[LogEntry]:
+        with self._lock:
+            rows = self._conn.execute("SELECT seq, hash, body, sig FROM entries WHERE seq > ? ORDER BY seq LIMIT ?",
+                                      (min(after_seq, MAX_SEQ), limit)).fetchall()
+        return [LogEntry(seq=int(s), hash=h, body=json.loads(b), sig=g) for s, h, b, g in rows]
+
+    def iter_entries(self, *, since: str | None, after_seq: int) -> Iterator[LogEntry]:
+        return _read_sqlite_entries(self.path, since=since, after_seq=after_seq)
+
+    def verify(self, *, public_keys: Sequence[LogPublicKey] | None, anchor: tuple[int, str] | None,
+               checkpoint: Checkpoint | None) -> VerifyReport:
+        return _verify_sqlite_log(self.path, public_keys=public_keys, anchor=anchor, checkpoint=checkpoint)
+
+
+def _storage(location: LogLocation) -> LogStorage:
+    if is_database_url(location):
+        from .log_pg import PgLogStorage
+
+        return PgLogStorage(str(location))
+    return SqliteLogStorage(Path(location))
+
+
+def log_location(home: Path, *, database: str | None = None) -> LogLocation:
+    """Where the home's log is: its PostgreSQL database (``database``, else ``$FACELENS_DATABASE``, else
+    the home's ``facelens.toml``: :func:`facelens.config.database_url`) or ``<home>/service/search-log.sqlite``."""
+    url = database_url(home, database)
+    return url if url is not None else Path(home).expanduser() / "service" / LOG_NAME
+
+
+class SearchLog:
+    """The search log of one facelens home, open for appending entries signed with ``signing_key``
+    (default: ``$FACELENS_LOG_SIGNING_KEY``, else ``log-signing.key`` beside a log file, made on first
+    use). ``path``: the SQLite file (``<home>/service/search-log.sqlite``) or a ``postgresql://`` URL
+    (:class:`~facelens.accountability.log_pg.PgLogStorage`: several servers on several hosts append to
+    one chain). Thread-safe; several processes may append to the same log.
+
+    Opening an existing log never hides what was done to it: a 0-byte file is refused (a log emptied
+    outside facelens), a log from before signing gets its ``sig`` column (its entries stay unsigned),
+    and append-only triggers found dropped are restored *and* the fact is appended to the log.
+    """
+
+    def __init__(self, path: LogLocation, *, signing_key: LogSigningKey | None = None) -> None:
+        self.path = path
+        if signing_key is None:  # $FACELENS_LOG_SIGNING_KEY, else beside the log
+            env = os.environ.get(SIGNING_KEY_ENV)
+            if not env and is_database_url(path):
+                raise SearchLogError("a search log in a database needs its signing key file: give signing_key, "
+                                     f"--signing-key or ${SIGNING_KEY_ENV} (the key never goes in the database)")
+            key_path = Path(env).expanduser() if env else Path(path).parent / "log-signing.key"
+            signing_key = LogSigningKey.load_or_create(key_path)
+        self.signing_key = signing_key
+        self._signer = signing_key.public_key.fingerprint
+        self.storage: LogStorage = _storage(path)
+        restored = self.storage.restored
+        if restored:
+            logger.warning("%s: the append-only triggers %s had been dropped or disabled; restored, and recorded in "
+                           "the log", self.storage.location, ", ".join(restored))
+            self.append({"action": "log_triggers_restored", "triggers": restored})
+
+    @classmethod
+    def open(cls, home: Path, *, signing_key_path: Path | None = None, database: str | None = None) -> SearchLog:
+        """The log of ``home`` (:func:`log_location`: its database, else its file), signed with the key at
+        ``signing_key_path`` (default: :func:`default_signing_key_path`), which is created if missing."""
+        key = LogSigningKey.load_or_create(signing_key_path or default_signing_key_path(home))
+        location = log_location(home, database=database)
+        if isinstance(location, Path):
+            location = service_dir(home) / LOG_NAME  # makes the folder, mode 0700
+        return cls(location, signing_key=key)
+
+    def close(self) -> None:
+        self.storage.close()
+
+    def _prepare(self, record: Mapping[str, Any], seq: int, prev: str) -> PreparedEntry:
+        body = {**record, "v": LOG_VERSION, "seq": seq + 1, "time": _now(), "prev_hash": prev,
+                "signer": self._signer}
+        text = canonical_json(body)
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        sig = _b64(self.signing_key.sign(_entry_message(digest)))
+        return PreparedEntry(seq=seq + 1, time=body["time"], hash=digest, text=text, sig=sig, body=body)
 
     def append(self, record: Mapping[str, Any]) -> LogEntry:
         """Add an entry (``record`` plus v, seq, time, prev_hash and signer; then its hash and signature),
@@ -748,52 +919,23 @@ class SearchLog:
             raise SearchLogError(f"a log record may not set {', '.join(sorted(clash))}")
         if not isinstance(record.get("action"), str):
             raise SearchLogError("a log record needs an 'action' (a string)")
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    row = self._conn.execute("SELECT seq, hash FROM head WHERE id = 1").fetchone()
-                    if row is None and self._conn.execute("SELECT 1 FROM entries LIMIT 1").fetchone():
-                        raise SearchLogError(f"{self.path}: the log has entries but its head row is gone; run "
-                                             f"`facelens log verify` and keep the file as evidence")
-                    seq, prev = (int(row[0]), str(row[1])) if row else (0, GENESIS)
-                    body = {**record, "v": LOG_VERSION, "seq": seq + 1, "time": _now(), "prev_hash": prev,
-                            "signer": self._signer}
-                    text = canonical_json(body)
-                    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-                    sig = _b64(self.signing_key.sign(_entry_message(digest)))
-                    self._conn.execute("INSERT INTO entries (seq, time, hash, body, sig) VALUES (?, ?, ?, ?, ?)",
-                                       (seq + 1, body["time"], digest, text, sig))
-                    self._conn.execute("INSERT OR REPLACE INTO head VALUES (1, ?, ?)", (seq + 1, digest))
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise
-            except (sqlite3.Error, ValueError, TypeError) as exc:
-                raise SearchLogError(f"{self.path}: the search log could not be written: {exc}") from exc
-        return LogEntry(seq=seq + 1, hash=digest, body=body, sig=sig)
+        return self.storage.append(functools.partial(self._prepare, record))
 
     def head(self) -> tuple[int, str] | None:
         """(seq, hash) of the last entry as recorded by the head row; None for an empty log."""
-        with self._lock:
-            row = self._conn.execute("SELECT seq, hash FROM head WHERE id = 1").fetchone()
-        return (int(row[0]), str(row[1])) if row else None
+        return self.storage.head()
 
     def entries(self, *, after_seq: int = 0, limit: int = 100) -> list[LogEntry]:
         """Up to ``limit`` entries with seq above ``after_seq``, in order."""
-        with self._lock:
-            rows = self._conn.execute("SELECT seq, hash, body, sig FROM entries WHERE seq > ? ORDER BY seq LIMIT ?",
-                                      (min(after_seq, MAX_SEQ), limit)).fetchall()
-        return [LogEntry(seq=int(s), hash=h, body=json.loads(b), sig=g) for s, h, b, g in rows]
+        return self.storage.entries(after_seq=after_seq, limit=limit)
 
     def iter_entries(self, *, since: str | None = None, after_seq: int = 0) -> Iterator[LogEntry]:
         """Every entry from ``since`` (an ISO 8601 time) and after ``after_seq``, in order, a page at a time."""
-        return read_entries(self.path, since=since, after_seq=after_seq)
+        return self.storage.iter_entries(since=since, after_seq=after_seq)
 
     def verify(self, *, anchor: tuple[int, str] | None = None, checkpoint: Checkpoint | None = None) -> VerifyReport:
         """:func:`verify_log` of this log with its own signing key's public key."""
-        return verify_log(self.path, public_keys=[self.signing_key.public_key], anchor=anchor, checkpoint=checkpoint)
+        return self.storage.verify(public_keys=[self.signing_key.public_key], anchor=anchor, checkpoint=checkpoint)
 
 
 # -- what a search or compare records: moved to records.py (these names stay importable from here) ------

@@ -36,16 +36,19 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from .._files import write_files
+from ..database import is_database_url
 from ..errors import CalibrationError, FacelensError, InvalidArgumentError, SearchLogError
 from ..store.home import collection_dir, list_collection_names, service_dir
 from .log import (
     LOG_NAME,
     Checkpoint,
     LogEntry,
+    LogLocation,
     LogPublicKey,
     LogSigningKey,
     VerifyReport,
     default_signing_key_path,
+    log_location,
     public_key_path,
     read_entries,
     verify_log,
@@ -490,7 +493,7 @@ def _find_checkpoint(given: Checkpoint | str | Path | None, home: Path,
     return best, ("given" if given is not None else "found") if best is not None else None
 
 
-def _log_section(path: Path, keys: Sequence[LogPublicKey] | None, checkpoint: Checkpoint | None,
+def _log_section(path: LogLocation, keys: Sequence[LogPublicKey] | None, checkpoint: Checkpoint | None,
                  source: str | None, reader: _Reader) -> dict[str, Any]:
     signature_ok = checkpoint is not None and bool(keys) and any(checkpoint.signed_by(k) for k in keys or ())
     report: VerifyReport = verify_log(path, public_keys=keys, checkpoint=checkpoint if signature_ok else None)
@@ -589,7 +592,7 @@ def _totals(collections: Sequence[Mapping[str, Any]], compares: Mapping[str, Any
 def build_transparency(source: Engine | str | Path, since: str | dt.datetime | None = None,
                        until: str | dt.datetime | None = None, *,
                        checkpoint: Checkpoint | str | Path | None = None,
-                       public_keys: Sequence[LogPublicKey] | None = None, log_path: Path | None = None,
+                       public_keys: Sequence[LogPublicKey] | None = None, log_path: LogLocation | None = None,
                        with_rates: bool = True) -> dict[str, Any]:
     """The transparency report of a facelens home for ``[since, until)`` (ISO 8601; a date alone is
     midnight, no zone is UTC; default: from the log's start until now), as a JSON-ready dict.
@@ -609,9 +612,10 @@ def build_transparency(source: Engine | str | Path, since: str | dt.datetime | N
     start, end = _time(since, "since"), _time(until, "until") or now
     if start is not None and start >= end:
         raise InvalidArgumentError(f"since ({_iso(start)}) must be before until ({_iso(end)})")
-    path = Path(log_path) if log_path is not None else service_dir(home) / LOG_NAME
+    path: LogLocation = (log_path if is_database_url(log_path) else Path(log_path)) if log_path is not None \
+        else log_location(home)
     reader = _Reader(_iso(start) if start is not None else "", _iso(end))
-    if path.is_file() and path.stat().st_size > 0:
+    if is_database_url(path) or Path(path).is_file() and Path(path).stat().st_size > 0:
         try:
             for entry in read_entries(path):
                 reader.feed(entry)

@@ -80,11 +80,15 @@ def _home(home: Path | None) -> Path:
               help="The search log's Ed25519 signing key file (default: $FACELENS_LOG_SIGNING_KEY, else "
                    "HOME/service/log-signing.key); made on first use. Keep it off the data folder.")
 @click.option("--access-log/--no-access-log", default=True, help="Log each request (method, path, status).")
+@click.option("--database", default=None, metavar="URL",
+              help="Keep the API keys and the search log in this PostgreSQL database (postgresql://user@host:port/db) "
+                   "shared by every server of a deployment (default: $FACELENS_DATABASE, else `database` in "
+                   "HOME/facelens.toml, else the files under HOME/service/). See docs/scale-out.md.")
 def serve(host: str, port: int, home: Path | None, model: str | None, processes: int, workers: int | None, threads: int,
           max_request_mb: float, rate_limit: float, rate_burst: int, request_timeout: float, header_timeout: float,
           max_connections: int, max_faces_per_image: int | None, purpose_default: str,
           purpose_optional: tuple[str, ...], purpose_required: tuple[str, ...], insecure_no_auth: bool,
-          graceful_shutdown: float, signing_key: Path | None, access_log: bool) -> None:
+          graceful_shutdown: float, signing_key: Path | None, access_log: bool, database: str | None) -> None:
     """Run the HTTP service (OpenAPI documentation at /docs). Stop it with Ctrl-C or SIGTERM: requests
     in flight finish, then the collections are saved and closed."""
     import os
@@ -96,6 +100,10 @@ def serve(host: str, port: int, home: Path | None, model: str | None, processes:
     if workers is None:
         workers = max(1, (os.cpu_count() or 1) // processes)
     try:
+        if database is not None:  # the key store and the log read it, in this process and the ones it starts
+            from ..config import DATABASE_ENV, database_url
+
+            os.environ[DATABASE_ENV] = database_url(_home(home), database) or "sqlite"
         settings = ServerSettings(
             home=_home(home), host=host, port=port, model=model, engine_threads=threads, workers=workers,
             max_request_bytes=int(max_request_mb * 1024 * 1024), rate_limit=rate_limit, rate_burst=rate_burst,
@@ -272,10 +280,14 @@ def log() -> None:
     """Verify, checkpoint and export the search log (every search and compare the service ran)."""
 
 
-def _log_file(home: Path | None) -> Path:
-    from ..accountability.log import LOG_NAME
+def _log_file(home: Path | None) -> Path | str:
+    """The home's log: its PostgreSQL database ($FACELENS_DATABASE, or HOME/facelens.toml) or its file."""
+    from ..accountability.log import log_location
 
-    return _home(home) / "service" / LOG_NAME
+    try:
+        return log_location(_home(home))
+    except FacelensError as exc:
+        _fail(exc)
 
 
 def _signing_key_option(f: Any) -> Any:
@@ -392,15 +404,21 @@ def log_public_key(as_json: bool, signing_key: Path | None, home: Path | None) -
 
 
 @log.command("checkpoint")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the checkpoint to this file (default: print it).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help="Write the checkpoint to this file; - prints it (default: "
+                   "HOME/service/checkpoints/checkpoint-SEQ.json, where the transparency report looks for it).")
 @_signing_key_option
 @_home_option
 def log_checkpoint(out: Path | None, signing_key: Path | None, home: Path | None) -> None:
-    """Verify the log, then print a signed checkpoint of its head (JSON: seq, hash, time, public_key,
-    signature). Copy it somewhere this host cannot change; `log verify --checkpoint FILE` then proves
-    every entry up to it unchanged. Exit 1 (no checkpoint) when the log does not verify."""
+    """Verify the log, then write a signed checkpoint of its head (JSON: seq, hash, time, public_key,
+    signature) to HOME/service/checkpoints/ (where `facelens report transparency` finds it), to --out
+    FILE, or to stdout (--out -). Copy it somewhere this host cannot change too; `log verify --checkpoint
+    FILE` then proves every entry up to it unchanged. Exit 1 (no checkpoint) when the log does not verify."""
+    import os
+
     from ..accountability.log import LogSigningKey, make_checkpoint
+    from ..accountability.transparency import CHECKPOINT_DIR
+    from ..store.home import service_dir
 
     path = _key_path(signing_key, home)
     if not path.is_file():
@@ -413,11 +431,17 @@ def log_checkpoint(out: Path | None, signing_key: Path | None, home: Path | None
         click.echo(f"facelens: error: {exc}", err=True)
         sys.exit(1)
     text = json.dumps(checkpoint.to_dict(), indent=2) + "\n"
-    if out is None:
+    if out is not None and str(out) == "-":
         click.echo(text, nl=False)
         return
     try:
-        out.write_text(text)
+        if out is None:
+            folder = service_dir(_home(home)) / CHECKPOINT_DIR
+            folder.mkdir(exist_ok=True)
+            out = folder / f"checkpoint-{checkpoint.seq}.json"
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # never a torn checkpoint where the report reads
+        tmp.write_text(text)
+        os.replace(tmp, out)
     except OSError as exc:
         click.echo(f"facelens: error: cannot write {out}: {exc.strerror or exc}", err=True)
         sys.exit(3)
@@ -436,7 +460,7 @@ def log_export(since: str | None, after: int, output: Any, home: Path | None) ->
     from ..accountability.log import canonical_json, read_entries
 
     path = _log_file(home)
-    if not path.is_file():
+    if isinstance(path, Path) and not path.is_file():
         click.echo(f"facelens: error: no search log at {path}", err=True)
         sys.exit(3)
     try:

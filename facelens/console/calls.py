@@ -384,7 +384,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _newest(path: Path, flt: LogFilter, limit: int) -> list[dict[str, Any]]:
+def _newest(path: Path | str, flt: LogFilter, limit: int) -> list[dict[str, Any]]:
+    if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):  # the log in PostgreSQL
+        from ..accountability.log_pg import newest_pg_entries
+
+        fields = {f: v for f, v in (("action", flt.action), ("collection", flt.collection), ("key_id", flt.key_id))
+                  if v}
+        return [{**e.body, "seq": e.seq, "hash": e.hash, "signed": bool(e.sig)}
+                for e in newest_pg_entries(path, before=flt.before, fields=fields, limit=limit)]
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
     try:
         where: list[str] = ["1"]

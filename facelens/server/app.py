@@ -83,7 +83,7 @@ def check_can_serve(settings: ServerSettings) -> None:
         if not settings.insecure_no_auth and keys.active_count() == 0:
             where = "a loopback address" if is_loopback(settings.host) else f"{settings.host!r}"
             raise InsecureSettingsError(
-                f"no API key exists in {keys.path}, so nobody could use the service on {where}: create one with "
+                f"no API key exists in {keys.location}, so nobody could use the service on {where}: create one with "
                 f"`facelens keys create --admin --name NAME --home {settings.home}`"
                 + (" (or, for local tests only, pass --insecure-no-auth)" if is_loopback(settings.host) else ""))
     finally:

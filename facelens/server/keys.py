@@ -33,17 +33,19 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..accountability.actor import Actor
+from ..config import database_url
+from ..database import DatabaseError, is_database_url
 from ..errors import CollectionNotFoundError, InvalidArgumentError
 from ..store.home import collection_dir, collection_generation, service_dir, validate_collection_name
-from .errors import ServiceError
+from .errors import ApiError, ServiceError
 
-__all__ = ["ApiKey", "GenerationCache", "KeyStore", "NewKey", "Scope", "service_dir"]
+__all__ = ["ApiKey", "GenerationCache", "KeyStore", "KeyTables", "NewKey", "Scope", "SqliteKeyTables", "service_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,11 @@ CREATE TABLE IF NOT EXISTS grants (
     PRIMARY KEY (key_id, collection, scope)
 );
 """
+
+# The key tables' schema version, the same number on both storages: the SQLite file's ``PRAGMA user_version``
+# (0 in files from before it was recorded) and the ``keys`` row of PostgreSQL's ``facelens_schema``. 2: grants
+# bound to collection generations.
+KEYS_SCHEMA_VERSION = 2
 
 # A generation read from a database file whose status changed less than this long before the read is
 # not cached: file times have a coarse granularity (a few ms on Linux), so a collection deleted and
@@ -224,20 +231,51 @@ class ActionLog(Protocol):
     def append(self, record: Mapping[str, Any]) -> Any: ...
 
 
-class KeyStore:
-    """The API keys of one facelens home (``<home>/service/keys.sqlite``; ``home`` defaults to the folder
-    above ``service/``), whose collections the grants name. Thread-safe.
+KeyRow = tuple[str, str, bool, str, "str | None"]
+"""A key as its table holds it: (key_id, name, admin, created, revoked or None)."""
+GrantRow = tuple[str, str, str]
+"""One grant of a key: (collection, scope, generation)."""
 
-    With an ``action_log``, creating and revoking a key is recorded there (``key_created``,
-    ``key_revoked``) inside the key file's transaction: if the record cannot be written, the key is not
-    created (or not revoked) either.
-    """
 
-    def __init__(self, path: Path, *, home: Path | None = None, action_log: ActionLog | None = None) -> None:
+class KeyTables(Protocol):
+    """Where a :class:`KeyStore` keeps its keys: a SQLite file (:class:`SqliteKeyTables`) or a PostgreSQL
+    database (:class:`facelens.server.keys_pg.PgKeyTables`). Each operation is one transaction; ``record``
+    callbacks run inside it, before the commit, so that a key is not created (or revoked) when its record
+    in the log cannot be written."""
+
+    location: str
+
+    def insert(self, row: KeyRow, token_sha256: str, grants: Sequence[GrantRow],
+               record: Callable[[], None]) -> bool:
+        """Store a new key and its grants; False (nothing stored) when ``row``'s key_id is taken."""
+        ...
+
+    def revoke(self, key_id: str, when: str, record: Callable[[str], None]) -> tuple[KeyRow | None, bool]:
+        """Mark the key revoked at ``when`` unless it already is: (the key after, whether this revoked it);
+        ``record(name)`` runs when it did."""
+        ...
+
+    def find(self, key_id: str) -> tuple[KeyRow, str] | None:
+        """The key with this id and its token's sha256, else None."""
+        ...
+
+    def all(self) -> list[KeyRow]:
+        """Every key, revoked ones included, oldest first."""
+        ...
+
+    def grants(self, key_id: str) -> list[GrantRow]: ...
+    def active_count(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class SqliteKeyTables:
+    """The keys in a SQLite file (``<home>/service/keys.sqlite``, mode 0600): the embedded default.
+    ``generations`` binds the grants of a file from before generations when it is first opened."""
+
+    def __init__(self, path: Path, generations: GenerationOf) -> None:
         self.path = path
-        self.home = home if home is not None else path.parent.parent
-        self.action_log = action_log
-        self.generations = GenerationCache(self.home)
+        self.location = str(path)
+        self._generations = generations
         fresh = not path.exists()
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
         self._lock = threading.Lock()
@@ -254,27 +292,135 @@ class KeyStore:
         grant on a name with no collection is dead (it was made in advance, or outlived its collection)."""
         self._conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others then see the column
         try:
+            version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > KEYS_SCHEMA_VERSION:
+                raise ServiceError(f"{self.path}: the key file's schema is version {version}, newer than this "
+                                   f"facelens knows ({KEYS_SCHEMA_VERSION}): upgrade facelens")
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(grants)")}
             if "generation" not in columns:
                 self._conn.execute("ALTER TABLE grants ADD COLUMN generation TEXT NOT NULL DEFAULT ''")
                 names = [r[0] for r in self._conn.execute("SELECT DISTINCT collection FROM grants")]
                 for name in names:
-                    current = self.generations(name)
+                    current = self._generations(name)
                     if current is None:
                         logger.warning("%s: the grants on %r are dead: no collection has that name", self.path, name)
                     self._conn.execute("UPDATE grants SET generation = ? WHERE collection = ?", (current or "", name))
+            if version < KEYS_SCHEMA_VERSION:
+                self._conn.execute(f"PRAGMA user_version = {KEYS_SCHEMA_VERSION}")
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
 
-    @classmethod
-    def open(cls, home: Path, *, action_log: ActionLog | None = None) -> KeyStore:
-        return cls(service_dir(home) / "keys.sqlite", home=Path(home).expanduser(), action_log=action_log)
-
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def insert(self, row: KeyRow, token_sha256: str, grants: Sequence[GrantRow],
+               record: Callable[[], None]) -> bool:
+        key_id, name, admin, created, _ = row
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._conn.execute("SELECT 1 FROM keys WHERE key_id = ?", (key_id,)).fetchone() is not None:
+                    self._conn.execute("ROLLBACK")
+                    return False
+                self._conn.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL)",
+                                   (key_id, name, token_sha256, int(admin), created))
+                self._conn.executemany("INSERT INTO grants (key_id, collection, scope, generation) VALUES (?, ?, ?, ?)",
+                                       [(key_id, c, s, g) for c, s, g in grants])
+                record()
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return True
+
+    def revoke(self, key_id: str, when: str, record: Callable[[str], None]) -> tuple[KeyRow | None, bool]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._conn.execute("UPDATE keys SET revoked = ? WHERE key_id = ? AND revoked IS NULL",
+                                         (when, key_id))
+                row = self._conn.execute("SELECT key_id, name, admin, created, revoked FROM keys WHERE key_id = ?",
+                                         (key_id,)).fetchone()
+                if cur.rowcount == 1:
+                    record(row[1])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return (_key_row(row) if row is not None else None), cur.rowcount == 1
+
+    def find(self, key_id: str) -> tuple[KeyRow, str] | None:
+        with self._lock:
+            row = self._conn.execute("SELECT key_id, name, admin, created, revoked, token_sha256 FROM keys "
+                                     "WHERE key_id = ?", (key_id,)).fetchone()
+        return None if row is None else (_key_row(row[:5]), str(row[5]))
+
+    def all(self) -> list[KeyRow]:
+        with self._lock:
+            rows = self._conn.execute("SELECT key_id, name, admin, created, revoked FROM keys "
+                                      "ORDER BY created, key_id").fetchall()
+        return [_key_row(r) for r in rows]
+
+    def grants(self, key_id: str) -> list[GrantRow]:
+        with self._lock:
+            rows = self._conn.execute("SELECT collection, scope, generation FROM grants WHERE key_id = ?",
+                                      (key_id,)).fetchall()
+        return [(str(c), str(s), str(g)) for c, s, g in rows]
+
+    def active_count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM keys WHERE revoked IS NULL").fetchone()[0])
+
+
+def _key_row(row: Sequence[Any]) -> KeyRow:
+    return (str(row[0]), str(row[1]), bool(row[2]), str(row[3]), None if row[4] is None else str(row[4]))
+
+
+class KeyStore:
+    """The API keys of one facelens home, whose collections the grants name. Thread-safe. ``path``: the
+    SQLite file (``<home>/service/keys.sqlite``; ``home`` defaults to the folder above ``service/``) or
+    a ``postgresql://`` URL (``home`` then required: keys shared by every server of the database).
+
+    With an ``action_log``, creating and revoking a key is recorded there (``key_created``,
+    ``key_revoked``) inside the key table's transaction: if the record cannot be written, the key is not
+    created (or not revoked) either.
+    """
+
+    def __init__(self, path: Path | str, *, home: Path | None = None, action_log: ActionLog | None = None) -> None:
+        self.path = path
+        self.action_log = action_log
+        self.tables: KeyTables
+        if is_database_url(path):
+            if home is None:
+                raise InvalidArgumentError("a key store in a database needs the home whose collections it grants")
+            self.home = home
+            self.generations = GenerationCache(self.home)
+            from .keys_pg import PgKeyTables
+
+            self.tables = PgKeyTables(str(path))
+        else:
+            self.home = home if home is not None else Path(path).parent.parent
+            self.generations = GenerationCache(self.home)
+            self.tables = SqliteKeyTables(Path(path), self.generations)
+
+    @property
+    def location(self) -> str:
+        """Where the keys are, for messages: the file, or the database's URL without its password."""
+        return self.tables.location
+
+    @classmethod
+    def open(cls, home: Path, *, action_log: ActionLog | None = None, database: str | None = None) -> KeyStore:
+        """The keys of ``home``: in its database (``database``, else ``$FACELENS_DATABASE``, else the home's
+        ``facelens.toml``: :func:`facelens.config.database_url`), else in ``<home>/service/keys.sqlite``."""
+        home = Path(home).expanduser()
+        url = database_url(home, database)
+        return cls(url if url is not None else service_dir(home) / "keys.sqlite", home=home, action_log=action_log)
+
+    def close(self) -> None:
+        self.tables.close()
 
     def create(self, *, name: str, admin: bool = False,
                grants: Mapping[str, Iterable[Scope | str]] | None = None, actor: Actor | None = None) -> NewKey:
@@ -305,37 +451,29 @@ class KeyStore:
                     f"no collection named {collection!r} in {self.home}: create it first; a grant is bound to the "
                     f"collection that exists when the key is made, and ends when that collection is deleted")
             generations[collection] = current
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                while True:
-                    key_id = secrets.token_hex(_ID_HEX // 2)
-                    if self._conn.execute("SELECT 1 FROM keys WHERE key_id = ?", (key_id,)).fetchone() is None:
-                        break
-                token = f"{_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-                created = _now()
-                self._conn.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL)",
-                                   (key_id, name, _digest(token), int(admin), created))
-                self._conn.executemany("INSERT INTO grants (key_id, collection, scope, generation) VALUES (?, ?, ?, ?)",
-                                       [(key_id, c, s.value, generations[c]) for c, ss in clean.items() for s in ss])
+        rows = [(c, s.value, generations[c]) for c, ss in clean.items() for s in ss]
+        while True:
+            key_id = secrets.token_hex(_ID_HEX // 2)
+            token = f"{_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+            created = _now()
+
+            def record(key_id: str = key_id) -> None:
                 if self.action_log is not None:
                     self.action_log.append({**_by(actor), "action": "key_created", "subject": {
                         "key_id": key_id, "name": name, "admin": admin,
                         "grants": {c: {"scopes": sorted(ss), "generation": generations[c]}
                                    for c, ss in sorted(clean.items())}}})
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+
+            if self.tables.insert((key_id, name, admin, created, None), _digest(token), rows, record):
+                break
         return NewKey(ApiKey(key_id=key_id, name=name, admin=admin, grants=clean, created=created,
                              generations=generations, current_generation=self.generations), token)
 
-    def _key(self, row: tuple[Any, ...]) -> ApiKey:
+    def _key(self, row: KeyRow) -> ApiKey:
         key_id, name, admin, created, revoked = row
         grants: dict[str, set[Scope]] = {}
         generations: dict[str, str] = {}
-        for collection, scope, generation in self._conn.execute(
-                "SELECT collection, scope, generation FROM grants WHERE key_id = ?", (key_id,)):
+        for collection, scope, generation in self.tables.grants(key_id):
             grants.setdefault(collection, set()).add(Scope(scope))
             # one generation per collection and key (rows that disagreed would make the grant dead)
             generations[collection] = generation if generations.get(collection, generation) == generation else ""
@@ -345,57 +483,47 @@ class KeyStore:
 
     def list_keys(self) -> list[ApiKey]:
         """Every key, revoked ones included, oldest first."""
-        with self._lock:
-            rows = self._conn.execute("SELECT key_id, name, admin, created, revoked FROM keys "
-                                      "ORDER BY created, key_id").fetchall()
-            return [self._key(r) for r in rows]
+        return [self._key(r) for r in self.tables.all()]
 
     def active_count(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM keys WHERE revoked IS NULL").fetchone()[0])
+        return self.tables.active_count()
 
     def revoke(self, key_id: str, *, actor: Actor | None = None) -> ApiKey:
         """Revoke a key; the service refuses it from its next request on. Raises for an unknown id.
         ``actor``: who revokes it, named in the record."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._conn.execute("UPDATE keys SET revoked = ? WHERE key_id = ? AND revoked IS NULL",
-                                         (_now(), key_id))
-                row = self._conn.execute("SELECT key_id, name, admin, created, revoked FROM keys WHERE key_id = ?",
-                                         (key_id,)).fetchone()
-                if self.action_log is not None and cur.rowcount == 1:
-                    self.action_log.append({**_by(actor), "action": "key_revoked",
-                                            "subject": {"key_id": key_id, "name": row[1]}})
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            if row is None:
-                raise ServiceError(f"no key with id {key_id!r}")
-            if cur.rowcount == 0:
-                raise ServiceError(f"key {key_id!r} was already revoked on {row[4]}")
-            return self._key(row)
+
+        def record(name: str) -> None:
+            if self.action_log is not None:
+                self.action_log.append({**_by(actor), "action": "key_revoked",
+                                        "subject": {"key_id": key_id, "name": name}})
+
+        row, revoked = self.tables.revoke(key_id, _now(), record)
+        if row is None:
+            raise ServiceError(f"no key with id {key_id!r}")
+        if not revoked:
+            raise ServiceError(f"key {key_id!r} was already revoked on {row[4]}")
+        return self._key(row)
 
     def authenticate(self, token: str) -> ApiKey | None:
-        """The valid (unrevoked) key whose token this is, else None. Reads the file on every call, so a
-        key revoked by another process stops working at once."""
+        """The valid (unrevoked) key whose token this is, else None. Reads the key table on every call, so
+        a key revoked by another process (or another server of the database) stops working at once."""
         if not token.startswith(_PREFIX) or len(token) < len(_PREFIX) + _ID_HEX + 2 or len(token) > 200:
             return None
-        key_id = token[len(_PREFIX): len(_PREFIX) + _ID_HEX]
-        with self._lock:
-            row = self._conn.execute("SELECT key_id, name, admin, created, revoked, token_sha256 FROM keys "
-                                     "WHERE key_id = ?", (key_id,)).fetchone()
-            if row is None or not hmac.compare_digest(row[5], _digest(token)) or row[4] is not None:
+        try:
+            found = self.tables.find(token[len(_PREFIX): len(_PREFIX) + _ID_HEX])
+            if found is None or not hmac.compare_digest(found[1], _digest(token)) or found[0][4] is not None:
                 return None
-            return self._key(row[:5])
+            return self._key(found[0])
+        except DatabaseError as exc:  # refused before any route runs: answered 503 by the request guard
+            raise ApiError(503, exc.code, str(exc)) from None
 
     def get(self, key_id: str) -> ApiKey | None:
-        """The valid (unrevoked) key with this id, else None; read from the file on every call (the
+        """The valid (unrevoked) key with this id, else None; read from the key table on every call (the
         console's sessions name their key by id and look it up on each request, so revocation ends them)."""
-        with self._lock:
-            row = self._conn.execute("SELECT key_id, name, admin, created, revoked FROM keys WHERE key_id = ?",
-                                     (key_id,)).fetchone()
-            if row is None or row[4] is not None:
+        try:
+            found = self.tables.find(key_id)
+            if found is None or found[0][4] is not None:
                 return None
-            return self._key(row)
+            return self._key(found[0])
+        except DatabaseError as exc:
+            raise ApiError(503, exc.code, str(exc)) from None

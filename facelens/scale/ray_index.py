@@ -171,7 +171,8 @@ def _connect(address: str, workers: int) -> bool:
     started = False
     if not ray.is_initialized():
         if address == LOCAL:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         started = True

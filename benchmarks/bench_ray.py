@@ -126,7 +126,7 @@ def main() -> None:
             wall = time.perf_counter() - t0
         errors = sum(o.error is not None for o in report.outcomes)
         row = {"workers": workers, "pipeline_seconds": round(report.seconds, 1),
-               "seconds_with_ray_start": round(wall, 1),
+               "seconds_with_ray_start": round(wall, 1), "writer_seconds": round(report.writer_seconds, 1),
                "images_per_second": round(n / report.seconds, 2),
                "images_per_second_per_worker_core": round(n / report.seconds / workers, 2),
                "images_per_second_with_ray_start": round(n / wall, 2), "errors": errors,

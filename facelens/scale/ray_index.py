@@ -84,12 +84,14 @@ class ImageOutcome:
 class RayIndexReport:
     """What :func:`index_with_ray` did: an outcome per image it looked at, in the order they were committed;
     ``skipped``: images left out by ``resume`` because they were already stored; ``workers``: the actors;
-    ``seconds``: the pipeline's wall time (Ray's start-up excluded)."""
+    ``seconds``: the pipeline's wall time (Ray's start-up excluded); ``writer_seconds``: of it, the time the
+    writer spent committing (the part that does not scale out)."""
 
     outcomes: tuple[ImageOutcome, ...]
     skipped: int
     workers: int
     seconds: float
+    writer_seconds: float = 0.0
 
 
 ProgressCallback = Callable[[int, int, Sequence[ImageOutcome]], None]
@@ -292,13 +294,16 @@ def index_with_ray(
     started = _connect(address, workers)
     ray = _ray()
     t0 = time.perf_counter()
+    writer = 0.0
     try:
         ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / worker_batch)))
         ds = ds.map_batches(_FaceWorker, fn_constructor_kwargs={"config": engine.config, "options": options},
                             batch_size=worker_batch, batch_format="numpy", num_cpus=1,
                             compute=ray.data.ActorPoolStrategy(size=workers))
         for batch in ds.iter_batches(batch_size=commit_batch, batch_format="numpy", prefetch_batches=1):
+            t1 = time.perf_counter()
             committed = _commit(engine, collection, batch, enrol, actor)
+            writer += time.perf_counter() - t1
             outcomes += committed
             done += len(committed)
             if progress is not None:
@@ -307,7 +312,8 @@ def index_with_ray(
         seconds = time.perf_counter() - t0
         if started:
             ray.shutdown()
-    return RayIndexReport(outcomes=tuple(outcomes), skipped=skipped, workers=workers, seconds=seconds)
+    return RayIndexReport(outcomes=tuple(outcomes), skipped=skipped, workers=workers, seconds=seconds,
+                          writer_seconds=writer)
 
 
 def _commit(engine: Engine, collection: str, batch: dict[str, npt.NDArray[Any]], enrol: dict[str, Any],

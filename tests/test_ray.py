@@ -209,7 +209,7 @@ def test_ray_cli_driver_killed_then_resume(ray_local: None, tmp_path: Path) -> N
     d = tmp_path / "imgs"
     files = _portraits(d)
     for f in files:
-        for angle in (4, -4, 8):
+        for angle in (2, 4, 6, 8, -2, -4, -6, -8):  # 128 images: a first commit (32) well before the end
             Image.open(f).rotate(angle).save(d / f"r{angle}_{f.name}", quality=92)
     names = {p.name for p in d.glob("*.jpg")}
     home = tmp_path / "home"
@@ -224,7 +224,7 @@ def test_ray_cli_driver_killed_then_resume(ray_local: None, tmp_path: Path) -> N
             committed = sum(r["face_ids"] != [] for r in _indexed(home)) if (home / "service").exists() else 0
             if committed:
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
     finally:
         for pid in _session_pids(proc.pid):  # the driver and the Ray it started
             try:

@@ -222,7 +222,7 @@ def index_with_ray(
     :meth:`Engine.index_faces` on each image in turn (the options mean the same).
 
     ``address``: ``"local"`` starts Ray in this process (``workers`` CPUs) and stops it after; a cluster's
-    address (``ray://host:10001``, ``host:6379`` or ``auto``) connects to it, whose nodes must have the same
+    address (``host:6379``, or ``auto`` on one of its nodes) connects to it, whose nodes must have the same
     facelens and model packages (checked: a worker with another model refuses to start). An already
     connected Ray (``ray.init`` by the caller) is used as it is.
 

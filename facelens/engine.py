@@ -69,6 +69,7 @@ from .types import (
 
 if TYPE_CHECKING:
     from .accountability.log import LogEntry, SearchLog
+    from .scale.embedded import EmbeddedImage
     from .video.pipeline import ProgressCallback, VideoOptions, VideoResult
 
 __all__ = ["DEFAULT_ENROL_MAX_FMR", "DEFAULT_LEAD_FLOOR_FMR", "DEFAULT_MAX_CANDIDATES", "READ_ONLY_METHODS",
@@ -99,6 +100,7 @@ RECORDED_METHODS = frozenset({
     "delete_faces", "erase_faces", "create_person", "associate_faces", "disassociate_faces", "delete_person",
     "erase_person", "search_faces_by_image", "search_faces", "search_persons_by_image", "compare",
     "search_faces_by_embedding", "search_video",
+    "index_embedded",  # faces embedded elsewhere (facelens.scale), committed as index_faces would
     # the review queue's (docs: design of issue 15)
     "review_decide", "review_purge",
 })
@@ -753,6 +755,127 @@ class Engine:
                                       passed=threshold is None
                                       or (best_score is not None and best_score >= threshold)))
         return tuple(out)
+
+    def index_embedded(
+        self,
+        collection: str,
+        images: Sequence[EmbeddedImage],
+        *,
+        person_id: str | None = None,
+        max_faces: int | None = None,
+        all_faces: bool = False,
+        enrol_max_fmr: float | None = None,
+        match_check: bool = True,
+        actor: Actor | None = None,
+    ) -> list[IndexResult]:
+        """Commit images whose faces were found and embedded elsewhere (:func:`facelens.scale.embed_image`, on
+        a Ray worker say) as :meth:`index_faces` commits one image: the same rules (quality refusals carried
+        from the worker, ``max_faces``, a person's largest face and match check), the same idempotency (an
+        image already stored under the same external id and sha256 stores nothing, ``already_indexed``), the
+        same ``faces_indexed`` record per image, written in the write's transaction. Returns one
+        :class:`IndexResult` per image, in order.
+
+        The images are committed in ONE transaction (all or none; for a person, one per image, so that each
+        match check sees the faces stored before it); when this returns they are durably stored. Raises
+        :class:`ModelMismatchError` for faces embedded by another model than this engine's, and
+        InvalidArgumentError for a face to store without an embedding.
+        """
+        if person_id is not None:
+            _check_person_id(person_id)
+        if max_faces is not None and max_faces < 1:
+            raise InvalidArgumentError(f"max_faces must be >= 1, got {max_faces}")
+        enrol_fmr = _check_enrolment(person_id, all_faces=all_faces, enrol_max_fmr=enrol_max_fmr,
+                                     match_check=match_check)
+        for im in images:
+            if im.external_image_id is not None and not _EXTERNAL_ID.fullmatch(im.external_image_id):
+                raise InvalidArgumentError(f"{im.source}: external_image_id must be 1-255 printable characters")
+            if im.model_sha256 != self.model_sha256:
+                raise ModelMismatchError(f"{im.source}: its faces were embedded by model sha256 "
+                                         f"{im.model_sha256[:12]}...; this engine runs {self.model_name!r} "
+                                         f"(sha256 {self.model_sha256[:12]}...): run the workers with the same model")
+        if person_id is not None and len(images) > 1:
+            return [r for im in images for r in self.index_embedded(
+                collection, [im], person_id=person_id, max_faces=max_faces, all_faces=all_faces,
+                enrol_max_fmr=enrol_max_fmr, match_check=match_check, actor=actor)]
+        store = self._store(collection)
+        crops = self.collection_policy(collection).face_crops
+        results: list[IndexResult | None] = [None] * len(images)
+        # (index in images, refused faces, enrolment checks, records to store)
+        writes: list[tuple[int, list[Face], tuple[EnrolmentCheck, ...], list[FaceRecord]]] = []
+        for i, im in enumerate(images):
+            existing = store.find_image(external_image_id=im.external_image_id, image_sha256=im.image_sha256)
+            if existing is not None:
+                self.record(actor, faces_indexed_record(
+                    collection, image_sha256=im.image_sha256, person_id=person_id, refused=[],
+                    face_ids=[f.face_id for f in existing], already_indexed=True))
+                results[i] = IndexResult(indexed=tuple(f.to_dict() for f in existing), unindexed=(),
+                                         already_indexed=True)
+                continue
+            faces = list(im.faces)
+            crop = {id(f): c for f, c in zip(faces, im.crops, strict=False)}
+            accepted = [f for f in faces if f.acceptable]
+            refused = [f for f in faces if not f.acceptable]
+            if max_faces is not None and len(accepted) > max_faces:
+                refused += [_refuse(f, RefusalReason.EXCEEDS_MAX_FACES) for f in accepted[max_faces:]]
+                accepted = accepted[:max_faces]
+            checks: tuple[EnrolmentCheck, ...] = ()
+            if person_id is not None:
+                if not all_faces:  # the person's face is the image's largest (faces come largest first)
+                    largest = faces[0] if faces else None
+                    refused = ([f if f is largest else _refuse(f, RefusalReason.NOT_THE_LARGEST_FACE)
+                                for f in refused]
+                               + [_refuse(f, RefusalReason.NOT_THE_LARGEST_FACE) for f in accepted if f is not largest])
+                    accepted = [f for f in accepted if f is largest]
+                if any(f.embedding is None for f in accepted):
+                    raise InvalidArgumentError(f"{im.source}: a face to store has no embedding")
+                checks = self._enrolment_checks(collection, store, person_id, accepted, max_fmr=enrol_fmr,
+                                                checked=match_check)
+                refused += [_refuse(f, RefusalReason.NO_MATCH_WITH_PERSON)
+                            for f, c in zip(accepted, checks, strict=True) if not c.passed]
+                accepted = [f for f, c in zip(accepted, checks, strict=True) if c.passed]
+                if not accepted and checks:  # nothing stored, not even the image: it may be offered again
+                    self.record(actor, {**faces_indexed_record(
+                        collection, image_sha256=im.image_sha256, face_ids=[], person_id=person_id,
+                        already_indexed=False, refused=[f.refusal_reasons for f in refused]),
+                        "enrolment": [c.to_record() for c in checks]})
+                    results[i] = IndexResult(indexed=(), unindexed=tuple(refused), already_indexed=False,
+                                             faces_over_limit=im.faces_over_limit, enrolment=checks)
+                    continue
+            if any(f.embedding is None for f in accepted):
+                raise InvalidArgumentError(f"{im.source}: a face to store has no embedding")
+            writes.append((i, refused, checks, [FaceRecord(
+                bbox=f.bbox.as_list(), score=f.score, embedding=f.embedding,  # type: ignore[arg-type]
+                quality={**f.to_dict()["quality"], "pose": f.to_dict()["pose"]},
+                crop=crop.get(id(f)) if crops else None) for f in accepted]))
+        if not writes:
+            return [r for r in results if r is not None]
+        commit_work()  # the last point where a cancelled call leaves no trace; past it, the faces are stored
+        entries: list[LogEntry] = []
+
+        def before_commit(out: list[tuple[list[StoredFace], bool]]) -> None:
+            for (i, refused, checks, _), (stored, added) in zip(writes, out, strict=True):
+                record = faces_indexed_record(collection, image_sha256=images[i].image_sha256,
+                                              face_ids=[f.face_id for f in stored], person_id=person_id,
+                                              refused=[f.refusal_reasons for f in refused], already_indexed=not added)
+                if person_id is not None:
+                    record = {**record, "enrolment": [c.to_record() for c in checks]}
+                entry = self.record(actor, record)
+                if entry is not None:
+                    entries.append(entry)
+
+        try:
+            out = store.add_images([(images[i].external_image_id, images[i].image_sha256, person_id, records)
+                                    for i, _, _, records in writes], before_commit=before_commit if actor else None)
+        except BaseException as exc:
+            for entry in entries:
+                self._record_failed_after(actor, entry, exc)
+            raise
+        for (i, refused, checks, _), (stored, added) in zip(writes, out, strict=True):
+            results[i] = IndexResult(indexed=tuple(f.to_dict() for f in stored), unindexed=tuple(refused),
+                                     already_indexed=not added, faces_over_limit=images[i].faces_over_limit,
+                                     enrolment=checks)
+        return [r for r in results if r is not None]
+
 
     def list_faces(self, collection: str, *, limit: int = 100,
                    next_token: str | None = None) -> tuple[list[StoredFace], str | None]:

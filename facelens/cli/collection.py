@@ -294,6 +294,22 @@ def _expand_images(paths: tuple[str, ...]) -> list[tuple[str, str]]:
     return out
 
 
+def _expand_list(paths: tuple[str, ...]) -> list[tuple[str, str]]:
+    """:func:`_expand_images`, where ``@FILE`` names a list of paths or URIs, one a line (blank lines and
+    lines starting with ``#`` skipped), each its own external id as written."""
+    out: list[tuple[str, str]] = []
+    for p in paths:
+        if not p.startswith("@"):
+            out += _expand_images((p,))
+            continue
+        try:
+            lines = Path(p[1:]).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeError) as exc:
+            raise InvalidArgumentError(f"{p[1:]}: cannot read the list of images: {exc}") from None
+        out += [(line.strip(), line.strip()) for line in lines if line.strip() and not line.startswith("#")]
+    return out
+
+
 @click.command()
 @click.argument("name")
 @click.argument("paths", nargs=-1, required=True)
@@ -312,15 +328,23 @@ def _expand_images(paths: tuple[str, ...]) -> list[tuple[str, str]]:
 @click.option("--quality-filter", type=_QUALITY_CHOICES, default=None, help="Refuse faces below this quality "
               "(default AUTO).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, help="Images processed in parallel.")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS|local", help="Examine the images on Ray Data "
+              "workers (local: start Ray here; ADDRESS: a cluster's), one writer commits them (docs/scale-out-ray.md).")
+@click.option("--ray-workers", type=click.IntRange(min=1), default=None, help="With --ray: worker actors, one CPU "
+              "each (default 2).")
+@click.option("--resume", is_flag=True, help="With --ray: images already indexed are only counted, not listed or "
+              "recorded again (re-running a big job).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @_home_option
 @click.pass_obj
 def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str | None, person_id: str | None,
           all_faces: bool, enrol_max_fmr: float | None, no_match_check: bool, max_faces: int | None,
-          quality_filter: str | None, workers: int, as_json: bool, home: Path | None) -> None:
+          quality_filter: str | None, workers: int, ray_address: str | None, ray_workers: int | None, resume: bool,
+          as_json: bool, home: Path | None) -> None:
     """Index the faces of each image in PATHS (files or folders, recursively) into collection NAME.
 
     Re-running skips images already indexed under the same external id, so an interrupted run resumes.
+    With --ray, a PATH may also be @FILE: a list of image paths or URIs the workers can read, one a line.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -333,7 +357,10 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
     elif all_faces or enrol_max_fmr is not None or no_match_check:
         click.echo("facelens: error: --all-faces, --enrol-max-fmr and --no-match-check apply to --person", err=True)
         sys.exit(EXIT_USAGE)
-    images = _expand_images(paths)
+    if ray_address is None and (ray_workers is not None or resume or any(p.startswith("@") for p in paths)):
+        click.echo("facelens: error: --ray-workers, --resume and @FILE apply to --ray", err=True)
+        sys.exit(EXIT_USAGE)
+    images = _expand_images(paths) if ray_address is None else _expand_list(paths)
     if external_id is not None and len(images) != 1:
         click.echo("facelens: error: --external-id needs exactly one image", err=True)
         sys.exit(EXIT_USAGE)
@@ -359,21 +386,38 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
     show = sys.stderr.isatty() and not state.quiet and len(images) > 3
     from tqdm import tqdm
 
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(images), desc=f"index {name}",
-                                                                   unit="img", disable=not show) as bar:
-            for res in pool.map(one, images):
-                results.append(res)
-                bar.update(1)
-                if "error" in res:
-                    click.echo(f"facelens: error: {res['error']['message']}", err=True)
-    except FacelensError as exc:  # e.g. the signed log cannot be written: the image was not indexed
-        _fail(exc)
+    skipped = None  # --ray --resume: images already indexed, only counted
+    if ray_address is not None:  # Ray Data workers, one writer here: the same results (facelens/scale)
+        from ..scale.ray_index import index_with_ray
+
+        with tqdm(total=len(images), desc=f"index {name}", unit="img", disable=not show) as bar:
+            report = _call(index_with_ray, engine, name, [(p, external_id or i) for p, i in images],
+                           address=ray_address, workers=ray_workers or 2, person_id=person_id, max_faces=max_faces,
+                           quality_filter=quality_filter, resume=resume, actor=me, **enrol,
+                           progress=lambda done, _, out: bar.update(done - bar.n))
+        results = [o.to_dict() for o in report.outcomes]
+        for r in results:
+            if "error" in r:
+                click.echo(f"facelens: error: {r['error']['message']}", err=True)
+        skipped = report.skipped
+    else:
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(images), desc=f"index {name}",
+                                                                       unit="img", disable=not show) as bar:
+                for res in pool.map(one, images):
+                    results.append(res)
+                    bar.update(1)
+                    if "error" in res:
+                        click.echo(f"facelens: error: {res['error']['message']}", err=True)
+        except FacelensError as exc:  # e.g. the signed log cannot be written: the image was not indexed
+            _fail(exc)
     errors = sum("error" in r for r in results)
     summary = {"images": len(results), "faces_indexed": sum(len(r.get("indexed", ())) for r in results
                                                             if not r.get("already_indexed")),
                "already_indexed": sum(bool(r.get("already_indexed")) for r in results),
                "faces_refused": sum(len(r.get("unindexed", ())) for r in results), "errors": errors}
+    if skipped is not None:
+        summary["skipped"] = skipped
     if as_json:
         click.echo(json.dumps({"collection": name, "summary": summary, "images": results}, indent=2))
     else:
@@ -388,7 +432,7 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
                         state.say(f"  {check['reason']}")
         state.say(f"{name}: {summary['faces_indexed']} faces indexed from {summary['images']} images, "
                   f"{summary['already_indexed']} already indexed, {summary['faces_refused']} faces refused, "
-                  f"{errors} errors")
+                  f"{errors} errors" + (f", {skipped} skipped (--resume)" if skipped else ""))
     sys.exit(EXIT_INPUT if errors else EXIT_OK)
 
 

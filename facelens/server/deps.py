@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
+import orjson
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.responses import JSONResponse
 
 from ..accountability.actor import Actor
 from ..accountability.log import SearchLog
@@ -34,8 +36,9 @@ if TYPE_CHECKING:
     from ..engine import Engine
 
 __all__ = [
-    "AdminCollection", "AdminKey", "EngineCalls", "IndexCollection", "Key", "ReadCollection", "SearchCollection",
-    "Services", "ServicesDep", "VisibleCollection", "actor", "image_request_body", "read_image_request",
+    "AdminCollection", "AdminKey", "EngineCalls", "FastJSON", "IndexCollection", "Key", "ReadCollection",
+    "SearchCollection", "Services", "ServicesDep", "VisibleCollection", "actor", "image_request_body",
+    "read_image_request",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,6 +49,18 @@ OptionsT = TypeVar("OptionsT", bound=BaseModel)
 NO_AUTH_KEY = ApiKey(key_id="insecure-no-auth", name="--insecure-no-auth", admin=True)
 #: Where :class:`facelens.server.limits.RequestGuard` leaves the caller's key in the ASGI scope.
 KEY_SCOPE = "facelens.key"
+
+
+class FastJSON(JSONResponse):
+    """A response of the hot routes (searches, detect, compare): the route's dict, rendered by orjson.
+
+    Returned as a response, it skips FastAPI's validation and re-serialisation of the dict through the
+    route's ``response_model``, which still documents the shape in the OpenAPI schema; the routes build
+    the dicts with exactly the model's fields (tests/test_server.py checks each against its model).
+    ``NaN`` would be rendered as null, where ``json`` refuses it; no such score exists."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class EngineCalls:

@@ -375,6 +375,26 @@ def test_limits_the_default_parser_is_httptools_with_the_head_deadline() -> None
         http_protocol("h2")
 
 
+def test_limits_huge_request_heads_are_refused(served: Served) -> None:
+    """h11 refuses a head over 16 KB; httptools has no limit of its own (a 10 MB header was buffered whole
+    until the head deadline), the service adds the same: 400 at once, and the connection closed."""
+    for size in (100_000, 10_000_000):
+        sock = _raw(served.port)
+        try:
+            try:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * size)
+            except (BrokenPipeError, ConnectionResetError):
+                assert size > 100_000  # closed while sending: refused before the whole head came
+            status, took = _read_status(sock, 5.0)
+            assert status == 400 or (status == 0 and size > 100_000), status
+            assert took < HEADER_TIMEOUT, took  # not merely cut off by the head deadline
+            assert _closed_within(sock, 5.0)
+        finally:
+            sock.close()
+    r = served.client().get("/health", headers={"X-Padding": "a" * 8000})  # a head of a few KB is fine
+    assert r.status_code == 200
+
+
 def test_limits_slow_headers_are_cut_off(served: Served) -> None:
     head = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\nX-Padding: {'a' * 40}\r\n\r\n".encode()
     sock = _raw(served.port)

@@ -149,7 +149,7 @@ print(n / el, e)
 """
 
 
-def engine_throughput(engine: Any, collection: str, probes: list[bytes], threads: int, duration: float,
+def engine_throughput(engine: Any, collection: str, probes: list[Any], threads: int, duration: float,
                       actor: Any) -> float:
     stop = threading.Event()
     counts = [0] * threads
@@ -157,8 +157,7 @@ def engine_throughput(engine: Any, collection: str, probes: list[bytes], threads
     def run(i: int) -> None:
         n = i
         while not stop.is_set():
-            engine.search_faces_by_image(collection, probes[n % len(probes)], max_results=10, max_fmr=1e-5,
-                                         actor=actor, purpose=PURPOSE)
+            engine_round(engine, collection, [probes[n % len(probes)]], 1, actor)
             counts[i] += 1
             n += 1
 
@@ -268,7 +267,7 @@ def main() -> None:
                                      check=True).stdout.split()
                 rate, errors = float(out[0]), int(out[1])
                 result["variants"][label].update(clients=args.clients, searches_per_s=round(rate, 1), errors=errors,
-                                                 of_engine=round(rate / eng, 2))
+                                                 of_engine=round(rate / eng, 2) if eng else None)
         engine.close()
     finally:
         for c in clients.values():

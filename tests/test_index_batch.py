@@ -128,3 +128,46 @@ def test_index_batch_store_indexed_is_all_or_none(folder: Path, tmp_path: Path) 
         done = engine.store_indexed("c", [p for p in plans if isinstance(p, IndexPlan)], actor=me)
         assert all(isinstance(r, IndexResult) and len(r.indexed) == 1 for r in done)
         assert engine.describe_collection("c").face_count == 3
+
+
+def test_index_batch_killed_mid_run_leaves_only_recorded_whole_batches(folder: Path, tmp_path: Path) -> None:
+    """SIGKILL while indexing: every face stored has its record, and the next run stores the rest once."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cli = [sys.executable, "-m", "facelens"]
+    home = tmp_path / "home"
+    subprocess.run([*cli, "collection", "create", "c", "--home", str(home)], env=env, check=True,
+                   capture_output=True)
+    db = next(home.rglob("faces.sqlite"))
+    proc = subprocess.Popen([*cli, "index", "c", str(folder), "--home", str(home), "--batch", "2", "--workers", "2",
+                             "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    stored = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            stored = conn.execute("SELECT count(*) FROM images").fetchone()[0]
+        if stored:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate()
+    assert stored, "nothing was stored before the kill"
+    assert not out, "the killed run printed results it had not finished"  # --json reports at the end only
+    with Engine(home=str(home)) as engine:
+        faces, _ = engine.list_faces("c", limit=1000)
+    recorded = {fid for r in _indexed_records(home) for fid in r["face_ids"]}
+    assert {f.face_id for f in faces} <= recorded  # never stored unrecorded
+    again = subprocess.run([*cli, "index", "c", str(folder), "--home", str(home), "--json"], env=env,
+                           capture_output=True, text=True)
+    summary = json.loads(again.stdout)["summary"]
+    images = {str(f.external_image_id) for f in faces}
+    assert summary["already_indexed"] == len(images) and summary["errors"] == 1  # broken.jpg
+    assert summary["already_indexed"] + sum(1 for r in json.loads(again.stdout)["images"]
+                                             if r.get("indexed") and not r["already_indexed"]) == len(
+        list(folder.glob("*.jpg"))) - 1

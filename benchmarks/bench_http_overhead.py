@@ -86,15 +86,22 @@ def start_server(root: Path, extra: list[str], home: Path, collection: str, port
 
 
 def cpu_ms(pid: int | str = "self") -> float:
-    """CPU time of every thread of process ``pid`` so far, in ms (the scheduler's own count, in ns)."""
-    total = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
+    """CPU time of every thread of process ``pid`` and of its child processes (granian's workers) so far,
+    in ms (the scheduler's own count, in ns)."""
+    total = 0.0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:  # a process that just ended
+        return 0.0
+    for task in tasks:
         try:
             with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[0])
+                total += int(f.read().split()[0]) / 1e6
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                total += sum(cpu_ms(child) for child in f.read().split())
         except FileNotFoundError:  # a thread that just ended
             pass
-    return total / 1e6
+    return total
 
 
 def http_round(client: httpx.Client, path: str, probes: list[Any], n: int) -> list[float]:
@@ -128,15 +135,20 @@ def engine_round(engine: Any, collection: str, probes: list[Any], n: int, actor:
 _LOAD = r"""
 import sys, threading, time, httpx
 url, token, path, clients, duration = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
-probes = [open(p, "rb").read() for p in sys.argv[6:]]
+face_ids = sys.argv[6].startswith("face:")
+probes = [p[5:] if face_ids else open(p, "rb").read() for p in sys.argv[6:]]
 done, errors, lock, stop = [0], [0], threading.Lock(), threading.Event()
 cs = [httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=300) for _ in range(clients)]
 def run(i):
     n = i
     while not stop.is_set():
         try:
-            ok = cs[i].post(path, files={"image": probes[n % len(probes)]},
-                            data={"max_results": "10", "max_fmr": "1e-5"}).status_code == 200
+            p = probes[n % len(probes)]
+            if face_ids:
+                r = cs[i].post(path.replace("/image", "/face"), json={"face_id": p, "max_results": 10, "max_fmr": 1e-5})
+            else:
+                r = cs[i].post(path, files={"image": p}, data={"max_results": "10", "max_fmr": "1e-5"})
+            ok = r.status_code == 200
         except httpx.HTTPError:
             ok = False
         with lock:
@@ -261,9 +273,10 @@ def main() -> None:
         if args.clients:
             eng = engine_throughput(engine, args.collection, probes, os.cpu_count() or 1, args.duration, actor)
             result["engine_searches_per_s"] = round(eng, 1)
+            load_probes = [f"face:{p}" for p in probes] if args.mode == "face" else [str(p) for p in probe_paths]
             for label in clients:
                 out = subprocess.run([sys.executable, "-c", _LOAD, urls[label], key.token, path, str(args.clients),
-                                      str(args.duration), *map(str, probe_paths)], capture_output=True, text=True,
+                                      str(args.duration), *load_probes], capture_output=True, text=True,
                                      check=True).stdout.split()
                 rate, errors = float(out[0]), int(out[1])
                 result["variants"][label].update(clients=args.clients, searches_per_s=round(rate, 1), errors=errors,

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdminCollection", "AdminKey", "EngineCalls", "FastJSON", "IndexCollection", "Key", "ReadCollection",
-    "SearchCollection", "Services", "ServicesDep", "VisibleCollection", "actor", "image_request_body",
+    "SearchCollection", "Services", "ServicesDep", "VisibleCollection", "actor", "fast_json", "image_request_body",
     "read_image_request",
 ]
 
@@ -52,15 +52,21 @@ KEY_SCOPE = "facelens.key"
 
 
 class FastJSON(JSONResponse):
-    """A response of the hot routes (searches, detect, compare): the route's dict, rendered by orjson.
-
-    Returned as a response, it skips FastAPI's validation and re-serialisation of the dict through the
-    route's ``response_model``, which still documents the shape in the OpenAPI schema; the routes build
-    the dicts with exactly the model's fields (tests/test_server.py checks each against its model).
+    """The response class of the hot routes (searches, detect, compare): their dict, rendered by orjson.
     ``NaN`` would be rendered as null, where ``json`` refuses it; no such score exists."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def fast_json(model: Any) -> dict[str, Any]:
+    """Route options of a hot route answering ``model``: no ``response_model`` (FastAPI would validate and
+    re-serialise the route's dict through it), the model documented as the 200 answer of the OpenAPI
+    schema instead, and :class:`FastJSON`. The routes build dicts with exactly the model's fields
+    (tests/test_server.py checks each answer against its model); the console calls the same functions
+    and gets the same dicts."""
+    return {"response_model": None, "response_class": FastJSON,
+            "responses": {200: {"model": model, "description": "Successful Response"}}}
 
 
 class EngineCalls:

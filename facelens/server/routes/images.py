@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 
-from ..deps import FastJSON, Key, ServicesDep, actor, image_request_body, read_image_request
+from ..deps import Key, ServicesDep, actor, fast_json, image_request_body, read_image_request
 from ..schemas import CompareOptions, ComparisonOut, DetectOptions, DetectOut
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
 
-@router.post("/detect", response_model=DetectOut, summary="Find the faces in an image",
+@router.post("/detect", **fast_json(DetectOut), summary="Find the faces in an image",
              openapi_extra=image_request_body(DetectOptions, ("image",)))
-async def detect(request: Request, key: Key, services: ServicesDep) -> FastJSON:
+async def detect(request: Request, key: Key, services: ServicesDep) -> dict[str, Any]:
     """Every face, largest first (at most the service's limit per image, 100 by default; ``faces_over_limit``
     counts the others): box, landmarks, pose, quality and the reasons it would be refused for indexing.
     Any valid key may call this."""
     options, images = await read_image_request(request, DetectOptions, ("image",), services.settings.request_timeout_s)
     faces = await services.calls(lambda: services.engine.detect(images["image"], **options.engine_kwargs()))
-    return FastJSON({"faces": [f.to_dict() for f in faces], "faces_over_limit": faces.faces_over_limit})
+    return {"faces": [f.to_dict() for f in faces], "faces_over_limit": faces.faces_over_limit}
 
 
-@router.post("/compare", response_model=ComparisonOut, summary="Compare the largest faces of two images",
+@router.post("/compare", **fast_json(ComparisonOut), summary="Compare the largest faces of two images",
              openapi_extra=image_request_body(CompareOptions, ("image_a", "image_b")))
-async def compare(request: Request, key: Key, services: ServicesDep) -> FastJSON:
+async def compare(request: Request, key: Key, services: ServicesDep) -> dict[str, Any]:
     """Score, false-match rate and decision at ``max_fmr``. Recorded in the signed log by the engine (with
     the sha256 of both images, never the images), so a ``purpose`` is required unless the service says
     otherwise; a failed compare is recorded with its error."""
@@ -33,4 +35,4 @@ async def compare(request: Request, key: Key, services: ServicesDep) -> FastJSON
     result = await services.calls(lambda: services.engine.compare(
         images["image_a"], images["image_b"], actor=actor(key), purpose=purpose, **options.engine_kwargs()),
         recorded=True)
-    return FastJSON(result.to_dict())
+    return result.to_dict()

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from ..deps import Key, ServicesDep, actor, fast_json, image_request_body, read_image_request
+from ..deps import FastJSONRoute, Key, ServicesDep, actor, fast_json, image_request_body, read_image_request
 from ..schemas import CompareOptions, ComparisonOut, DetectOptions, DetectOut
 
-router = APIRouter(prefix="/v1", tags=["images"])
+router = APIRouter(prefix="/v1", tags=["images"], route_class=FastJSONRoute)
 
 
 @router.post("/detect", **fast_json(DetectOut), summary="Find the faces in an image",

@@ -10,10 +10,19 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from ..deps import Key, SearchCollection, ServicesDep, actor, fast_json, image_request_body, read_image_request
+from ..deps import (
+    FastJSONRoute,
+    Key,
+    SearchCollection,
+    ServicesDep,
+    actor,
+    fast_json,
+    image_request_body,
+    read_image_request,
+)
 from ..schemas import SearchFaceIn, SearchImageOptions, SearchImageOut, SearchOneOut, SearchOptions
 
-router = APIRouter(prefix="/v1/collections/{collection}/search", tags=["search"])
+router = APIRouter(prefix="/v1/collections/{collection}/search", tags=["search"], route_class=FastJSONRoute)
 
 
 def _full(result: dict[str, Any]) -> dict[str, Any]:

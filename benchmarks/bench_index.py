@@ -4,7 +4,9 @@
 
 Runs `facelens index` (the CLI, in a fresh process and a fresh home folder) on the first N images of
 LFW (250x250 JPEGs), once per worker count, and reports images per second over the whole command
-(process start and model loading included). Results: benchmarks/results/index.json.
+(process start and model loading included), and the load average before and after (a shared machine).
+The `facelens` it runs is the one on PYTHONPATH, so an older tree can be measured in the same session.
+Results: benchmarks/results/index.json (--out).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--lfw", type=Path, default=DEFAULT_LFW)
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "index.json")
     args = ap.parse_args()
     files = [str(args.lfw / "images" / p) for p in lfw_images(args.lfw)[: args.images]]
     results = []
@@ -45,9 +48,10 @@ def main() -> None:
         finally:
             shutil.rmtree(home, ignore_errors=True)
         results.append({"workers": workers, "images": len(files), "seconds": round(wall, 1),
+                        "load_average_after": os.getloadavg(),
                         "images_per_second": round(len(files) / wall, 1), "summary": summary})
         print(json.dumps(results[-1]), file=sys.stderr)
-    out = ROOT / "benchmarks" / "results" / "index.json"
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print("| workers | images | seconds | images/s | faces indexed | refused |")

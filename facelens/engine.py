@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from .video.pipeline import ProgressCallback, VideoOptions, VideoResult
 
 __all__ = ["DEFAULT_ENROL_MAX_FMR", "DEFAULT_LEAD_FLOOR_FMR", "DEFAULT_MAX_CANDIDATES", "READ_ONLY_METHODS",
-           "RECORDED_METHODS", "Engine", "FaceList", "SearchResultList"]
+           "RECORDED_METHODS", "Engine", "FaceList", "IndexPlan", "SearchResultList"]
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ RECORDED_METHODS = frozenset({
     "record", "create_collection", "delete_collection", "set_lead_floor", "set_collection_policy", "index_faces",
     "delete_faces", "erase_faces", "create_person", "associate_faces", "disassociate_faces", "delete_person",
     "erase_person", "search_faces_by_image", "search_faces", "search_persons_by_image", "compare",
-    "search_faces_by_embedding", "search_video",
+    "search_faces_by_embedding", "search_video", "prepare_index", "store_indexed",
     "index_embedded",  # faces embedded elsewhere (facelens.scale), committed as index_faces would
     # the review queue's (docs: design of issue 15)
     "review_decide", "review_purge",
@@ -114,6 +114,20 @@ READ_ONLY_METHODS = frozenset({
     # the review queue's (docs: design of issue 15)
     "review_list", "review_get", "face_crop", "review_probe_crop",
 })
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IndexPlan:
+    """An image detected, embedded and checked for indexing, not yet stored (:meth:`Engine.prepare_index`):
+    what :meth:`Engine.store_indexed` writes, and the refusals and checks its result reports."""
+
+    external_image_id: str | None
+    image_sha256: str
+    person_id: str | None
+    records: tuple[FaceRecord, ...]
+    refused: tuple[Face, ...]
+    faces_over_limit: int
+    enrolment: tuple[EnrolmentCheck, ...]
 
 
 class SearchResultList(list[SearchResult]):
@@ -665,6 +679,51 @@ class Engine:
         :func:`facelens.pipeline.cancellable`) before the write stores nothing. Given an ``actor``,
         ``faces_indexed`` (the image's sha256, the face ids, the person, the refusals' reasons; no box, no
         external id) is recorded in the write's transaction: faces are never stored unrecorded.
+
+        :meth:`prepare_index` and :meth:`store_indexed` are its two halves, for storing many images in
+        one transaction.
+        """
+        done = self.prepare_index(collection, image, external_image_id=external_image_id, person_id=person_id,
+                                  max_faces=max_faces, quality_filter=quality_filter, all_faces=all_faces,
+                                  enrol_max_fmr=enrol_max_fmr, match_check=match_check, actor=actor)
+        if isinstance(done, IndexResult):
+            return done
+        return self.store_indexed(collection, [done], actor=actor)[0]
+
+    def prepare_index(
+        self,
+        collection: str,
+        image: ImageInput,
+        *,
+        external_image_id: str | None = None,
+        person_id: str | None = None,
+        max_faces: int | None = None,
+        quality_filter: QualityFilter | str | None = None,
+        all_faces: bool = False,
+        enrol_max_fmr: float | None = None,
+        match_check: bool = True,
+        actor: Actor | None = None,
+    ) -> IndexResult | IndexPlan:
+        """The first half of :meth:`index_faces`: everything but the write. Returns the :class:`IndexPlan`
+        to hand to :meth:`store_indexed` (detected, embedded, checked; nothing stored), or the
+        :class:`~facelens.types.IndexResult` when there is nothing to store: the image is already indexed
+        (recorded as such with an ``actor``), or its person's faces refused them all (recorded).
+
+        Indexed for a person (``person_id``), only the image's largest face is given to them: the others
+        are refused (``NOT_THE_LARGEST_FACE``; ``all_faces=True`` offers every face), and a face offered is
+        refused (``NO_MATCH_WITH_PERSON``) unless it matches one of the person's faces already stored at
+        per-comparison false-match rate ``enrol_max_fmr`` (default :data:`DEFAULT_ENROL_MAX_FMR`, under the
+        collection's calibration); ``match_check=False`` skips that check, and the result says so.
+        ``enrolment`` in the result reports each check (best score, threshold).
+
+        Faces refused by the filter, and acceptable faces beyond the ``max_faces`` largest, are returned in
+        ``unindexed`` with their reasons; only the faces stored are embedded. Faces beyond
+        ``config.max_faces_per_image`` (100) are not examined, only counted (``faces_over_limit``).
+        Indexing the same image under the same ``external_image_id`` again stores nothing new
+        (``already_indexed``). When this returns, the faces are durably stored; work cancelled (see
+        :func:`facelens.pipeline.cancellable`) before the write stores nothing. Given an ``actor``,
+        ``faces_indexed`` (the image's sha256, the face ids, the person, the refusals' reasons; no box, no
+        external id) is recorded in the write's transaction: faces are never stored unrecorded.
         """
         if external_image_id is not None and not _EXTERNAL_ID.fullmatch(external_image_id):
             raise InvalidArgumentError("external_image_id must be 1-255 printable characters")
@@ -716,19 +775,51 @@ class Engine:
                               crop=crop_of(rgb, f.bbox.as_list()) if crops else None)
                    for f in accepted]
         commit_work()  # the last point where a cancelled call leaves no trace; past it, the faces are stored
+        return IndexPlan(external_image_id, digest, person_id, tuple(records), tuple(refused), faces.faces_over_limit,
+                         checks)
 
-        def recorded(out: tuple[list[StoredFace], bool]) -> dict[str, Any]:
-            record = faces_indexed_record(collection, image_sha256=digest, face_ids=[f.face_id for f in out[0]],
-                                          person_id=person_id, refused=[f.refusal_reasons for f in refused],
-                                          already_indexed=not out[1])
+    def store_indexed(self, collection: str, plans: Sequence[IndexPlan], *,
+                      actor: Actor | None = None) -> list[IndexResult]:
+        """Store the faces of images already detected and embedded (:meth:`prepare_index`)
+        in one transaction of the collection, all or none: with an ``actor``, each image's ``faces_indexed``
+        record is written inside it, just before it commits. When this returns, every image is durably
+        stored; when it raises, none is. For indexing many images: one commit for a batch, not one per image.
+        """
+        store = self._store(collection)
+
+        def write(hook: BeforeCommit | None) -> list[tuple[list[StoredFace], bool]]:
+            return store.add_images([(p.external_image_id, p.image_sha256, p.person_id, p.records) for p in plans],
+                                    before_commit=hook)
+
+        def record(plan: IndexPlan, out: tuple[list[StoredFace], bool]) -> dict[str, Any]:
+            rec = faces_indexed_record(collection, image_sha256=plan.image_sha256,
+                                       face_ids=[f.face_id for f in out[0]], person_id=plan.person_id,
+                                       refused=[f.refusal_reasons for f in plan.refused], already_indexed=not out[1])
             # with a person: how each face was checked against theirs (an override, match_check=False, shows)
-            return {**record, "enrolment": [c.to_record() for c in checks]} if person_id is not None else record
+            return ({**rec, "enrolment": [c.to_record() for c in plan.enrolment]} if plan.person_id is not None
+                    else rec)
 
-        (stored, added), _ = self._recorded_write(actor, lambda hook: store.add_image(
-            external_image_id=external_image_id, image_sha256=digest, person_id=person_id, faces=records,
-            before_commit=hook), recorded)
-        return IndexResult(indexed=tuple(f.to_dict() for f in stored), unindexed=tuple(refused),
-                           already_indexed=not added, faces_over_limit=faces.faces_over_limit, enrolment=checks)
+        if actor is None:
+            outs = write(None)
+        else:
+            written: list[LogEntry] = []
+
+            def before_commit(results: list[tuple[list[StoredFace], bool]]) -> None:
+                for plan, out in zip(plans, results, strict=True):
+                    entry = self.record(actor, record(plan, out))
+                    if entry is not None:
+                        written.append(entry)
+
+            try:
+                outs = write(before_commit)
+            except BaseException as exc:
+                for entry in written:  # recorded, then rolled back: each record is followed by its failure
+                    self._record_failed_after(actor, entry, exc)
+                raise
+        return [IndexResult(indexed=tuple(f.to_dict() for f in stored), unindexed=plan.refused,
+                            already_indexed=not added, faces_over_limit=plan.faces_over_limit,
+                            enrolment=plan.enrolment)
+                for plan, (stored, added) in zip(plans, outs, strict=True)]
 
     def _enrolment_checks(self, collection: str, store: FaceStore, person_id: str, offered: list[Face], *,
                           max_fmr: float, checked: bool) -> tuple[EnrolmentCheck, ...]:

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 import facelens
+from facelens.errors import InvalidArgumentError
 from facelens.pipeline import FaceList, check_cancelled
 from facelens.server import ServerSettings
 from facelens.server.deps import EngineCalls
@@ -125,11 +126,13 @@ def stop_serve(s: Served) -> None:
         s.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The service with short request and head timeouts."""
+@pytest.fixture(scope="module", params=[("--http", "auto"), ("--http", "h11", "--loop", "asyncio")],
+                ids=["httptools-uvloop", "h11-asyncio"])
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The service with short request and head timeouts, with either HTTP parser and event loop: the
+    default (httptools and uvloop when installed) and the pure-Python ones."""
     s = start_serve(tmp_path_factory.mktemp("limits-home"), "--request-timeout", str(REQUEST_TIMEOUT),
-                    "--header-timeout", str(HEADER_TIMEOUT))
+                    "--header-timeout", str(HEADER_TIMEOUT), *request.param)
     yield s
     stop_serve(s)
 
@@ -360,6 +363,36 @@ def test_limits_slow_bodies_get_408_and_their_connection_closed(served: Served) 
         for s in socks:
             s.close()
     assert served.client().get("/v1/collections").status_code == 200  # still serving
+
+
+def test_limits_the_default_parser_is_httptools_with_the_head_deadline() -> None:
+    pytest.importorskip("httptools")
+    from facelens.server.limits import HeaderTimeoutHttpToolsProtocol, HeaderTimeoutProtocol, http_protocol
+
+    assert http_protocol() is HeaderTimeoutHttpToolsProtocol
+    assert http_protocol("h11") is HeaderTimeoutProtocol
+    with pytest.raises(InvalidArgumentError, match="unknown HTTP protocol"):
+        http_protocol("h2")
+
+
+def test_limits_huge_request_heads_are_refused(served: Served) -> None:
+    """h11 refuses a head over 16 KB; httptools has no limit of its own (a 10 MB header was buffered whole
+    until the head deadline), the service adds the same: 400 at once, and the connection closed."""
+    for size in (100_000, 10_000_000):
+        sock = _raw(served.port)
+        try:
+            try:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * size)
+            except (BrokenPipeError, ConnectionResetError):
+                assert size > 100_000  # closed while sending: refused before the whole head came
+            status, took = _read_status(sock, 5.0)
+            assert status == 400 or (status == 0 and size > 100_000), status
+            assert took < HEADER_TIMEOUT, took  # not merely cut off by the head deadline
+            assert _closed_within(sock, 5.0)
+        finally:
+            sock.close()
+    r = served.client().get("/health", headers={"X-Padding": "a" * 8000})  # a head of a few KB is fine
+    assert r.status_code == 200
 
 
 def test_limits_slow_headers_are_cut_off(served: Served) -> None:

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from pydantic import TypeAdapter
 
 from facelens.accountability.log import LogPublicKey, verify_log
 from facelens.cli import main
@@ -689,3 +690,33 @@ def test_server_graceful_shutdown_keeps_acknowledged_writes(tmp_path: Path) -> N
         assert set(acknowledged) <= {f.face_id for f in stored}
     finally:
         store.close()
+
+
+def test_server_hot_responses_have_exactly_their_documented_shape(svc: Svc) -> None:
+    """The searches, detect and compare answer dicts rendered by orjson, without FastAPI's validation through
+    their response models: each answer must be what that validation would have sent, field for field."""
+    from facelens.server.schemas import ComparisonOut, DetectOut, SearchImageOut, SearchOneOut
+
+    client = svc["admin"]
+    probe = portrait("C001079", "b").read_bytes()
+    other = portrait("B000444", "b").read_bytes()
+    image = client.post("/v1/collections/alpha/search/image", files={"image": probe},
+                        data={"purpose": "shape", "max_results": "3"})
+    investigation = client.post("/v1/collections/alpha/search/image", files={"image": probe},
+                                data={"purpose": "shape", "mode": "investigate", "max_candidates": "3"})
+    face_id = image.json()["results"][0]["matches"][0]["face_id"]
+    answers: list[tuple[Any, httpx.Response]] = [
+        (SearchImageOut, image), (SearchImageOut, investigation),
+        (SearchOneOut, client.post("/v1/collections/alpha/search/face", json={"face_id": face_id, "purpose": "s"})),
+        (SearchOneOut, client.post("/v1/collections/alpha/search/persons", files={"image": probe},
+                                   data={"purpose": "shape"})),
+        (DetectOut, client.post("/v1/detect", files={"image": other})),
+        (ComparisonOut, client.post("/v1/compare", files={"image_a": probe, "image_b": other},
+                                    data={"purpose": "shape"})),
+    ]
+    for model, r in answers:
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json", r.text
+        body = r.json()
+        shape: TypeAdapter[Any] = TypeAdapter(model)  # SearchOneOut is a union: a type adapter, as FastAPI uses
+        assert shape.dump_python(shape.validate_python(body), mode="json", by_alias=True) == body, r.url
+    assert investigation.json()["results"][0]["candidates"], "the investigation found nothing to check"

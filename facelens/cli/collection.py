@@ -334,21 +334,27 @@ def _expand_list(paths: tuple[str, ...]) -> list[tuple[str, str]]:
               "each (default 2).")
 @click.option("--resume", is_flag=True, help="With --ray: images already indexed are only counted, not listed or "
               "recorded again (re-running a big job).")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images stored per transaction (at most; a batch waits at most a second). An image is "
+              "reported indexed once its batch is committed; an interrupted run stores whole batches only.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @_home_option
 @click.pass_obj
 def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str | None, person_id: str | None,
           all_faces: bool, enrol_max_fmr: float | None, no_match_check: bool, max_faces: int | None,
-          quality_filter: str | None, workers: int, ray_address: str | None, ray_workers: int | None, resume: bool,
-          as_json: bool, home: Path | None) -> None:
+          quality_filter: str | None, workers: int, batch: int, ray_address: str | None,
+          ray_workers: int | None, resume: bool, as_json: bool, home: Path | None) -> None:
     """Index the faces of each image in PATHS (files or folders, recursively) into collection NAME.
 
     Re-running skips images already indexed under the same external id, so an interrupted run resumes.
     With --ray, a PATH may also be @FILE: a list of image paths or URIs the workers can read, one a line.
     """
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
+    from ..engine import IndexPlan
     from ..imageio import check_image_file
+    from ..types import IndexResult
 
     if person_id is not None:
         from ..engine import _check_person_id
@@ -372,15 +378,17 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
         "all_faces": all_faces, "enrol_max_fmr": enrol_max_fmr, "match_check": not no_match_check}
     me = _me()
 
-    def one(item: tuple[str, str]) -> dict[str, Any]:
+    def prepare(item: tuple[str, str]) -> tuple[str, str, IndexResult | IndexPlan | dict[str, Any]]:
+        """Hash, decode, detect, embed, check one image (in a worker thread; nothing stored yet)."""
         path, default_id = item
+        eid = external_id or default_id
         try:
             check_image_file(path)  # before the engine opens it to hash it: a FIFO would block there
-            r = engine.index_faces(name, path, external_image_id=external_id or default_id, person_id=person_id,
-                                   max_faces=max_faces, quality_filter=quality_filter, actor=me, **enrol)
+            return path, eid, engine.prepare_index(name, path, external_image_id=eid, person_id=person_id,
+                                                   max_faces=max_faces, quality_filter=quality_filter, actor=me,
+                                                   **enrol)
         except (ImageDecodeError, InvalidArgumentError) as exc:
-            return {"image": path, "error": {"type": type(exc).__name__, "message": str(exc)}}
-        return {"image": path, "external_image_id": external_id or default_id, **r.to_dict()}
+            return path, eid, {"image": path, "error": {"type": type(exc).__name__, "message": str(exc)}}
 
     results: list[dict[str, Any]] = []
     show = sys.stderr.isatty() and not state.quiet and len(images) > 3
@@ -401,15 +409,37 @@ def index(state: _State, /, name: str, paths: tuple[str, ...], external_id: str 
                 click.echo(f"facelens: error: {r['error']['message']}", err=True)
         skipped = report.skipped
     else:
+        # Images are prepared in parallel by the workers (onnxruntime and the decoders release the GIL) while
+        # this thread stores those prepared, in order, many per transaction: a batch is written when it has
+        # --batch images or has waited a second, and only what is committed is reported. With --person, each
+        # image is stored before the next is checked against the person's faces.
+        size = 1 if person_id is not None else batch
+        waiting: list[tuple[str, str, IndexResult | IndexPlan | dict[str, Any]]] = []
+        since = time.monotonic()
+
+        def flush(bar: Any) -> None:
+            plans = [p for _, _, p in waiting if isinstance(p, IndexPlan)]
+            stored = iter(engine.store_indexed(name, plans, actor=me) if plans else [])
+            for path, eid, p in waiting:
+                if isinstance(p, dict):
+                    results.append(p)
+                    click.echo(f"facelens: error: {p['error']['message']}", err=True)
+                else:
+                    r = next(stored) if isinstance(p, IndexPlan) else p
+                    results.append({"image": path, "external_image_id": eid, **r.to_dict()})
+                bar.update(1)
+            waiting.clear()
+
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(images), desc=f"index {name}",
                                                                        unit="img", disable=not show) as bar:
-                for res in pool.map(one, images):
-                    results.append(res)
-                    bar.update(1)
-                    if "error" in res:
-                        click.echo(f"facelens: error: {res['error']['message']}", err=True)
-        except FacelensError as exc:  # e.g. the signed log cannot be written: the image was not indexed
+                for prepared in pool.map(prepare, images):
+                    waiting.append(prepared)
+                    if len(waiting) >= size or time.monotonic() - since >= 1.0:
+                        flush(bar)
+                        since = time.monotonic()
+                flush(bar)
+        except FacelensError as exc:  # e.g. the signed log cannot be written: the batch was not indexed
             _fail(exc)
     errors = sum("error" in r for r in results)
     summary = {"images": len(results), "faces_indexed": sum(len(r.get("indexed", ())) for r in results

@@ -84,11 +84,18 @@ def _home(home: Path | None) -> Path:
               help="Keep the API keys and the search log in this PostgreSQL database (postgresql://user@host:port/db) "
                    "shared by every server of a deployment (default: $FACELENS_DATABASE, else `database` in "
                    "HOME/facelens.toml, else the files under HOME/service/). See docs/scale-out.md.")
+@click.option("--http", "protocol", type=click.Choice(["auto", "httptools", "h11"]), default="auto",
+              show_default=True, help="HTTP/1.1 parser: httptools (C, installed with facelens) or h11 (pure "
+              "Python); auto: httptools when installed. Both close connections slow with their headers.")
+@click.option("--loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True,
+              help="Event loop: uvloop (installed with facelens on Linux and macOS) or asyncio's own; "
+              "auto: uvloop when installed.")
 def serve(host: str, port: int, home: Path | None, model: str | None, processes: int, workers: int | None, threads: int,
           max_request_mb: float, rate_limit: float, rate_burst: int, request_timeout: float, header_timeout: float,
           max_connections: int, max_faces_per_image: int | None, purpose_default: str,
           purpose_optional: tuple[str, ...], purpose_required: tuple[str, ...], insecure_no_auth: bool,
-          graceful_shutdown: float, signing_key: Path | None, access_log: bool, database: str | None) -> None:
+          graceful_shutdown: float, signing_key: Path | None, access_log: bool, database: str | None,
+          protocol: str, loop: str) -> None:
     """Run the HTTP service (OpenAPI documentation at /docs). Stop it with Ctrl-C or SIGTERM: requests
     in flight finish, then the collections are saved and closed."""
     import os
@@ -112,6 +119,10 @@ def serve(host: str, port: int, home: Path | None, model: str | None, processes:
             purpose_overrides=overrides, insecure_no_auth=insecure_no_auth, graceful_shutdown_s=graceful_shutdown,
             signing_key=signing_key)
         from ..server.app import check_can_serve, create_app
+        from ..server.limits import check_loop, http_protocol
+
+        http_protocol(protocol)  # before the engine loads: a missing package is a usage error
+        check_loop(loop)
 
         if processes == 1:
             app: Any = create_app(settings)
@@ -128,7 +139,7 @@ def serve(host: str, port: int, home: Path | None, model: str | None, processes:
     if insecure_no_auth:
         click.echo("facelens: warning: --insecure-no-auth: every local caller is an admin; requests must come "
                    "from loopback names, not from web pages (docs/service.md, Limits)", err=True)
-    config = uvicorn_config(app, settings, host=host, port=port, access_log=access_log,
+    config = uvicorn_config(app, settings, http=protocol, loop=loop, host=host, port=port, access_log=access_log,
                             timeout_graceful_shutdown=math.ceil(graceful_shutdown) or None,
                             log_level="info", factory=processes > 1, workers=processes)
     if processes == 1:

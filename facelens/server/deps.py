@@ -8,6 +8,7 @@ import base64
 import binascii
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -17,10 +18,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
+import orjson
 from fastapi import Depends, Path, Request
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.responses import JSONResponse
 
 from ..accountability.actor import Actor
 from ..accountability.log import SearchLog
@@ -34,8 +38,9 @@ if TYPE_CHECKING:
     from ..engine import Engine
 
 __all__ = [
-    "AdminCollection", "AdminKey", "EngineCalls", "IndexCollection", "Key", "ReadCollection", "SearchCollection",
-    "Services", "ServicesDep", "VisibleCollection", "actor", "image_request_body", "read_image_request",
+    "AdminCollection", "AdminKey", "EngineCalls", "FastJSON", "FastJSONRoute", "IndexCollection", "Key",
+    "ReadCollection", "SearchCollection", "Services", "ServicesDep", "VisibleCollection", "actor", "fast_json",
+    "image_request_body", "read_image_request",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,6 +51,41 @@ OptionsT = TypeVar("OptionsT", bound=BaseModel)
 NO_AUTH_KEY = ApiKey(key_id="insecure-no-auth", name="--insecure-no-auth", admin=True)
 #: Where :class:`facelens.server.limits.RequestGuard` leaves the caller's key in the ASGI scope.
 KEY_SCOPE = "facelens.key"
+
+
+class FastJSON(JSONResponse):
+    """The response class of the hot routes (searches, detect, compare): their dict, rendered by orjson.
+    ``NaN`` would be rendered as null, where ``json`` refuses it; no such score exists."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def fast_json(model: Any) -> dict[str, Any]:
+    """Route options of a hot route answering ``model``: no ``response_model`` (FastAPI would validate and
+    re-serialise the route's dict through it), the model documented as the 200 answer of the OpenAPI
+    schema instead. The routes build dicts with exactly the model's fields (tests/test_server.py checks
+    each answer against its model)."""
+    return {"response_model": None, "responses": {200: {"model": model, "description": "Successful Response"}}}
+
+
+class FastJSONRoute(APIRoute):
+    """The route class of the hot routers (searches, detect, compare): over HTTP, the dict a route function
+    returns is answered as :class:`FastJSON` at once, without FastAPI's ``jsonable_encoder`` pass over it
+    (~0.5-3 ms for a search's answer). The functions themselves still return their dicts, which the
+    console calls directly."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if getattr(endpoint, "_answers_fast_json", False):  # copied by include_router: wrapped already
+            super().__init__(path, endpoint, **kwargs)
+            return
+
+        @functools.wraps(endpoint)
+        async def answer(*args: Any, **kw: Any) -> FastJSON:
+            return FastJSON(await endpoint(*args, **kw))
+
+        answer._answers_fast_json = True  # type: ignore[attr-defined]
+        super().__init__(path, answer, **kwargs)
 
 
 class EngineCalls:

@@ -5,9 +5,10 @@
   then reads the whole body under the size limit and within ``request_timeout_s`` (413, 408), and refuses
   JSON nested deeper than :data:`MAX_JSON_DEPTH` before anything parses it (422). With
   ``--insecure-no-auth`` it also refuses what a web page could send from a browser (:func:`browser_problem`).
-- :class:`HeaderTimeoutProtocol`: uvicorn's h11 protocol with a deadline on the request head. uvicorn has
-  none (its ``timeout_keep_alive`` only runs between requests and stops at the first byte), so a client
-  sending headers a byte at a time held a connection forever (slowloris).
+- :class:`HeaderTimeoutHttpToolsProtocol` and :class:`HeaderTimeoutProtocol`: uvicorn's httptools and h11
+  protocols with a deadline on the request head. uvicorn has none (its ``timeout_keep_alive`` only runs
+  between requests and stops at the first byte), so a client sending headers a byte at a time held a
+  connection forever (slowloris). :func:`http_protocol` picks one (httptools when installed).
 - :func:`uvicorn_config`: the uvicorn configuration ``facelens serve`` runs with.
 
 A refusal made here is answered at once; the rest of its body is then discarded by uvicorn as it arrives
@@ -30,16 +31,25 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..errors import InvalidArgumentError
 from .errors import ApiError, error_status
 from .settings import ServerSettings, is_loopback
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    _HTTPTOOLS = True
+except ImportError:  # httptools is not installed: h11 only
+    HttpToolsProtocol = H11Protocol  # type: ignore[misc,assignment]
+    _HTTPTOOLS = False
 
 if TYPE_CHECKING:
     import uvicorn
 
     from .deps import Services
 
-__all__ = ["MAX_JSON_DEPTH", "HeaderTimeoutProtocol", "RequestGuard", "browser_problem", "error_response",
-           "json_depth", "uvicorn_config"]
+__all__ = ["MAX_JSON_DEPTH", "HeaderTimeoutHttpToolsProtocol", "HeaderTimeoutProtocol", "RequestGuard",
+           "browser_problem", "check_loop", "error_response", "http_protocol", "json_depth", "uvicorn_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +234,38 @@ class RequestGuard:
         return b"".join(chunks)
 
 
+class _HeadTimer:
+    """The request-head deadline of one connection: armed when the connection opens and when a response
+    ends with no next request begun, cancelled when a request head is complete; closes the connection
+    when it fires."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+        self.loop = loop
+        self.timeout_s = timeout_s
+        self._timer: asyncio.TimerHandle | None = None
+
+    def arm(self, transport: asyncio.BaseTransport, client: Any) -> None:
+        self.cancel()
+        self._timer = self.loop.call_later(self.timeout_s, self._fired, transport, client)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fired(self, transport: asyncio.BaseTransport, client: Any) -> None:
+        self._timer = None
+        if not transport.is_closing():
+            logger.info("closing a connection from %s: no complete request head within %g s", client, self.timeout_s)
+            transport.close()
+
+
+def _waiting_for_a_head(cycle: Any) -> bool:
+    """Whether a connection whose current request/response cycle is ``cycle`` waits for a request head:
+    none yet, or the last response is complete and no next request has begun (h11 and httptools alike)."""
+    return cycle is None or bool(cycle.response_complete)
+
+
 class HeaderTimeoutProtocol(H11Protocol):
     """uvicorn's h11 protocol, closing connections whose request head (request line and headers) is not
     complete ``header_timeout_s`` after the connection opened or the previous response ended.
@@ -234,53 +276,104 @@ class HeaderTimeoutProtocol(H11Protocol):
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
-        self.header_timeout_s: float = getattr(config, "header_timeout_s", 10.0)
-        self._head_timer: asyncio.TimerHandle | None = None
-
-    def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
-
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if not self.transport.is_closing():
-            logger.info("closing a connection from %s: no complete request head within %g s",
-                        self.client, self.header_timeout_s)
-            self.transport.close()
+        self.head_timer = _HeadTimer(self.loop, getattr(config, "header_timeout_s", 10.0))
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()
+        self.head_timer.arm(transport, self.client)
 
     def data_received(self, data: bytes) -> None:
         cycle = self.cycle
         super().data_received(data)
         if self.cycle is not cycle:  # a request head was parsed: its body has the app's own deadline
-            self._cancel_head_timer()
+            self.head_timer.cancel()
 
     def on_response_complete(self) -> None:
-        cycle = self.cycle
         super().on_response_complete()
-        if self.cycle is cycle and not self.transport.is_closing():  # waiting for the next request's head
-            self._arm_head_timer()
+        if _waiting_for_a_head(self.cycle) and not self.transport.is_closing():
+            self.head_timer.arm(self.transport, self.client)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self.head_timer.cancel()
         super().connection_lost(exc)
 
 
-def uvicorn_config(app: Any, settings: ServerSettings, **kwargs: Any) -> uvicorn.Config:
-    """The uvicorn configuration of the service: the h11 protocol with the request-head deadline
-    (``settings.header_timeout_s``), at most ``settings.max_connections`` connections and requests at once
-    (uvicorn answers 503 beyond), no ``Server`` header, no proxy headers; ``kwargs`` add to these."""
+class HeaderTimeoutHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol (llhttp, Node's C parser: less CPU per request than h11) with the
+    same request-head deadline as :class:`HeaderTimeoutProtocol`, and the same bound on a head's size:
+    httptools has none (a 10 MB header was buffered whole), so a connection that has sent more than
+    h11's limit (uvicorn's ``h11_max_incomplete_event_size``, 16 KB) without completing a head is
+    answered 400 and closed, as h11 does."""
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.head_timer = _HeadTimer(self.loop, getattr(config, "header_timeout_s", 10.0))
+        self.max_head_bytes: int = config.h11_max_incomplete_event_size or 16 * 1024
+        self._head_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.head_timer.arm(transport, self.client)
+
+    def data_received(self, data: bytes) -> None:
+        cycle = self.cycle
+        # bytes of a head, not the rest of a body the app answered without reading (that is bounded by the
+        # head deadline, armed when the response ended)
+        in_head = cycle is None or (cycle.response_complete and not cycle.more_body)
+        super().data_received(data)
+        if self.cycle is not cycle:  # on_headers_complete made the next cycle: a head is complete
+            self.head_timer.cancel()
+            self._head_bytes = 0
+        elif in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                logger.info("closing a connection from %s: a request head over %d bytes", self.client,
+                            self.max_head_bytes)
+                self.send_400_response("Request head too large.")
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if _waiting_for_a_head(self.cycle) and not self.transport.is_closing():
+            self.head_timer.arm(self.transport, self.client)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.head_timer.cancel()
+        super().connection_lost(exc)
+
+
+def http_protocol(name: str = "auto") -> type[asyncio.Protocol]:
+    """The HTTP/1.1 protocol class of ``name``: ``httptools``, ``h11``, or ``auto`` (httptools when it is
+    installed, as with ``pip install facelens``, else h11); each with the request-head deadline."""
+    if name == "auto":
+        name = "httptools" if _HTTPTOOLS else "h11"
+    if name == "h11":
+        return HeaderTimeoutProtocol
+    if name == "httptools":
+        if not _HTTPTOOLS:
+            raise InvalidArgumentError("the httptools protocol needs the httptools package (pip install httptools)")
+        return HeaderTimeoutHttpToolsProtocol
+    raise InvalidArgumentError(f"unknown HTTP protocol {name!r}: choose auto, httptools or h11")
+
+
+def check_loop(name: str) -> None:
+    """Raise InvalidArgumentError when the event loop ``name`` (auto, uvloop, asyncio) cannot be had."""
+    if name not in ("auto", "uvloop", "asyncio"):
+        raise InvalidArgumentError(f"unknown event loop {name!r}: choose auto, uvloop or asyncio")
+    if name == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise InvalidArgumentError("the uvloop event loop needs the uvloop package (pip install uvloop)") from None
+
+
+def uvicorn_config(app: Any, settings: ServerSettings, *, http: str = "auto", **kwargs: Any) -> uvicorn.Config:
+    """The uvicorn configuration of the service: the HTTP protocol ``http`` (:func:`http_protocol`) with
+    the request-head deadline (``settings.header_timeout_s``), at most ``settings.max_connections``
+    connections and requests at once (uvicorn answers 503 beyond), no ``Server`` header, no proxy headers;
+    ``kwargs`` add to these (``loop``: uvicorn's ``auto`` takes uvloop when it is installed)."""
     import uvicorn
 
-    config = uvicorn.Config(app, http=HeaderTimeoutProtocol, proxy_headers=False, server_header=False,
+    config = uvicorn.Config(app, http=http_protocol(http), proxy_headers=False, server_header=False,
                             limit_concurrency=settings.max_connections, **kwargs)
     config.header_timeout_s = settings.header_timeout_s  # type: ignore[attr-defined]
     return config

@@ -6,13 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from ..deps import Key, ServicesDep, actor, image_request_body, read_image_request
+from ..deps import FastJSONRoute, Key, ServicesDep, actor, fast_json, image_request_body, read_image_request
 from ..schemas import CompareOptions, ComparisonOut, DetectOptions, DetectOut
 
-router = APIRouter(prefix="/v1", tags=["images"])
+router = APIRouter(prefix="/v1", tags=["images"], route_class=FastJSONRoute)
 
 
-@router.post("/detect", response_model=DetectOut, summary="Find the faces in an image",
+@router.post("/detect", **fast_json(DetectOut), summary="Find the faces in an image",
              openapi_extra=image_request_body(DetectOptions, ("image",)))
 async def detect(request: Request, key: Key, services: ServicesDep) -> dict[str, Any]:
     """Every face, largest first (at most the service's limit per image, 100 by default; ``faces_over_limit``
@@ -23,7 +23,7 @@ async def detect(request: Request, key: Key, services: ServicesDep) -> dict[str,
     return {"faces": [f.to_dict() for f in faces], "faces_over_limit": faces.faces_over_limit}
 
 
-@router.post("/compare", response_model=ComparisonOut, summary="Compare the largest faces of two images",
+@router.post("/compare", **fast_json(ComparisonOut), summary="Compare the largest faces of two images",
              openapi_extra=image_request_body(CompareOptions, ("image_a", "image_b")))
 async def compare(request: Request, key: Key, services: ServicesDep) -> dict[str, Any]:
     """Score, false-match rate and decision at ``max_fmr``. Recorded in the signed log by the engine (with

@@ -10,13 +10,28 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from ..deps import Key, SearchCollection, ServicesDep, actor, image_request_body, read_image_request
+from ..deps import (
+    FastJSONRoute,
+    Key,
+    SearchCollection,
+    ServicesDep,
+    actor,
+    fast_json,
+    image_request_body,
+    read_image_request,
+)
 from ..schemas import SearchFaceIn, SearchImageOptions, SearchImageOut, SearchOneOut, SearchOptions
 
-router = APIRouter(prefix="/v1/collections/{collection}/search", tags=["search"])
+router = APIRouter(prefix="/v1/collections/{collection}/search", tags=["search"], route_class=FastJSONRoute)
 
 
-@router.post("/image", response_model=SearchImageOut, summary="Search with the face(s) of an image",
+def _full(result: dict[str, Any]) -> dict[str, Any]:
+    """A search result as its response model has it (the routes answer dicts, not validated models): the
+    probe field it lacks, ``searched_face`` or ``searched_face_id``, null."""
+    return {"searched_face": None, "searched_face_id": None, **result}
+
+
+@router.post("/image", **fast_json(SearchImageOut), summary="Search with the face(s) of an image",
              openapi_extra=image_request_body(SearchImageOptions, ("image",)))
 async def search_by_image(request: Request, collection: SearchCollection, key: Key,
                           services: ServicesDep) -> dict[str, Any]:
@@ -28,21 +43,21 @@ async def search_by_image(request: Request, collection: SearchCollection, key: K
     purpose = services.purpose(collection, given.purpose)
     results = await services.calls(lambda: services.engine.search_faces_by_image(
         collection, images["image"], actor=actor(key), purpose=purpose, **given.engine_kwargs()), recorded=True)
-    return {"collection": collection, "search_id": results.search_id, "results": [r.to_dict() for r in results],
+    return {"collection": collection, "search_id": results.search_id, "results": [_full(r.to_dict()) for r in results],
             "faces_over_limit": results.faces_over_limit, "log_entry": results.log_entry}
 
 
-@router.post("/face", response_model=SearchOneOut, summary="Search with a face already in the collection")
+@router.post("/face", **fast_json(SearchOneOut), summary="Search with a face already in the collection")
 async def search_by_face(body: SearchFaceIn, collection: SearchCollection, key: Key,
                          services: ServicesDep) -> dict[str, Any]:
     """Like a search by image, with a stored face of the collection (left out of the results)."""
     purpose = services.purpose(collection, body.purpose)
     result = await services.calls(lambda: services.engine.search_faces(
         collection, body.face_id, actor=actor(key), purpose=purpose, **body.engine_kwargs()), recorded=True)
-    return {**result.to_dict(), "collection": collection}
+    return {**_full(result.to_dict()), "collection": collection}
 
 
-@router.post("/persons", response_model=SearchOneOut, summary="Search for persons with the face of an image",
+@router.post("/persons", **fast_json(SearchOneOut), summary="Search for persons with the face of an image",
              openapi_extra=image_request_body(SearchOptions, ("image",)))
 async def search_persons(request: Request, collection: SearchCollection, key: Key,
                          services: ServicesDep) -> dict[str, Any]:
@@ -51,4 +66,4 @@ async def search_persons(request: Request, collection: SearchCollection, key: Ke
     purpose = services.purpose(collection, given.purpose)
     result = await services.calls(lambda: services.engine.search_persons_by_image(
         collection, images["image"], actor=actor(key), purpose=purpose, **given.engine_kwargs()), recorded=True)
-    return {**result.to_dict(), "collection": collection}
+    return {**_full(result.to_dict()), "collection": collection}

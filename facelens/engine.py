@@ -311,8 +311,7 @@ class Engine:
                  actor: Actor | None, entry: LogEntry | None) -> ErasureReceipt:
         counts = {"faces": len(done.face_ids), "crops": done.crops,
                   "review_items_withdrawn": len(done.review_items_withdrawn), "probe_crops": done.probe_crops}
-        vectors = {"store": self._store(collection).vector_store, "bytes_gone": done.vectors_gone,
-                   "how": done.vectors_note}
+        vectors = {"store": done.vector_store, "bytes_gone": done.vectors_gone, "how": done.vectors_note}
         return ErasureReceipt(receipt_id=receipt_id, collection=collection, person_id=person_id,
                               face_ids=tuple(done.face_ids), counts=counts,
                               erased_at=str(entry.body["time"]) if entry is not None else now(), actor=actor,

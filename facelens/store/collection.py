@@ -219,6 +219,7 @@ class Erased:
     #: whether no file of the store holds them when the erasure returns, and how
     vectors_gone: bool = True
     vectors_note: str = ""
+    vector_store: str = DEFAULT_STORE  # the collection's store (its URI)
 
 
 def _drop_idle_probes(conn: sqlite3.Connection, probes: Sequence[tuple[str, int]]) -> int:
@@ -362,7 +363,7 @@ def _drop_vectors(meta: Mapping[str, str], folder: Path) -> None:
     store = meta.get("vector_store") or DEFAULT_STORE
     if store == DEFAULT_STORE:
         return
-    from .vectors.milvus import MilvusIndex
+    from .vectors.milvus import MilvusIndex, release_idle
 
     generation = meta.get("generation") or legacy_generation(dict(meta))
     index = MilvusIndex(store, folder=folder, dim=int(meta["dim"]), generation=generation,
@@ -372,6 +373,7 @@ def _drop_vectors(meta: Mapping[str, str], folder: Path) -> None:
         log.info("dropped Milvus collection %s on %s", index.name, store)
     finally:
         index.close()
+        release_idle()  # (a milvus-lite server of this folder stops before the folder is renamed away)
 
 
 def _zero_file(path: Path) -> None:
@@ -1363,8 +1365,10 @@ class FaceStore:
             if erased is not None:
                 os.fsync(self._rerank_fd)  # the zeroed float16 rows, on disk before the call returns
                 outcome = self._erase_vectors(np.frombuffer(b"".join(erased), "<f4").reshape(-1, self.dim))
-                if isinstance(result, Erased) and outcome is not None:
-                    result.vectors_gone, result.vectors_note = outcome.gone, outcome.how
+                if isinstance(result, Erased):
+                    result.vector_store = self.vector_store
+                    if outcome is not None:
+                        result.vectors_gone, result.vectors_note = outcome.gone, outcome.how
                 self.save_index()  # an approximate index's saved file holds the erased faces' codes
                 self._erase_wal(wait_s=_ERASE_WAIT_S)
             elif self._erase_shared:

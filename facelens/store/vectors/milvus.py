@@ -37,15 +37,30 @@ import numpy.typing as npt
 
 from . import EraseOutcome, SearchPlan, StoreUnavailableError, require_pymilvus
 
-__all__ = ["LITE_FILE", "MilvusIndex", "collection_name", "parse_index"]
+__all__ = ["LITE_FILE", "MilvusIndex", "collection_name", "parse_index", "release_idle"]
 
 log = logging.getLogger(__name__)
 
 # milvus-lite runs one local server per database path for the whole process and never stops it: the
-# clients of this process are counted per path so that the server is released with the last one (a
-# deleted collection's folder must not keep a server writing into it).
+# clients of this process are counted per path, and a server none uses is stopped by release_idle() (a
+# deleted collection's folder must not keep a server writing into it). Not from close(): a store may be
+# closed by a garbage-collection finalizer that runs inside milvus-lite's own (non-reentrant) lock.
 _lite_users: dict[str, int] = {}
-_lite_lock = threading.Lock()
+_lite_idle: set[str] = set()
+_lite_lock = threading.RLock()
+
+
+def release_idle() -> None:
+    """Stop the milvus-lite servers of this process that no open client uses (called before a client is
+    made, and after a collection's Milvus collection is dropped; never from a finalizer)."""
+    with _lite_lock:
+        idle = [t for t in _lite_idle if _lite_users.get(t, 0) == 0]
+        _lite_idle.difference_update(idle)
+    if idle:
+        from milvus_lite.server_manager import server_manager_instance
+
+        for target in idle:
+            server_manager_instance.release_server(target)
 
 LITE_FILE = "milvus.db"  # milvus-lite's database (a folder) inside the collection folder
 MAX_LIMIT = 16384  # Milvus refuses a search limit (topk) above this
@@ -113,12 +128,14 @@ class MilvusIndex:
         self.compaction_wait_s = compaction_wait_s
         self._target = str((folder / LITE_FILE).absolute()) if self.lite else "http://" + uri.removeprefix("milvus://")
         self._closed = False
-        try:
+        if self.lite:
+            release_idle()
             with _lite_lock:
-                self.client: Any = MilvusClient(uri=self._target, timeout=_CONNECT_TIMEOUT_S)
-                if self.lite:
-                    _lite_users[self._target] = _lite_users.get(self._target, 0) + 1
+                _lite_users[self._target] = _lite_users.get(self._target, 0) + 1
+        try:
+            self.client: Any = MilvusClient(uri=self._target, timeout=_CONNECT_TIMEOUT_S)
         except Exception as exc:  # pymilvus raises MilvusException (and others) for an unreachable server
+            self._forget()
             raise StoreUnavailableError(f"vector store {uri!r} is unreachable: {_short(exc)}") from None
         try:
             #: whether the Milvus collection was missing and created empty (a rebuild from SQLite is due)
@@ -217,6 +234,19 @@ class MilvusIndex:
         """Seal what was written, so that it is indexed and persisted by Milvus."""
         self._call(self.client.flush, self.name)
 
+    def wait_indexed(self, timeout_s: float = 600.0) -> bool:
+        """Flush, then wait until Milvus has built the index over every row (a server searches rows not
+        yet indexed with a temporary IVF index of its own, ``queryNode.segcore.interimIndex``, whose
+        recall is lower: docs/scale-out.md). Returns whether it finished within ``timeout_s``."""
+        self.flush()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            info = self._call(self.client.describe_index, self.name, "vec")
+            if int(info.get("pending_index_rows", 0) or 0) == 0:
+                return True
+            time.sleep(1.0)
+        return False
+
     def erase(self, erased: npt.NDArray[np.float32]) -> EraseOutcome:
         if self.lite:
             return EraseOutcome(gone=True, retrain=True,
@@ -258,16 +288,18 @@ class MilvusIndex:
             self.client.close()
         except Exception as exc:  # closing must not fail a close
             log.debug("closing the Milvus client of %s: %s", self.uri, exc)
+        self._forget()
+
+    def _forget(self) -> None:
+        """This client no longer uses its milvus-lite server (stopped by the next release_idle())."""
         if self.lite:
             with _lite_lock:
                 left = _lite_users.get(self._target, 1) - 1
                 if left > 0:
                     _lite_users[self._target] = left
-                    return
-                _lite_users.pop(self._target, None)
-                from milvus_lite.server_manager import server_manager_instance
-
-                server_manager_instance.release_server(self._target)
+                else:
+                    _lite_users.pop(self._target, None)
+                    _lite_idle.add(self._target)
 
 
 def _short(exc: BaseException) -> str:

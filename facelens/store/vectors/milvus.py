@@ -42,25 +42,33 @@ __all__ = ["LITE_FILE", "MilvusIndex", "collection_name", "parse_index", "releas
 log = logging.getLogger(__name__)
 
 # milvus-lite runs one local server per database path for the whole process and never stops it: the
-# clients of this process are counted per path, and a server none uses is stopped by release_idle() (a
-# deleted collection's folder must not keep a server writing into it). Not from close(): a store may be
-# closed by a garbage-collection finalizer that runs inside milvus-lite's own (non-reentrant) lock.
+# clients of this process are counted per path, and a server none uses is stopped by release_idle(): at
+# close, so that another process can open the database (milvus-lite locks it), and when its collection
+# is dropped (a deleted collection's folder must not keep a server writing into it). A store may be
+# closed by a garbage-collection finalizer that runs inside milvus-lite's own (non-reentrant) lock: the
+# close then leaves the server to the next release_idle() instead of waiting for that lock forever.
 _lite_users: dict[str, int] = {}
 _lite_idle: set[str] = set()
 _lite_lock = threading.RLock()
 
 
-def release_idle() -> None:
-    """Stop the milvus-lite servers of this process that no open client uses (called before a client is
-    made, and after a collection's Milvus collection is dropped; never from a finalizer)."""
+def release_idle(*, only_if_free: bool = False) -> None:
+    """Stop the milvus-lite servers of this process that no open client uses. ``only_if_free``: only if
+    milvus-lite's lock is free now (a close, which may run in a finalizer inside that lock)."""
     with _lite_lock:
         idle = [t for t in _lite_idle if _lite_users.get(t, 0) == 0]
-        _lite_idle.difference_update(idle)
-    if idle:
+        if not idle:
+            return
         from milvus_lite.server_manager import server_manager_instance
 
-        for target in idle:
-            server_manager_instance.release_server(target)
+        manager_lock: Any = getattr(server_manager_instance, "_lock", None)
+        if only_if_free and manager_lock is not None:
+            if not manager_lock.acquire(blocking=False):
+                return  # (held: maybe by this very thread, below us on the stack)
+            manager_lock.release()
+        _lite_idle.difference_update(idle)
+    for target in idle:
+        server_manager_instance.release_server(target)
 
 LITE_FILE = "milvus.db"  # milvus-lite's database (a folder) inside the collection folder
 MAX_LIMIT = 16384  # Milvus refuses a search limit (topk) above this
@@ -289,6 +297,8 @@ class MilvusIndex:
         except Exception as exc:  # closing must not fail a close
             log.debug("closing the Milvus client of %s: %s", self.uri, exc)
         self._forget()
+        if self.lite:
+            release_idle(only_if_free=True)
 
     def _forget(self) -> None:
         """This client no longer uses its milvus-lite server (stopped by the next release_idle())."""

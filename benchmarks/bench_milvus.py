@@ -61,6 +61,8 @@ def main() -> None:
     exact = np.argsort(-scores, axis=1)[:, :10]  # row numbers = insertion order
     del scores
     tmp = Path(tempfile.mkdtemp(prefix="facelens-bench-milvus-"))
+    target = ROOT / "benchmarks" / "results" / f"milvus{args.tag}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
     out: dict = {"size": args.size, "queries": len(probes), "uri": args.uri,
                  "gallery": "synthetic" if args.synthetic or not (CACHE / "lfw_facelens_buffalo_s.npz").exists()
                  else "bench_search"}
@@ -100,10 +102,9 @@ def main() -> None:
                             "p50_ms": round(statistics.median(lat), 2), "p95_ms": round(qs[18], 2)}
         out[store_uri if store_uri == "faiss" else "milvus"] = res
         print(json.dumps({store_uri: res}), file=sys.stderr)
+        target.write_text(json.dumps(out, indent=2) + "\n")  # (each store's results as soon as they exist)
         store.close()
         FaceStore.delete(tmp / store_uri.replace(":", "_").replace("/", "_"), name="bench")  # (drops the Milvus one)
-    target = ROOT / "benchmarks" / "results" / f"milvus{args.tag}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out))
 

@@ -51,6 +51,7 @@ from .models.backends import Backend, open_backend
 from .pipeline import FaceList, Pipeline, commit_work
 from .store import FaceRecord, FaceStore, collection_dir, collection_generation, default_home, list_collection_names
 from .store.collection import BeforeCommit, CheckReport, Erased, StoredFace
+from .store.vectors import default_store
 from .types import (
     Candidate,
     CollectionInfo,
@@ -327,10 +328,11 @@ class Engine:
                  actor: Actor | None, entry: LogEntry | None) -> ErasureReceipt:
         counts = {"faces": len(done.face_ids), "crops": done.crops,
                   "review_items_withdrawn": len(done.review_items_withdrawn), "probe_crops": done.probe_crops}
+        vectors = {"store": done.vector_store, "bytes_gone": done.vectors_gone, "how": done.vectors_note}
         return ErasureReceipt(receipt_id=receipt_id, collection=collection, person_id=person_id,
                               face_ids=tuple(done.face_ids), counts=counts,
                               erased_at=str(entry.body["time"]) if entry is not None else now(), actor=actor,
-                              log_entry=_ref(entry))
+                              log_entry=_ref(entry), vectors=vectors)
 
     # -- what this engine is ----------------------------------------------------------------------
 
@@ -521,7 +523,7 @@ class Engine:
     def create_collection(self, name: str, *, calibration: str | Path | None = None,
                           lead_floor_fmr: float | None = None,
                           policy: CollectionPolicy | Mapping[str, Any] | None = None,
-                          actor: Actor | None = None) -> CollectionInfo:
+                          actor: Actor | None = None, store: str | None = None) -> CollectionInfo:
         """Create an empty collection bound to this engine's model; raises CollectionExistsError.
 
         ``calibration``: a calibration profile (``facelens calibrate``) for this collection's searches,
@@ -529,8 +531,11 @@ class Engine:
         collection's lead floor for investigations (default :data:`DEFAULT_LEAD_FLOOR_FMR`; see
         :meth:`set_lead_floor`). ``policy``: its rules (:class:`facelens.CollectionPolicy` or a mapping of
         its fields; default: the defaults), written with the collection, never after it. Given an
-        ``actor``, ``collection_created`` is recorded before the collection appears.
+        ``actor``, ``collection_created`` is recorded before the collection appears. ``store``: where its
+        vectors are kept, ``faiss`` (default), ``milvus-lite`` or ``milvus://HOST:PORT`` (default: the
+        environment's ``FACELENS_VECTOR_STORE``; docs/scale-out.md).
         """
+        store_uri = store if store is not None else default_store()
         if lead_floor_fmr is not None:
             lead_floor_fmr = check_fmr(lead_floor_fmr, "lead_floor_fmr")
         rules = policy if isinstance(policy, CollectionPolicy) else CollectionPolicy.from_dict(policy or {})
@@ -554,16 +559,16 @@ class Engine:
             written.extend([entry] if entry is not None else [])
 
         try:
-            store = FaceStore.create(path, name=name, model_name=self.model_name, model_sha256=self.model_sha256,
-                                     dim=self.embedding_size, calibration=profile.name if profile else None,
-                                     prepare=prepare, extra_meta=extra)
+            opened = FaceStore.create(path, name=name, model_name=self.model_name, model_sha256=self.model_sha256,
+                                      dim=self.embedding_size, calibration=profile.name if profile else None,
+                                      prepare=prepare, extra_meta=extra, store=store_uri)
         except BaseException as exc:
             self._record_failed_after(actor, written[0] if written else None, exc)
             raise
         with self._stores_lock:
             stale = self._stores.pop(name, None)  # a deleted collection's store (deleted elsewhere)
             self._collection_calibrations.pop(name, None)
-            self._stores[name] = store
+            self._stores[name] = opened
         if stale is not None:
             stale.close()
         return self.describe_collection(name)
@@ -596,7 +601,8 @@ class Engine:
                               index_factory=store.index_factory, created=m["created"],
                               calibration=own or (self.calibration.name if self._calibration_path else ""),
                               generation=store.generation, lead_floor_fmr=_lead_floor(store),
-                              policy=CollectionPolicy.from_json(store.policy_json()).to_dict())
+                              policy=CollectionPolicy.from_json(store.policy_json()).to_dict(),
+                              vector_store=store.vector_store)
 
     def collection_policy(self, name: str) -> CollectionPolicy:
         """The collection's policy now (as another process may just have changed it); raises

@@ -522,10 +522,11 @@ class CollectionInfo:
     generation: str = ""  # the collection's identity: another one after it is deleted and re-created
     lead_floor_fmr: float | None = None  # the false-match rate an investigation's candidates must reach
     policy: Mapping[str, Any] | None = None  # the collection's policy (CollectionPolicy.to_dict())
+    vector_store: str = "faiss"  # where its vectors are: faiss, milvus-lite, milvus://HOST:PORT (docs/scale-out.md)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "face_count": self.face_count, "person_count": self.person_count,
                 "model_name": self.model_name, "model_sha256": self.model_sha256,
                 "index_factory": self.index_factory, "created": self.created, "calibration": self.calibration,
                 "generation": self.generation, "lead_floor_fmr": self.lead_floor_fmr,
-                "policy": None if self.policy is None else dict(self.policy)}
+                "policy": None if self.policy is None else dict(self.policy), "vector_store": self.vector_store}

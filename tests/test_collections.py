@@ -25,11 +25,13 @@ from facelens import (
     RefusalReason,
 )
 
-from .conftest import PEOPLE, PORTRAITS, portrait
+from .conftest import PEOPLE, PORTRAITS, faiss_only, portrait
 
 
 @pytest.fixture()
-def home(tmp_path: Path) -> Path:
+def home(tmp_path: Path, store_uri: str) -> Path:
+    """A home whose new collections keep their vectors in ``store_uri`` (every test of this module that
+    uses a home runs once per vector store: faiss and milvus-lite)."""
     return tmp_path / "home"
 
 
@@ -43,11 +45,12 @@ def gallery(home: Path) -> facelens.Engine:
     return eng
 
 
-def test_collection_create_list_describe_delete(home: Path) -> None:
+def test_collection_create_list_describe_delete(home: Path, store_uri: str) -> None:
     eng = facelens.Engine(home=str(home))
     info = eng.create_collection("c-1.test_x")
     assert (info.face_count, info.person_count, info.model_name) == (0, 0, "buffalo_s")
-    assert info.model_sha256 == eng.model_sha256 and info.index_factory == "IDMap2,Flat"
+    assert info.model_sha256 == eng.model_sha256 and info.vector_store == store_uri
+    assert info.index_factory == ("IDMap2,Flat" if store_uri == "faiss" else "milvus:HNSW,M=16,efConstruction=200")
     assert eng.list_collections() == ["c-1.test_x"]
     with pytest.raises(CollectionExistsError):
         eng.create_collection("c-1.test_x")
@@ -166,7 +169,8 @@ def test_collection_refuses_another_models_engine(home: Path) -> None:
         facelens.Engine(home=str(home)).index_faces("dlibfaces", portrait("C001085"))
 
 
-def test_lost_vector_index_is_rebuilt_from_the_metadata(gallery: facelens.Engine, home: Path) -> None:
+def test_lost_vector_index_is_rebuilt_from_the_metadata(gallery: facelens.Engine, home: Path, store_uri: str) -> None:
+    faiss_only(store_uri, "damages the saved FAISS file (test_store_milvus drops the Milvus collection instead)")
     gallery.close()
     folder = home / "collections" / "gallery"
     for f in folder.glob("vectors.*.faiss"):
@@ -192,7 +196,8 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-def test_kill_during_indexing_loses_nothing_acknowledged(home: Path, tmp_path: Path) -> None:
+def test_kill_during_indexing_loses_nothing_acknowledged(home: Path, tmp_path: Path, store_uri: str) -> None:
+    """On both stores: with milvus-lite, each process opens its database in turn (closing it releases it)."""
     script = tmp_path / "writer.py"
     script.write_text(_WRITER)
     portraits = [str(p) for p in sorted(PORTRAITS.glob("*.jpg"))]
@@ -336,7 +341,9 @@ def test_rerank_file_follows_deletions_and_is_checked(tmp_path: Path, monkeypatc
     reopened.close()
 
 
-def test_searches_run_while_another_thread_and_process_index(gallery: facelens.Engine, home: Path) -> None:
+def test_searches_run_while_another_thread_and_process_index(gallery: facelens.Engine, home: Path,
+                                                              store_uri: str) -> None:
+    faiss_only(store_uri, "milvus-lite opens its database in one process at a time (a server takes several)")
     import threading
 
     errors: list[BaseException] = []

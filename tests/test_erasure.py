@@ -71,7 +71,8 @@ def erase(eng: facelens.Engine, partly: str) -> None:
     assert eng.delete_faces("erase", [partly]) == [partly]
 
 
-def test_erased_faces_leave_no_bytes_on_disk_while_the_engine_is_open(tmp_path: Path) -> None:
+def test_erased_faces_leave_no_bytes_on_disk_while_the_engine_is_open(tmp_path: Path, store_uri: str) -> None:
+    """On both stores: with milvus-lite, its database folder (parquet and index files) is searched too."""
     home = tmp_path / "home"
     eng = facelens.Engine(home=str(home), threads=2)
     partly, embeddings, ids = fill(eng)
@@ -104,8 +105,8 @@ _ERASER = textwrap.dedent("""
 """)
 
 
-def test_erased_faces_leave_no_bytes_on_disk_after_sigkill(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+def test_erased_faces_leave_no_bytes_on_disk_after_sigkill(tmp_path: Path, store_uri: str) -> None:
+    home = tmp_path / "home"  # (the eraser inherits FACELENS_VECTOR_STORE: both stores)
     root = str(Path(__file__).resolve().parents[1])
     script = tmp_path / "eraser.py"
     script.write_text(_ERASER)

@@ -189,6 +189,9 @@ class ErasureReceipt:
     actor: Actor | None = None
     log_entry: Mapping[str, Any] | None = None
     review_items_withdrawn: tuple[str, ...] = field(default=())
+    #: the vector store's account of the erased vectors: ``store`` (its URI), ``bytes_gone`` (no file of
+    #: the store holds them when the erasure returned) and ``how`` (docs/scale-out.md); None: not told
+    vectors: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON shape (HTTP ``receipt``, ``--json`` of the CLI)."""
@@ -196,7 +199,8 @@ class ErasureReceipt:
                 "face_ids": list(self.face_ids), "counts": dict(self.counts), "erased_at": self.erased_at,
                 "actor": self.actor.to_dict() if self.actor is not None else None,
                 "log_entry": dict(self.log_entry) if self.log_entry is not None else None,
-                "review_items_withdrawn": list(self.review_items_withdrawn)}
+                "review_items_withdrawn": list(self.review_items_withdrawn),
+                "vectors": dict(self.vectors) if self.vectors is not None else None}
 
     def describe(self) -> str:
         """The receipt in words, for the CLI and for a reply to the data subject."""

@@ -131,17 +131,23 @@ def _modes(text: str) -> list[str]:
 @click.option("--lead-floor", "lead_floor", type=_FiniteFloatRange(min=0, max=1, min_open=True), default=None,
               metavar="FMR", help="Investigations list candidates scoring at least the threshold of this "
               "per-comparison false-match rate (default 1e-3).")
+@click.option("--store", "store", default=None, metavar="URI",
+              help="Where the collection's vectors are kept: faiss (default), milvus-lite, or milvus://HOST:PORT, "
+              "optionally with an index (milvus://HOST:PORT?index=IVF_PQ&nlist=1024&m=64); default: "
+              "$FACELENS_VECTOR_STORE (docs/scale-out.md).")
 @_policy_options
 @click.pass_obj
 def collection_create(state: _State, /, name: str, as_json: bool, home: Path | None, model: str | None,
-                      calibration: str | None, lead_floor: float | None, **policy_flags: Any) -> None:
+                      calibration: str | None, lead_floor: float | None, store: str | None,
+                      **policy_flags: Any) -> None:
     """Create an empty collection NAME bound to the engine's model, with its policy (the defaults unless
     --policy-file or the policy flags say otherwise; docs/identification.md, "Policies")."""
     policy = _policy_from_flags(**policy_flags)
     engine = _collection_engine(state, home, model=model)
     info = _call(engine.create_collection, name, calibration=calibration, lead_floor_fmr=lead_floor, policy=policy,
-                 actor=_me())
-    _emit(state, as_json, info.to_dict(), f"created collection {name!r} (model {info.model_name}) in {engine.home}")
+                 actor=_me(), store=store)
+    _emit(state, as_json, info.to_dict(), f"created collection {name!r} (model {info.model_name}, vectors in "
+          f"{info.vector_store}, {info.index_factory}) in {engine.home}")
 
 
 @collection.command("list")

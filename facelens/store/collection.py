@@ -29,6 +29,8 @@ from ..errors import (
     FaceNotFoundError,
     InvalidArgumentError,
 )
+from .vectors import DEFAULT_STORE, EraseOutcome, SearchPlan, VectorIndex, normalise_store_uri, store_kind
+from .vectors.faiss import INDEX_FACTORY, FaissIndex, choose_scan, factory_of, ids_of, nlist_of, tune
 
 __all__ = ["CheckReport", "Erased", "FaceRecord", "FaceStore", "StoredFace", "legacy_generation", "new_generation"]
 
@@ -40,7 +42,6 @@ BeforeCommit = Callable[[Any], None]
 SCHEMA_VERSION = 1
 DB_NAME = "faces.sqlite"
 _SAVE_EVERY = 10_000  # persist the vector index after this many changes (and on close)
-INDEX_FACTORY = "IDMap2,Flat"  # exact inner-product search; ids are the faces' row ids
 # The exact index holds the raw float32 embeddings, so it is never written to disk: it is rebuilt from
 # SQLite when a collection is opened (docs/collections.md: 0.7 s at 99k faces). Only approximate
 # indexes (IVF, above EXACT_LIMIT) are saved, and saved again after every erasure.
@@ -214,6 +215,11 @@ class Erased:
     crops: int = 0
     review_items_withdrawn: list[str] = field(default_factory=list)
     probe_crops: int = 0
+    #: the vector store's account of the erased vectors' bytes (see facelens.store.vectors.EraseOutcome):
+    #: whether no file of the store holds them when the erasure returns, and how
+    vectors_gone: bool = True
+    vectors_note: str = ""
+    vector_store: str = DEFAULT_STORE  # the collection's store (its URI)
 
 
 def _drop_idle_probes(conn: sqlite3.Connection, probes: Sequence[tuple[str, int]]) -> int:
@@ -331,9 +337,43 @@ def _scrub(folder: Path) -> None:
         except sqlite3.Error as exc:  # a damaged file: its blocks are zeroed below instead
             log.warning("%s: could not scrub the deleted collection's database (%s); zeroing it", folder, exc)
             _zero_file(db)
-    for f in folder.iterdir():
-        if f.is_file() and not f.is_symlink() and not f.name.startswith(DB_NAME):
+    for f in folder.rglob("*"):  # (milvus-lite keeps a folder of files)
+        if f.is_file() and not f.is_symlink() and not (f.parent == folder and f.name.startswith(DB_NAME)):
             _zero_file(f)
+
+
+def _store_meta(store: str) -> tuple[str, str]:
+    """(canonical store URI, index_factory meta value) of a new collection's ``store`` argument."""
+    uri, _, query = store.partition("?")
+    canonical = normalise_store_uri(uri)
+    if canonical == DEFAULT_STORE:
+        if query:
+            raise InvalidArgumentError(f"the faiss store takes no parameters, got {store!r}")
+        return canonical, INDEX_FACTORY
+    from .vectors import require_pymilvus
+    from .vectors.milvus import factory_string, parse_index
+
+    require_pymilvus(canonical)
+    return canonical, factory_string(*parse_index(query, lite=canonical == "milvus-lite"))
+
+
+def _drop_vectors(meta: Mapping[str, str], folder: Path) -> None:
+    """Drop the Milvus collection of a collection being deleted (nothing for FAISS, whose index lives
+    in the folder). Raises :class:`facelens.store.vectors.StoreUnavailableError` when the store fails."""
+    store = meta.get("vector_store") or DEFAULT_STORE
+    if store == DEFAULT_STORE:
+        return
+    from .vectors.milvus import MilvusIndex, release_idle
+
+    generation = meta.get("generation") or legacy_generation(dict(meta))
+    index = MilvusIndex(store, folder=folder, dim=int(meta["dim"]), generation=generation,
+                        factory=meta.get("index_factory", ""))
+    try:
+        index.drop()
+        log.info("dropped Milvus collection %s on %s", index.name, store)
+    finally:
+        index.close()
+        release_idle()  # (a milvus-lite server of this folder stops before the folder is renamed away)
 
 
 def _zero_file(path: Path) -> None:
@@ -484,6 +524,7 @@ class FaceStore:
         self._readers_lock = threading.Lock()
         self._closed = False
         self._erase_pending = False  # the WAL may still hold erased rows (a checkpoint was blocked)
+        self._erase_shared = False  # vectors re-removed from a shared index wait for its compaction
         self._rerank_fd = -1
         try:
             self._meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
@@ -494,7 +535,7 @@ class FaceStore:
                 raise CollectionNotFoundError(f"no collection named {self._meta['name']!r} (it was deleted)")
             self.dim = int(self._meta["dim"])
             self._migrate()
-            self._index: Any = None
+            self._vectors: VectorIndex | None = None
             self._seq = 0
             self._unsaved = 0
             self._trained_on = int(self._meta.get("trained_on", "0") or 0)
@@ -539,12 +580,15 @@ class FaceStore:
     @classmethod
     def create(cls, path: Path, *, name: str, model_name: str, model_sha256: str, dim: int,
                calibration: str | None = None, prepare: Callable[[Path], None] | None = None,
-               extra_meta: Mapping[str, str] | None = None) -> FaceStore:
+               extra_meta: Mapping[str, str] | None = None, store: str = DEFAULT_STORE) -> FaceStore:
         """Create a new, empty collection folder at ``path``; raises CollectionExistsError.
 
         The collection is built in a hidden folder beside ``path`` (schema, meta with ``extra_meta`` such as
         its policy, and whatever ``prepare(folder)`` adds, such as its calibration profile) and renamed into
-        place whole, so no other process ever opens a half-made collection."""
+        place whole, so no other process ever opens a half-made collection. ``store``: where its vectors
+        are kept (``faiss``, ``milvus-lite``, ``milvus://HOST:PORT``, optionally with an index in the query,
+        ``?index=IVF_SQ8&nlist=256``; see :mod:`facelens.store.vectors`), recorded in its meta."""
+        store_uri, factory = _store_meta(store)
         _sweep_graves(path.parent)
         if path.exists():
             raise CollectionExistsError(f"collection {name!r} already exists")
@@ -556,14 +600,19 @@ class FaceStore:
                 conn.executescript("BEGIN;" + _SCHEMA + _REVIEW_SCHEMA + "COMMIT;")
                 meta = {"schema_version": str(SCHEMA_VERSION), "name": name, "model_name": model_name,
                         "model_sha256": model_sha256, "dim": str(dim), "created": _now(),
-                        "index_factory": INDEX_FACTORY, "calibration": calibration or "",
-                        "generation": new_generation()}
+                        "index_factory": factory, "calibration": calibration or "",
+                        "generation": new_generation(), "vector_store": store_uri}
                 meta.update({k: v for k, v in (extra_meta or {}).items() if k not in meta})
                 conn.execute("BEGIN")
                 conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
                 conn.execute("COMMIT")
             finally:
                 conn.close()  # (its journal files name the hidden folder: open again once in place)
+            if store_kind(store_uri) == "milvus":
+                # the server answers, and the Milvus collection exists, before the collection appears
+                from .vectors.milvus import MilvusIndex
+
+                MilvusIndex(store_uri, folder=cradle, dim=dim, generation=meta["generation"], factory=factory).close()
             if prepare is not None:
                 prepare(cradle)
             _fsync_dir(cradle)
@@ -602,6 +651,9 @@ class FaceStore:
             try:
                 if _tombstoned(conn) or _path_identity(path / DB_NAME) != _identity(os.fstat(fd)):
                     raise CollectionNotFoundError(f"no collection named {name!r}")
+                # the vectors first: a deletion killed after this leaves a collection whose Milvus
+                # collection is rebuilt from SQLite when opened; one that fails here deletes nothing
+                _drop_vectors(dict(conn.execute("SELECT key, value FROM meta").fetchall()), path)
                 conn.execute("INSERT INTO meta VALUES (?, ?)", (_TOMBSTONE, _now()))
                 grave = path.parent / f"{_GRAVE_PREFIX}{uuid.uuid4().hex}"
                 os.rename(path, grave)  # the moment of deletion
@@ -692,28 +744,50 @@ class FaceStore:
 
     @property
     def index_factory(self) -> str:
-        """The factory string of the vector index this process is searching."""
-        return "IVF" if self._index is None else _factory_of(self._index)
+        """The factory string of the vector index this process is searching (``milvus:...`` for Milvus)."""
+        return "IVF" if self._vectors is None else self._vectors.factory
+
+    @property
+    def vector_store(self) -> str:
+        """The store of the collection's vectors: ``faiss``, ``milvus-lite`` or ``milvus://HOST:PORT``."""
+        return self._meta.get("vector_store") or DEFAULT_STORE
+
+    @property
+    def vectors(self) -> VectorIndex:
+        """The collection's vector index (see :mod:`facelens.store.vectors`)."""
+        if self._vectors is None:
+            raise self._gone()
+        return self._vectors
+
+    @property
+    def _index(self) -> Any:
+        """The FAISS object of a FAISS collection (for tools and tests that inspect it; None otherwise)."""
+        return self._vectors.index if isinstance(self._vectors, FaissIndex) else None
+
+    @property
+    def _faiss(self) -> FaissIndex | None:
+        return self._vectors if isinstance(self._vectors, FaissIndex) else None
 
     def _load_index(self) -> None:
-        import faiss
-
+        if self.vector_store != DEFAULT_STORE:
+            self._load_milvus()
+            return
         files = self._index_files()
         if files:
             seq, path = files[-1]
             try:
-                self._index = _tune(faiss.read_index(str(path)))
+                self._vectors = FaissIndex.read(path)
                 self._seq = seq
             except RuntimeError as exc:
                 log.warning("%s: vector index unreadable (%s); rebuilding from SQLite", path, exc)
-                self._index = None
-        if self._index is not None and (self._index.d != self.dim or _factory_of(self._index) == INDEX_FACTORY):
-            self._index = None  # another dimension, or an exact index saved by an older version (raw vectors)
-        if self._index is None:
+                self._vectors = None
+        if self._faiss is not None and (self._faiss.dim != self.dim or self._faiss.exact):
+            self._vectors = None  # another dimension, or an exact index saved by an older version (raw vectors)
+        if self._vectors is None:
             factory = choose_factory(self.face_count(), self.dim)
             if factory == INDEX_FACTORY:
                 self._restore_rerank_file()
-                self._index, self._seq, self._trained_on = self._build(factory, rerank=False)
+                self._vectors, self._seq, self._trained_on = self._build(factory, rerank=False)
                 self.save_index()  # saves nothing: removes what older versions or killed saves left
             else:
                 self._rebuild(factory)
@@ -721,6 +795,27 @@ class FaceStore:
             self._restore_rerank_file()
             self.refresh()
             self._maybe_rebuild()
+
+    def _load_milvus(self) -> None:
+        """Connect to the collection's Milvus collection and bring it up to date: the changes committed
+        after ``vectors_seq`` (the last change some process applied to it and recorded, see
+        :meth:`save_index`) are applied again (upserts and deletes: applying one twice changes
+        nothing). A Milvus collection found missing (lost, or dropped by a deletion that was killed
+        before it committed) is rebuilt from SQLite."""
+        from .vectors.milvus import MilvusIndex
+
+        vectors = MilvusIndex(self.vector_store, folder=self.path, dim=self.dim, generation=self.generation,
+                              factory=self._meta.get("index_factory", ""))
+        self._vectors = vectors
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'vectors_seq'").fetchone()
+        self._seq = int(row[0]) if row is not None else 0
+        self._restore_rerank_file()
+        if vectors.created and self._seq > 0:
+            log.warning("collection %s: its Milvus collection was missing; rebuilding it from SQLite",
+                        self._meta["name"])
+            self._rebuild(vectors.factory)
+        else:
+            self.refresh()
 
     def _zero_deleted_rows(self) -> int:
         """Zero (and sync) the float16 rows of deleted faces that still hold values; returns how many.
@@ -777,17 +872,47 @@ class FaceStore:
             conn.execute("COMMIT")
         finally:
             conn.close()
-        return _tune(index), seq, n
+        return FaissIndex(index), seq, n
 
     def _rebuild(self, factory: str) -> None:
         """Rebuild the index from SQLite (the truth), then catch up with changes made meanwhile."""
+        if self._faiss is None:
+            self._rebuild_shared()
+            return
         index, seq, n = self._build(factory)
         with self._rw.write():
-            self._index, self._seq, self._trained_on = index, seq, n
+            old, self._vectors, self._seq, self._trained_on = self._vectors, index, seq, n
             self._unsaved = 1
+        if old is not None:
+            old.close()
         self.refresh()
         self.save_index()
         self._set_meta(index_factory=factory, trained_on=str(n))
+
+    def _rebuild_shared(self) -> None:
+        """Rebuild a Milvus collection from SQLite: drop it, create it empty, insert every face of a
+        snapshot, then apply the changes committed meanwhile. Searches wait (the index is taken alone)."""
+        from .vectors.milvus import MilvusIndex
+
+        vectors = self._vectors
+        assert isinstance(vectors, MilvusIndex)
+        with self._rw.write():
+            vectors.recreate()
+            conn = sqlite3.connect(_uri(self._db_path, "ro"), uri=True, timeout=_BUSY_TIMEOUT_S)
+            try:
+                conn.execute("BEGIN")
+                seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
+                self._require_current()
+                cur = conn.execute("SELECT vid, embedding FROM faces ORDER BY vid")
+                while rows := cur.fetchmany(8192):
+                    vectors.add(*_decode(rows, self.dim))
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+            self._seq = seq
+            self._unsaved = 1
+        self.refresh()
+        self.save_index()
 
     def _set_meta(self, **values: str) -> None:
         with self._write_lock:
@@ -803,9 +928,12 @@ class FaceStore:
         an approximate index is retrained, with the number of lists the size then calls for, only when
         the collection has grown _RETRAIN_GROWTH times since it was trained: each rebuild reads every
         embedding, so it must stay rare (a 10M collection is rebuilt at 100k, 800k and 6.4M faces)."""
-        n = self._index.ntotal
+        faiss_index = self._faiss
+        if faiss_index is None:
+            return  # (Milvus builds and rebuilds its own index)
+        n = faiss_index.count
         wanted = choose_factory(n, self.dim)
-        current = _factory_of(self._index)
+        current = faiss_index.factory
         if current == INDEX_FACTORY:
             if wanted == INDEX_FACTORY:
                 return
@@ -831,9 +959,10 @@ class FaceStore:
                 final[vid] = op
             # An add is never applied twice (self._seq moves with what the index holds), so only deleted
             # faces need removing; remove_ids costs a pass over the index.
+            vectors = self.vectors
             dels = np.array([v for v, op in final.items() if op == "del"], dtype=np.int64)
             if dels.size:
-                self._index.remove_ids(dels)
+                vectors.remove(dels)
                 self._write_rerank(dels, None)
             adds = [v for v, op in final.items() if op == "add"]
             for start in range(0, len(adds), 900):
@@ -843,18 +972,37 @@ class FaceStore:
                 ).fetchall()
                 if got:
                     ids, vecs = _decode(got, self.dim)
-                    self._index.add_with_ids(vecs, ids)
+                    vectors.add(ids, vecs)
                     self._write_rerank_live(ids, vecs)
+                    if vectors.shared:
+                        dels = np.concatenate([dels, self._remove_gone(ids)])
             self._seq = int(rows[-1][0])
             self._unsaved += len(rows)
             return bool(dels.size)
 
+    def _remove_gone(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Remove again from a shared index those of ``ids`` (just added) that SQLite no longer holds:
+        another process may have deleted them from Milvus between this one's reading of the change log
+        and its upsert, which would otherwise bring them back. A deletion is committed before it is
+        applied, so if this check sees a face live its deletion's own removal comes after the upsert.
+        Returns the ids removed again."""
+        lo, hi = int(np.min(ids)), int(np.max(ids))
+        live = {r[0] for r in self._reader().execute("SELECT vid FROM faces WHERE vid BETWEEN ? AND ?", (lo, hi))}
+        gone = np.array([v for v in ids.tolist() if v not in live], dtype=np.int64)
+        if gone.size:
+            self.vectors.remove(gone)
+            self._erase_shared = True  # their bytes: compacted at this store's next write or close
+        return gone
+
     def _save_due(self) -> bool:
         """Saving writes the whole index: do it once per 50% growth (at least _SAVE_EVERY changes), so
         its total cost stays within a few times the final size. Unsaved changes are replayed from
-        SQLite's change log when the collection is next opened. The exact index is never saved."""
-        return (_factory_of(self._index) != INDEX_FACTORY
-                and self._unsaved >= max(_SAVE_EVERY, self._index.ntotal // 2))
+        SQLite's change log when the collection is next opened. The exact index is never saved; a
+        Milvus collection is flushed and its applied change recorded every _SAVE_EVERY changes."""
+        vectors = self._faiss
+        if vectors is None:
+            return self._unsaved >= _SAVE_EVERY
+        return not vectors.exact and self._unsaved >= max(_SAVE_EVERY, vectors.count // 2)
 
     def save_index(self) -> bool:
         """Persist the approximate vector index as ``vectors.<seq>.faiss`` (atomic rename), removing
@@ -864,8 +1012,6 @@ class FaceStore:
         store is still the collection at its path: no process saves an index that misses a committed
         deletion, nor writes into a collection that replaced a deleted one. The exact index is not
         saved (it holds the raw embeddings): saving it only removes files left by older versions."""
-        import faiss
-
         with self._write_lock:
             try:
                 self._begin_owned()
@@ -873,10 +1019,13 @@ class FaceStore:
                 return False
             try:
                 self.refresh()
+                faiss_index = self._faiss
+                if faiss_index is None:
+                    return self._save_shared()
                 with self._rw.write():
                     for stale in self.path.glob(".vectors.*.tmp"):  # killed saves (no save runs now)
                         stale.unlink(missing_ok=True)
-                    if _factory_of(self._index) == INDEX_FACTORY:
+                    if faiss_index.exact:
                         for _, old in self._index_files():
                             old.unlink()
                         self._unsaved = 0
@@ -885,7 +1034,7 @@ class FaceStore:
                         return False
                     final = self.path / f"vectors.{self._seq}.faiss"
                     tmp = self.path / f".vectors.{self._seq}.{os.getpid()}.tmp"
-                    faiss.write_index(self._index, str(tmp))
+                    faiss_index.write(tmp)
                     with open(tmp, "rb") as f:
                         os.fsync(f.fileno())
                     os.fsync(self._rerank_fd)
@@ -897,7 +1046,24 @@ class FaceStore:
                     self._unsaved = 0
                     return True
             finally:
-                self._conn.execute("ROLLBACK")  # nothing was written to SQLite: this only releases the lock
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")  # nothing was written to SQLite: this only releases the lock
+
+    def _save_shared(self) -> bool:
+        """:meth:`save_index` for a Milvus collection (in its transaction): flush Milvus, then record
+        ``vectors_seq``, the last change this process applied to it (every process applies every change
+        it reads), so that the next process to open the collection replays only the later ones."""
+        if self._unsaved == 0:
+            return False
+        from .vectors.milvus import MilvusIndex
+
+        vectors = self.vectors
+        if isinstance(vectors, MilvusIndex):
+            vectors.flush()
+        self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('vectors_seq', ?)", (str(self._seq),))
+        self._conn.execute("COMMIT")
+        self._unsaved = 0
+        return True
 
     def _reader(self) -> sqlite3.Connection:
         """This thread's read connection (each statement sees what was committed when it ran). Raises
@@ -964,32 +1130,6 @@ class FaceStore:
             return done
         finally:
             self._write_lock.release()
-
-    def _scrub_centroids(self, erased: npt.NDArray[np.float32]) -> bool:
-        """Remove erased embeddings from the approximate index's coarse quantizer: k-means leaves a
-        list whose training sample held one point with that point as its centroid, i.e. a face's exact
-        float32 embedding, saved with the index. Such a centroid of a list now empty is replaced by the
-        mean of its 8 nearest centroids (no code depends on it); when its list still holds faces,
-        returns True: the index must be retrained (from SQLite, which no longer holds the face)."""
-        import faiss
-
-        with self._rw.write():
-            if _factory_of(self._index) == INDEX_FACTORY:
-                return False
-            ivf: Any = faiss.extract_index_ivf(self._index)
-            quantizer: Any = faiss.downcast_index(ivf.quantizer)
-            cents = faiss.rev_swig_ptr(quantizer.get_xb(), ivf.nlist * self.dim).reshape(ivf.nlist, self.dim)
-            e = np.ascontiguousarray(erased, dtype=np.float32)
-            d2 = (e * e).sum(1)[:, None] + (cents * cents).sum(1)[None, :] - 2 * (e @ cents.T)
-            same = np.unique(np.nonzero(d2 < 1e-6)[1])  # equal up to float rounding
-            for c in same.tolist():
-                if ivf.invlists.list_size(c):
-                    log.warning("collection %s: an erased face was a centroid of the vector index; retraining it",
-                                self._meta["name"])
-                    return True
-                near = np.argsort(-(cents @ cents[c]))[1:9]
-                cents[c] = cents[near].mean(axis=0)
-            return False
 
     @property
     def erasure_pending(self) -> bool:
@@ -1193,7 +1333,7 @@ class FaceStore:
         """Faces a search looks through now: the up-to-date index's size (cheaper than COUNT(*))."""
         self._catch_up()
         with self._rw.read():
-            return int(self._index.ntotal)
+            return self.vectors.count
 
     def person_count(self) -> int:
         return int(self._reader().execute("SELECT COUNT(*) FROM persons").fetchone()[0])
@@ -1224,16 +1364,42 @@ class FaceStore:
             self.refresh()
             if erased is not None:
                 os.fsync(self._rerank_fd)  # the zeroed float16 rows, on disk before the call returns
-                if erased and self._scrub_centroids(np.frombuffer(b"".join(erased), "<f4").reshape(-1, self.dim)):
-                    self._rebuild(_factory_of(self._index))
+                outcome = self._erase_vectors(np.frombuffer(b"".join(erased), "<f4").reshape(-1, self.dim))
+                if isinstance(result, Erased):
+                    result.vector_store = self.vector_store
+                    if outcome is not None:
+                        result.vectors_gone, result.vectors_note = outcome.gone, outcome.how
                 self.save_index()  # an approximate index's saved file holds the erased faces' codes
                 self._erase_wal(wait_s=_ERASE_WAIT_S)
+            elif self._erase_shared:
+                self._erase_vectors(np.zeros((0, self.dim), np.float32))
             elif self._save_due():
                 self.save_index()
             self._maybe_rebuild()
         except CollectionNotFoundError:
             log.info("collection %s was deleted just after a write committed", self._meta["name"])
         return result
+
+    def _erase_vectors(self, erased: npt.NDArray[np.float32]) -> EraseOutcome | None:
+        """Have the vector index make the vectors just removed unrecoverable (a FAISS centroid scrubbed,
+        a Milvus compaction, a milvus-lite rebuild: see each index's ``erase``); None when no face was
+        erased."""
+        if not len(erased) and not self._erase_shared:
+            return None
+        vectors = self.vectors
+        if vectors.shared:  # (a compaction may take a while: searches go on meanwhile)
+            outcome = vectors.erase(erased)
+        else:
+            with self._rw.write():
+                outcome = vectors.erase(erased)
+        self._erase_shared = False
+        if outcome.retrain:
+            if self._faiss is not None:
+                log.warning("collection %s: an erased face was a centroid of the vector index; retraining it",
+                            self._meta["name"])
+            self._rebuild(self.vectors.factory)
+        log.info("collection %s: %d vectors erased: %s", self._meta["name"], len(erased), outcome.how)
+        return outcome
 
     def create_person(self, person_id: str, *, exist_ok: bool = False,
                       before_commit: BeforeCommit | None = None) -> bool:
@@ -1374,19 +1540,17 @@ class FaceStore:
         with self._rw.read():
             if self._closed:
                 raise CollectionNotFoundError(f"collection {self._meta['name']!r} was closed or deleted")
-            if self._index.ntotal == 0:
+            vectors = self.vectors
+            if vectors.shared:
+                if self.face_count() == 0:  # (one SQLite query; a Milvus count(*) is a round trip)
+                    return [[] for _ in range(len(q))]
+            elif vectors.count == 0:
                 return [[] for _ in range(len(q))]
-            exact = _factory_of(self._index) == INDEX_FACTORY
-            if exact:
-                _, ids = self._index.search(q, min(k, self._index.ntotal))
+            if vectors.exact:
+                ids = vectors.search(q, k, None)
             else:
-                import faiss
-
-                params = faiss.SearchParametersIVF()  # per call: concurrent searches may plan differently
                 as_list = k > 1 if candidate_list is None else candidate_list
-                params.nprobe, n_candidates = _plan(self._index, k, as_list)
-                _choose_scan(self._index, len(q), alone=self._rw.readers <= 1 and not as_list)
-                _, ids = self._index.search(q, min(n_candidates, self._index.ntotal), params=params)
+                ids = vectors.search(q, k, _search_plan(k, as_list, alone=self._rw.readers <= 1 and not as_list))
                 ids = self._rerank(q, ids, k)
             out = []
             for query, irow in zip(q, ids, strict=True):
@@ -1583,7 +1747,7 @@ class FaceStore:
         self.refresh()
         with self._rw.write():
             truth = {r[0] for r in self._reader().execute("SELECT vid FROM faces")}
-            have = _ids_of(self._index)
+            have = self.vectors.ids()
             missing, extra = len(truth - have), len(have - truth)
             wrong = self._check_rerank(repair=repair)
         repaired = False
@@ -1641,6 +1805,9 @@ class FaceStore:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
         self._readers.clear()
+        if self._vectors is not None:
+            self._vectors.close()
+            self._vectors = None
         with contextlib.suppress(sqlite3.Error):
             # Empty the WAL before letting go: when the last connection closes SQLite unlinks the WAL
             # without overwriting it, and a process still holding the file (or the freed blocks) would
@@ -1664,71 +1831,23 @@ def _decode(rows: Sequence[Any], dim: int) -> tuple[npt.NDArray[np.int64], npt.N
     return ids, np.ascontiguousarray(vecs, dtype=np.float32)
 
 
-def _factory_of(index: Any) -> str:
-    import faiss
-
-    if isinstance(index, faiss.IndexIDMap2):
-        return INDEX_FACTORY
-    ivf = faiss.extract_index_ivf(index)
-    if isinstance(index, faiss.IndexIVFPQFastScan):  # (extract_index_ivf returns the base class)
-        return f"IVF{ivf.nlist},PQ{index.M}x4fs"
-    return f"IVF{ivf.nlist},SQfp16"
+# (the FAISS helpers moved to facelens.store.vectors.faiss; these names stay for tools that use them)
+_factory_of, _choose_scan, _nlist, _tune, _ids_of = factory_of, choose_scan, nlist_of, tune, ids_of
 
 
-def _choose_scan(index: Any, n_queries: int, *, alone: bool) -> None:
-    """Pick FAISS's fast-scan implementation for a search of ``n_queries``: a batch is split between
-    threads by query (the default), but a single query runs on one thread unless implementation 15
-    splits its lists between threads (2 threads, 1M faces: 2.1 ms instead of 3.3; batches are faster
-    with the default). Only for a search running ``alone``: concurrent searches (a service) already
-    keep the cores busy, and splitting each would oversubscribe them; nor for a candidate list, whose
-    16,384 results implementation 15 collects slowly (2 threads, 1M faces, all lists: 32-36 ms against
-    12.3 ms with the default). Concurrent searches may set this at once: either choice gives the same
-    results."""
-    import faiss
-
-    if isinstance(index, faiss.IndexIVFFastScan):
-        index.implem = 15 if alone and n_queries < faiss.omp_get_max_threads() else 0
+def _search_plan(k: int, candidate_list: bool, *, alone: bool) -> SearchPlan:
+    """The candidates a search of ``k`` results asks an approximate index for (see :func:`_plan`)."""
+    if not candidate_list:
+        return SearchPlan(candidates=max(RERANK * k, _MIN_CANDIDATES), probe_share=NPROBE_SHARE, alone=alone)
+    return SearchPlan(candidates=max(RERANK * k, _MIN_CANDIDATES, LIST_CANDIDATES), probe_share=LIST_NPROBE_SHARE,
+                      alone=alone)
 
 
 def _plan(index: Any, k: int, candidate_list: bool) -> tuple[int, int]:
     """(lists to probe, PQ candidates to re-rank) for a search of ``k`` results in an IVF ``index``:
     the best face needs half the lists and 640 candidates (RERANK x k for a larger k); a
     ``candidate_list`` needs the lists and candidates its strangers lie in (see LIST_NPROBE_SHARE)."""
-    nlist = _nlist(index)
+    nlist = nlist_of(index)
     if not candidate_list:
         return max(1, nlist // NPROBE_SHARE), max(RERANK * k, _MIN_CANDIDATES)
     return max(1, nlist // LIST_NPROBE_SHARE), max(RERANK * k, _MIN_CANDIDATES, LIST_CANDIDATES)
-
-
-def _nlist(index: Any) -> int:
-    """The number of inverted lists of an IVF index."""
-    import faiss
-
-    return int(faiss.extract_index_ivf(index).nlist)
-
-
-def _tune(index: Any) -> Any:
-    import faiss
-
-    if not isinstance(index, faiss.IndexIDMap2):
-        ivf = faiss.extract_index_ivf(index)
-        ivf.nprobe = max(1, ivf.nlist // NPROBE_SHARE)
-        if not isinstance(index, faiss.IndexIVFPQFastScan):  # fast-scan lists cannot use a hash table
-            # deletions look ids up in a hash table instead of scanning every list
-            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
-    return index
-
-
-def _ids_of(index: Any) -> set[int]:
-    import faiss
-
-    if isinstance(index, faiss.IndexIDMap2):
-        return set(faiss.vector_to_array(index.id_map).tolist())
-    ivf = faiss.extract_index_ivf(index)
-    lists: Any = ivf.invlists
-    ids: set[int] = set()
-    for list_no in range(ivf.nlist):
-        size = lists.list_size(list_no)
-        if size:
-            ids.update(faiss.rev_swig_ptr(lists.get_ids(list_no), size).tolist())
-    return ids

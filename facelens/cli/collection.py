@@ -335,7 +335,7 @@ def _expand_list(paths: tuple[str, ...]) -> list[tuple[str, str]]:
               "(default AUTO).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, help="Images processed in parallel.")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS|local", help="Examine the images on Ray Data "
-              "workers (local: start Ray here; ADDRESS: a cluster's), one writer commits them (docs/scale-out-ray.md).")
+              "workers (local: start Ray here; ADDRESS: a cluster's), one writer commits them (docs/scale-out.md).")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None, help="With --ray: worker actors, one CPU "
               "each (default 2).")
 @click.option("--resume", is_flag=True, help="With --ray: images already indexed are only counted, not listed or "

@@ -26,6 +26,7 @@ the erasure returns.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import urllib.parse
@@ -69,6 +70,16 @@ def release_idle(*, only_if_free: bool = False) -> None:
         _lite_idle.difference_update(idle)
     for target in idle:
         server_manager_instance.release_server(target)
+
+def _inside_grpc() -> bool:
+    """Whether this call runs, somewhere down the stack, inside gRPC's code (a server thread)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if "/grpc/" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
 
 LITE_FILE = "milvus.db"  # milvus-lite's database (a folder) inside the collection folder
 MAX_LIMIT = 16384  # Milvus refuses a search limit (topk) above this
@@ -298,7 +309,13 @@ class MilvusIndex:
             log.debug("closing the Milvus client of %s: %s", self.uri, exc)
         self._forget()
         if self.lite:
-            release_idle(only_if_free=True)
+            if _inside_grpc():
+                # a finalizer run by a garbage collection inside one of a milvus-lite server's own gRPC
+                # threads: stopping that server here would wait for this very thread forever (seen: a test
+                # run hung at exit), so another thread stops it once this one has returned
+                threading.Thread(target=release_idle, name="milvus-lite-release", daemon=True).start()
+            else:
+                release_idle(only_if_free=True)
 
     def _forget(self) -> None:
         """This client no longer uses its milvus-lite server (stopped by the next release_idle())."""

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 _RANK_GAIN = 1.15  # a track is embedded again only for a face ranked this much better than its best looked-at one
 _EMBED_SPACING_S = 0.3  # a track's looks are of faces at least this far apart in time
+_NOT_VIDEO = {"image2", "tty"}  # formats FFmpeg opens that are a still image or text, not a video
 _RATE_WINDOW_S = 5.0  # fps in and out are measured over this window
 EventCallback = Callable[["StreamEvent"], None]
 
@@ -77,7 +78,8 @@ class StreamOptions:
     take. ``reconnect``: reopen a live source that drops; give up after ``reconnect_for_s`` without a
     frame, waiting ``backoff_s`` after the first failed attempt, doubling up to ``backoff_max_s``.
     ``max_events``: events kept for readers that poll (older ones are forgotten; the events file and
-    callback see all).
+    callback see all). ``pace``: read frames no faster than their timestamps (None: for a file, which
+    would otherwise be read as fast as it decodes; a live source sets its own pace).
     """
 
     every: int = 2
@@ -95,6 +97,7 @@ class StreamOptions:
     backoff_s: float = 0.5
     backoff_max_s: float = 8.0
     max_events: int = 1000
+    pace: bool | None = None
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.embeddings_per_track < 1 or self.min_detections < 1 or self.max_events < 1:
@@ -417,6 +420,10 @@ class StreamProcessor:
             raise VideoDecodeError(f"the source cannot be opened ({_reason(e)}; waited up to {o.open_timeout_s:g} s)",
                                    source=self.shown_source) from None
         try:
+            fmt_name = str(container.format.name)
+            if fmt_name in _NOT_VIDEO or fmt_name.endswith("_pipe"):
+                raise VideoDecodeError(f"the source cannot be opened (not a video: FFmpeg reads it as {fmt_name})",
+                                       source=self.shown_source)
             streams = container.streams.video
             if not streams:
                 raise VideoDecodeError("the source holds no video stream", source=self.shown_source)
@@ -471,6 +478,9 @@ class StreamProcessor:
         import av
 
         every = self.options.every
+        pace = self.options.pace if self.options.pace is not None else not (
+            _is_url(self.source) or self.source.startswith("/dev/"))
+        began = time.monotonic()
         try:
             stream = container.streams.video[0]
             tb: Fraction = stream.time_base or Fraction(1, 90_000)
@@ -486,6 +496,8 @@ class StreamProcessor:
                 t = float((pts - first) * tb) if pts is not None and first is not None else max(last, 0.0) + 1 / 30
                 t = max(t, last + 1e-6)
                 last = t
+                if pace and (ahead := t - (time.monotonic() - began)) > 0 and self._stop.wait(ahead):
+                    return None
                 with self._lock:
                     self._decoded += 1
                     self._in_times.append(time.monotonic())
@@ -691,8 +703,10 @@ class StreamProcessor:
 
     def _result_data(self, result: SearchResult, entry: dict[str, Any] | None, looks: int) -> dict[str, Any]:
         d = result.to_dict()
-        keep = ("mode", "matches", "candidates", "operating_point", "collection_size", "search_id", "review")
+        keep = ("mode", "matches", "candidates", "max_candidates", "lead_floor_fmr", "notice", "collection_size",
+                "policy_floor", "search_id")
         out = {k: d[k] for k in keep if k in d}
+        out["operating_point"] = result.operating_point.to_dict()
         out["looks"] = looks
         out["log_entry"] = entry
         return out

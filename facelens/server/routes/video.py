@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -295,6 +296,7 @@ async def start_stream(body: StreamIn, collection: SearchCollection, key: Key, s
     """Open ``source`` and follow the faces on it, searching each track in the collection; answers the
     stream's status once the source is open (400 ``invalid_video`` when it cannot be opened)."""
     vs = video_services(request)
+    _check_source(body.source)
     purpose = services.purpose(collection, body.purpose)
     name = body.name or new_id()[:12]
     vs.reserve(name)
@@ -309,6 +311,17 @@ async def start_stream(body: StreamIn, collection: SearchCollection, key: Key, s
     finally:
         vs.started(name, stream)
     return processor.status().to_dict()
+
+
+_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtp://", "srt://")
+
+
+def _check_source(source: str) -> None:
+    """A client may name a network source or a camera device, never a file of the server's."""
+    if not (source.lower().startswith(_SCHEMES) or re.fullmatch(r"/dev/video[0-9]{1,3}", source)):
+        raise ApiError(422, "invalid_request", (
+            f"source must be an {', '.join(s.rstrip(':/') for s in _SCHEMES)} URL or a camera device "
+            f"(/dev/videoN); files of the server are not served as streams"))
 
 
 @router.get("/streams", summary="The streams of a collection")

@@ -231,7 +231,8 @@ def test_sources_that_never_answer_or_are_not_video_are_clear_errors(people: fac
         people.watch_stream("people", text, name="a b")
     with pytest.raises(InvalidArgumentError, match="every"):
         StreamOptions(every=0)
-    failed = [b for b in people.log.entries(limit=100_000) if b.body.get("action") == "watch_stream" and "error" in b.body]
+    failed = [b for b in people.log.entries(limit=100_000)
+              if b.body.get("action") == "watch_stream" and "error" in b.body]
     assert failed and failed[0].body["error"]["code"] == "invalid_video"
 
 

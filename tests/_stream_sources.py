@@ -40,18 +40,23 @@ def free_port() -> int:
 
 
 def make_stream_video(path: Path, *, size: tuple[int, int] = SIZE, fps: int = FPS, duration_s: float = DURATION_S,
-                      person: str = PERSON, enters_s: float = ENTERS_S, leaves_s: float = LEAVES_S) -> Path:
+                      person: str = PERSON, enters_s: float = ENTERS_S, leaves_s: float = LEAVES_S,
+                      appearances: list[tuple[str, float, float]] | None = None) -> Path:
     """An H.264 mp4 (GOP of 25 frames, so that a reader joining a live stream waits at most a second for a
     key frame) with ``person``'s portrait moving slowly across a gradient between ``enters_s`` and
-    ``leaves_s``."""
+    ``leaves_s`` (or each of ``appearances``: (person, enters_s, leaves_s), one after the other, at the
+    same place)."""
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
     background = np.stack([60 + 80 * xx / w, 90 + 40 * yy / h, np.full_like(xx, 120.0)], -1).astype(np.uint8)
-    im = Image.open(portrait(person)).convert("RGB")
     sw = max(w // 4, 120)
-    sprite = np.asarray(im.resize((sw, int(round(sw * im.height / im.width))), Image.Resampling.BILINEAR))
-    sh = min(sprite.shape[0], h - 20)
-    sprite = sprite[:sh]
+    sprites = {}
+    scene = appearances or [(person, enters_s, leaves_s)]
+    for who, _, _ in scene:
+        im = Image.open(portrait(who)).convert("RGB")
+        sprite = np.asarray(im.resize((sw, int(round(sw * im.height / im.width))), Image.Resampling.BILINEAR))
+        sh = min(sprite.shape[0], h - 20)
+        sprites[who] = sprite[:sh]
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
@@ -60,9 +65,11 @@ def make_stream_video(path: Path, *, size: tuple[int, int] = SIZE, fps: int = FP
         for i in range(n):
             t = i / fps
             img = background.copy()
-            if enters_s <= t <= leaves_s:
-                x = int(40 + (w - sw - 80) * (t - enters_s) / max(leaves_s - enters_s, 1e-6))
-                img[10:10 + sh, x:x + sw] = sprite
+            for who, t0, t1 in scene:
+                if t0 <= t <= t1:
+                    x = int(40 + (w - sw - 80) * (t - t0) / max(t1 - t0, 1e-6)) if appearances is None else 200
+                    sp = sprites[who]
+                    img[10:10 + sp.shape[0], x:x + sw] = sp
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts, frame.time_base = i, fractions.Fraction(1, fps)
             for packet in stream.encode(frame):

@@ -259,3 +259,30 @@ def test_events_kept_are_bounded(video: Path, people: facelens.Engine) -> None:
     assert p.wait(120)
     kept = p.events()
     assert len(kept) == 2 and kept[-1].kind == "stream_ended" and kept[-1].seq > 2
+
+
+def test_someone_taking_the_place_of_someone_who_left_gets_a_track_of_their_own(people: facelens.Engine,
+                                                                                tmp_path: Path) -> None:
+    """A000368 leaves and B000444 steps in at the same place 0.4 s later (within the tracker's max_gap_s):
+    B000444 is not reported under A000368's track, but identified on a track of their own."""
+    video = make_stream_video(tmp_path / "swap.mp4", duration_s=5.0,
+                              appearances=[(PERSON, 0.4, 1.8), ("B000444", 2.2, 4.8)])
+    p = people.watch_stream("people", video, name="swap", options=StreamOptions(every=1))
+    assert p.wait(120)
+    hits = [e for e in p.events() if e.kind == "track_identified"]
+    assert [e.data["matches"][0]["person_id"] for e in hits] == [PERSON, "B000444"], [e.to_dict() for e in hits]
+    assert hits[0].track_id != hits[1].track_id
+    ended = [e for e in p.events() if e.kind == "track_ended"]
+    assert [e.data["persons"] for e in ended] == [[PERSON], ["B000444"]]
+    assert ended[0].data["end_s"] <= 2.2 + 1.1  # where it was last seen (up to a recheck late, when frames drop)
+
+
+def test_stored_video_also_splits_a_track_when_someone_takes_the_place(people: facelens.Engine,
+                                                                       tmp_path: Path) -> None:
+    video = make_stream_video(tmp_path / "swap.mp4", duration_s=5.0,
+                              appearances=[(PERSON, 0.4, 1.8), ("B000444", 2.2, 4.8)])
+    result = people.search_video("people", video)
+    found = [(round(t.start_s, 2), round(t.end_s, 2), t.search.matches[0].person_id if t.search and
+              t.search.matches else None) for t in result.tracks]
+    assert [f[2] for f in found] == [PERSON, "B000444"], found
+    assert abs(found[0][1] - 1.8) <= 0.05 and abs(found[1][0] - 2.2) <= 5 / 25 + 1e-6  # a split starts to `every`

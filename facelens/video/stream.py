@@ -42,8 +42,8 @@ from ..errors import FacelensError, InvalidArgumentError, VideoDecodeError
 from ..quality import refusal_reasons
 from ..types import Face, QualityFilter, SearchMode, SearchResult
 from .decode import DecodedFrame, _is_url, _reason
-from .pipeline import face_rank
-from .tracking import FaceTracker, TrackState
+from .pipeline import face_rank, same_person_score
+from .tracking import Assignment, FaceTracker, TrackState
 
 if TYPE_CHECKING:
     from ..accountability.actor import Actor
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 _RANK_GAIN = 1.15  # a track is embedded again only for a face ranked this much better than its best looked-at one
 _EMBED_SPACING_S = 0.3  # a track's looks are of faces at least this far apart in time
 _NOT_VIDEO = {"image2", "tty"}  # formats FFmpeg opens that are a still image or text, not a video
+_RECHECK_S = 1.0  # a looked-at track's face is compared with its looks at least this often (someone else?)
 _RATE_WINDOW_S = 5.0  # fps in and out are measured over this window
 EventCallback = Callable[["StreamEvent"], None]
 
@@ -258,8 +259,8 @@ class _Slot:
 class _LiveTrack:
     """A track being followed (private to the worker)."""
 
-    __slots__ = ("announced", "best", "first_wall", "hits", "identified", "last_look_s", "look_rank", "looks",
-                 "matches", "searched", "start_s", "vectors")
+    __slots__ = ("announced", "best", "checked_s", "first_wall", "hits", "identified", "last_look_s", "look_rank",
+                 "looks", "matches", "searched", "seen_s", "start_s", "vectors")
 
     def __init__(self, start_s: float, first_wall: float) -> None:
         self.start_s = start_s
@@ -269,6 +270,8 @@ class _LiveTrack:
         self.looks = 0
         self.look_rank = 0.0  # the rank of the best face looked at
         self.last_look_s = -math.inf
+        self.checked_s = start_s  # when its identity was last checked (a look, or a comparison with its looks)
+        self.seen_s = start_s  # the last analysed frame showing it
         self.identified = False
         self.searched = False  # investigate: its looks were searched
         self.matches: list[dict[str, Any]] = []
@@ -324,6 +327,7 @@ class StreamProcessor:
         self._reader: threading.Thread | None = None
         self._worker: threading.Thread | None = None
         self._ended_reason = "stopped"
+        self._same: float | None = None
 
     # -- the public face ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -608,12 +612,14 @@ class StreamProcessor:
         for born in a.born:
             tracks[born] = _LiveTrack(t, item.arrived_wall)
         self._end_tracks(list(a.ended), tracks, item)
+        track_ids = self._check_identity(item, faces, a, tracker, tracks)
         looks: list[tuple[_LiveTrack, int, Face, float]] = []
-        for face, tid in zip(faces, a.track_ids, strict=True):
+        for face, tid in zip(faces, track_ids, strict=True):
             if tid is None:
                 continue
             tr = tracks[tid]
             tr.hits += 1
+            tr.seen_s = t
             rank = face_rank(face)
             if tr.best is None or rank > tr.best[0]:
                 tr.best = (rank, face, frame.rgb())
@@ -631,17 +637,44 @@ class StreamProcessor:
                 assert face.embedding is not None
                 tr.looks += 1
                 tr.look_rank = max(tr.look_rank, rank)
-                tr.last_look_s = t
+                tr.last_look_s = tr.checked_s = t
+                tr.vectors.append(face.embedding)
                 if self.mode is SearchMode.IDENTIFY:
                     self._identify(tr, tid, face, frame.rgb(), item)
-                else:
-                    tr.vectors.append(face.embedding)
-                    if tr.looks >= o.embeddings_per_track:
-                        self._investigate(tr, tid, item)
+                elif tr.looks >= o.embeddings_per_track:
+                    self._investigate(tr, tid, item)
         with self._lock:
             self._tracks_open = len(tracks)
         self._analysed_one(item)
         return thumb, t
+
+    def _check_identity(self, item: _Offered, faces: list[Face], a: Assignment, tracker: FaceTracker,
+                        tracks: dict[int, _LiveTrack]) -> tuple[int | None, ...]:
+        """Whether each looked-at track still shows the same person: one missed and matched again (as in
+        stored video, :meth:`facelens.video.pipeline._Run._check_returned`), and every track at least
+        every ``_RECHECK_S`` (the analysis may skip, by dropping frames, the moment the place was empty).
+        The face is embedded and compared with the track's looks; under the same-person threshold it is
+        someone else who took the place: the track ends where it was last seen and a new one starts."""
+        ids = list(a.track_ids)
+        t = item.frame.time_s
+        returned = dict(a.returned)
+        due = [(tid, returned.get(tid)) for tid in ids if tid is not None and tid in tracks and tracks[tid].vectors
+               and (tid in returned or t - tracks[tid].checked_s >= _RECHECK_S)]
+        for tid, was_last_s in due:
+            tr = tracks[tid]
+            tr.checked_s = t
+            i = ids.index(tid)
+            face = self.engine.embed_faces(item.frame.rgb(), [faces[i]])[0]
+            assert face.embedding is not None
+            if self._same is None:
+                self._same = same_person_score(self.engine)
+            if max(float(np.dot(face.embedding, v)) for v in tr.vectors) >= self._same:
+                continue
+            ended, new_id = tracker.split(tid, tr.seen_s if was_last_s is None else was_last_s)
+            self._end_tracks([ended], tracks, None)
+            tracks[new_id] = _LiveTrack(item.frame.time_s, item.arrived_wall)
+            ids[i] = new_id
+        return tuple(ids)
 
     def _analysed_one(self, item: _Offered) -> None:
         with self._lock:
@@ -678,7 +711,8 @@ class StreamProcessor:
                 self._tracks_identified += 1
                 self._match_latency.append(latency)
             self._emit("track_identified", item=item, track_id=tid, latency_ms=latency,
-                       data=self._result_data(result, entry, tr.looks))
+                       data={"bbox": [round(v, 1) for v in face.bbox.as_list()],
+                             **self._result_data(result, entry, tr.looks)})
 
     def _investigate(self, tr: _LiveTrack, tid: int, item: _Offered | None) -> None:
         """A track's looks searched together for leads (review items where the collection's policy

@@ -5,6 +5,7 @@ never answer or are not video. A local file as the source needs neither program.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -286,3 +287,12 @@ def test_stored_video_also_splits_a_track_when_someone_takes_the_place(people: f
               t.search.matches else None) for t in result.tracks]
     assert [f[2] for f in found] == [PERSON, "B000444"], found
     assert abs(found[0][1] - 1.8) <= 0.05 and abs(found[1][0] - 2.2) <= 5 / 25 + 1e-6  # a split starts to `every`
+
+
+def test_a_sources_password_is_never_shown_nor_logged(people: facelens.Engine) -> None:
+    url = f"rtsp://admin:s3cret-pw@127.0.0.1:{free_port()}/cam"
+    with pytest.raises(VideoDecodeError) as info:
+        people.watch_stream("people", url, name="pw", actor=Actor.cli(), purpose="x")
+    assert "s3cret-pw" not in str(info.value) and "admin:***@127.0.0.1" in str(info.value)
+    text = json.dumps([e.body for e in people.log.entries(limit=100_000)])
+    assert "s3cret-pw" not in text and "admin:***@127.0.0.1" in text

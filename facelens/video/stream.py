@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 _RANK_GAIN = 1.15  # a track is embedded again only for a face ranked this much better than its best looked-at one
 _EMBED_SPACING_S = 0.3  # a track's looks are of faces at least this far apart in time
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NOT_VIDEO = {"image2", "tty"}  # formats FFmpeg opens that are a still image or text, not a video
 _RECHECK_S = 1.0  # a looked-at track's face is compared with its looks at least this often (someone else?)
 _RATE_WINDOW_S = 5.0  # fps in and out are measured over this window
@@ -186,12 +188,15 @@ def redact_source(source: str) -> str:
     """The source as it may be shown and logged: a URL without its password (``rtsp://user:***@host/``)."""
     if not _is_url(source):
         return source
-    parts = urllib.parse.urlsplit(source)
-    if parts.password is None:
-        return source
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    try:
+        parts = urllib.parse.urlsplit(source)
+        if parts.password is None:
+            return source
+        host = parts.hostname or ""
+        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:  # not a URL Python can parse (FFmpeg will refuse it too): hide any user info
+        return re.sub(r"//[^/]*@", "//***@", source)
 
 
 def _percentiles(values: collections.deque[float]) -> dict[str, float | None]:
@@ -412,6 +417,13 @@ class StreamProcessor:
         if src.startswith("rtsp://") or src.startswith("rtsps://"):
             if o.rtsp_transport:
                 options["rtsp_transport"] = o.rtsp_transport
+        if _CONTROL.search(src) or not src.isprintable():
+            raise VideoDecodeError("the source's name holds control or unprintable characters",
+                                   source=ascii(self.shown_source))
+        try:
+            src.encode("utf-8")
+        except UnicodeEncodeError:
+            raise VideoDecodeError("the source's name is not valid text", source=ascii(self.shown_source)) from None
         if src.startswith("/dev/video"):
             fmt = "v4l2"
         elif not _is_url(src):
@@ -420,7 +432,7 @@ class StreamProcessor:
         try:
             container = av.open(src, mode="r", format=fmt, options=options,
                                 timeout=(o.open_timeout_s, o.read_timeout_s))
-        except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        except (av.FFmpegError, OSError, UnicodeError, ValueError) as e:
             raise VideoDecodeError(f"the source cannot be opened ({_reason(e)}; waited up to {o.open_timeout_s:g} s)",
                                    source=self.shown_source) from None
         try:

@@ -156,3 +156,42 @@ def test_bad_sources_limits_and_shutdown(video: Path, tmp_path: Path, monkeypatc
     ends = [e.body for e in engine.log.entries(limit=100_000) if e.body["action"] == "stream_ended"]
     assert [b["stream"] for b in ends] == ["one"]
     engine.close()
+
+
+def test_streams_are_started_again_after_a_restart_until_stopped(video: Path, tmp_path: Path) -> None:
+    need("ffmpeg")
+    _home(tmp_path)
+    token = make_key(tmp_path, name="door", grants={"people": ["search"]})
+    port = free_port()
+    server = http_ts_server(video, port, tmp_path / "ffmpeg.log")
+    settings = ServerSettings(home=tmp_path, workers=2, engine_threads=1, rate_limit=0)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        wait_port(port)
+        live = LiveService(settings)
+        try:
+            with httpx.Client(base_url=live.url, timeout=60, headers=headers) as c:
+                r = c.post("/v1/collections/people/streams", json={"source": f"http://127.0.0.1:{port}/live.ts",
+                                                                   "name": "kept", "purpose": "entrance", "every": 3})
+                assert r.status_code == 201, r.text
+        finally:
+            live.stop()  # ffmpeg -listen 1 serves one client: it ends with the stream; serve it again
+        saved = tmp_path / "service" / "streams.json"
+        assert saved.stat().st_mode & 0o077 == 0 and "kept" in json.loads(saved.read_text())
+        server.stop()
+        server = http_ts_server(video, port, tmp_path / "ffmpeg2.log")
+        wait_port(port)
+        live = LiveService(settings)
+        try:
+            with httpx.Client(base_url=live.url, timeout=60, headers=headers) as c:
+                deadline = time.monotonic() + 30
+                while (r := c.get("/v1/collections/people/streams/kept")).status_code == 404:
+                    assert time.monotonic() < deadline, "the stream was not started again"
+                    time.sleep(0.2)
+                assert r.json()["state"] == "running"
+                assert c.delete("/v1/collections/people/streams/kept").json()["state"] == "stopped"
+        finally:
+            live.stop()
+        assert json.loads(saved.read_text()) == {}
+    finally:
+        server.stop()

@@ -124,6 +124,7 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         purger = asyncio.create_task(review.purge_forever(services))  # review items past their retention
+        await video.resume(app)  # the live streams running at the last shutdown, started again
         yield
         purger.cancel()
         await video.shutdown(app)  # live streams stopped (their ends recorded) and video jobs cancelled

@@ -7,7 +7,8 @@ lists them and shows one's status; ``DELETE`` stops one; ``GET .../events`` give
 Server-Sent Events (``Accept: text/event-stream``; each event's ``id`` is its ``seq``, so a client that
 reconnects with ``Last-Event-ID`` misses nothing still kept) or as JSON (``after``, ``wait_s``: a long
 poll). A stream keeps running when its clients leave, until it is stopped, its source ends or is lost
-for good, or the service shuts down (every stream is stopped then, and its end recorded). At most
+for good, or the service shuts down (every stream is stopped then, and its end recorded); the streams
+not stopped by a client are started again when the service starts again. At most
 ``MAX_STREAMS`` (``$FACELENS_MAX_STREAMS``, default 4) run at once: each takes one core's worth of
 detection.
 
@@ -51,7 +52,7 @@ from ..deps import Key, SearchCollection, Services, ServicesDep, actor, read_ima
 from ..errors import ApiError
 from ..keys import ApiKey, Scope
 
-__all__ = ["MAX_STREAMS", "StreamIn", "VideoSearchOptions", "VideoServices", "router", "shutdown"]
+__all__ = ["MAX_STREAMS", "StreamIn", "VideoSearchOptions", "VideoServices", "resume", "router", "shutdown"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ router = APIRouter(prefix="/v1/collections/{collection}", tags=["video"])
 
 MAX_STREAMS = int(os.environ.get("FACELENS_MAX_STREAMS", "4"))
 MAX_JOBS_KEPT = 100  # finished jobs kept for their results (the oldest forgotten first)
+STREAMS_FILE = "streams.json"  # the streams to start again after a restart (in <home>/service/)
 MAX_STREAMS_KEPT = 32  # ended streams kept for their status and last events
 _POLL_S = 0.1  # how often an events response looks for new events
 _KEEPALIVE_S = 15.0
@@ -147,7 +149,82 @@ class VideoServices:
         self.jobs: dict[str, _Job] = {}
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-job")
         self.job_dir = Path(services.settings.home) / "service" / "video-jobs"
+        self.saved_path = Path(services.settings.home) / "service" / STREAMS_FILE
         self.closed = False
+        self._owner_lock: Any = None
+
+    # -- the streams to run again after a restart ---------------------------------------------------
+    def _saved(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.saved_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            logger.exception("%s cannot be read: no stream is started again", self.saved_path)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write_saved(self, data: dict[str, dict[str, Any]]) -> None:
+        tmp = self.saved_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # sources may hold passwords
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.saved_path)
+
+    def remember(self, name: str, spec: dict[str, Any]) -> None:
+        with self.lock:
+            data = self._saved()
+            data[name] = spec
+            self._write_saved(data)
+
+    def forget(self, name: str) -> None:
+        with self.lock:
+            data = self._saved()
+            if data.pop(name, None) is not None:
+                self._write_saved(data)
+
+    def resume(self) -> None:
+        """Start again the streams running when the service last stopped (as the keys that started them,
+        while those keys are valid and keep the search scope). Only one process of a service does it
+        (a lock file): with ``--processes N`` the others run no saved stream."""
+        import fcntl
+
+        self.saved_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(self.saved_path.with_suffix(".lock"), "a")  # noqa: SIM115 (held for the process's life)
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            return
+        self._owner_lock = lock
+        for name, spec in sorted(self._saved().items()):
+            if self.closed:
+                return
+            key = self.services.keys.get(str(spec.get("key_id")))
+            collection = str(spec.get("collection"))
+            if key is None or Scope.SEARCH not in key.scopes(collection):
+                logger.warning("stream %s is not started again: the key that started it is revoked or lost "
+                               "the search scope on %r", name, collection)
+                self.forget(name)
+                continue
+            try:
+                self.reserve(name)
+            except ApiError:
+                continue
+            stream = None
+            try:
+                kwargs = dict(spec.get("options") or {})
+                processor = self.services.engine.watch_stream(
+                    collection, str(spec["source"]), name=name, actor=actor(key), purpose=spec.get("purpose"),
+                    options=StreamOptions(), **kwargs)
+                stream = _Stream(processor=processor, key_id=key.key_id, collection=collection)
+                logger.info("stream %s started again", name)
+            except (FacelensError, KeyError, TypeError) as exc:
+                logger.warning("stream %s could not be started again: %s", name, exc)
+            finally:
+                self.started(name, stream)
 
     # -- streams ----------------------------------------------------------------------------------
     def reserve(self, name: str) -> None:
@@ -203,6 +280,9 @@ class VideoServices:
         for j in jobs:
             with contextlib.suppress(OSError):
                 j.path.unlink(missing_ok=True)
+        if self._owner_lock is not None:
+            self._owner_lock.close()  # another process (or the next service here) may run them now
+            self._owner_lock = None
 
     # -- jobs -------------------------------------------------------------------------------------
     def job(self, collection: str, job_id: str, key: ApiKey) -> _Job:
@@ -281,6 +361,14 @@ def video_services(request: Request) -> VideoServices:
 _INIT_LOCK = threading.Lock()
 
 
+async def resume(app: FastAPI) -> None:
+    """The lifespan's start: start again, in the background, the streams saved when they were started
+    (``<home>/service/streams.json``, mode 0600: sources may hold passwords) and not stopped since."""
+    vs = VideoServices(app.state.services)
+    app.state.video = vs
+    threading.Thread(target=vs.resume, name="streams-resume", daemon=True).start()
+
+
 async def shutdown(app: FastAPI) -> None:
     """The lifespan's end: stop every stream (their ends recorded) and job, before the engine closes."""
     vs: VideoServices | None = getattr(app.state, "video", None)
@@ -308,6 +396,8 @@ async def start_stream(body: StreamIn, collection: SearchCollection, key: Key, s
             collection, body.source, name=name, actor=actor(key), purpose=purpose, every=every,
             options=StreamOptions(), **kwargs), recorded=True)
         stream = _Stream(processor=processor, key_id=key.key_id, collection=collection)
+        vs.remember(name, {"collection": collection, "source": body.source, "key_id": key.key_id,
+                           "purpose": purpose, "options": {**kwargs, **({"every": every} if every else {})}})
     finally:
         vs.started(name, stream)
     return processor.status().to_dict()
@@ -340,8 +430,10 @@ async def stream_status(name: StreamName, collection: SearchCollection, key: Key
 @router.delete("/streams/{name}", summary="Stop a stream")
 async def stop_stream(name: StreamName, collection: SearchCollection, key: Key, request: Request) -> dict[str, Any]:
     """Stop it (its open tracks end); answers its final status."""
-    s = video_services(request).stream(collection, name, key)
+    vs = video_services(request)
+    s = vs.stream(collection, name, key)
     status = await anyio.to_thread.run_sync(s.processor.stop)
+    vs.forget(name)  # not started again after a restart
     return status.to_dict()
 
 

@@ -67,7 +67,8 @@ def make_stream_video(path: Path, *, size: tuple[int, int] = SIZE, fps: int = FP
             img = background.copy()
             for who, t0, t1 in scene:
                 if t0 <= t <= t1:
-                    x = int(40 + (w - sw - 80) * (t - t0) / max(t1 - t0, 1e-6)) if appearances is None else 200
+                    span = (w - sw - 80) if appearances is None else 40  # one after the other: about the same place
+                    x = int((40 if appearances is None else 180) + span * (t - t0) / max(t1 - t0, 1e-6))
                     sp = sprites[who]
                     img[10:10 + sp.shape[0], x:x + sw] = sp
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")

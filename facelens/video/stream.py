@@ -1,16 +1,17 @@
-"""Live streams: faces of an RTSP, HTTP (MPEG-TS, MJPEG), UDP or camera source followed and searched as
-they appear (Rekognition's stream processors, but one event per track rather than per frame).
+"""Live streams: faces of an RTSP, HTTP (MPEG-TS, MJPEG), UDP or camera source followed and searched as they
+appear (Rekognition's stream processors, but one event per track rather than per frame).
 
-Two threads per stream. The **reader** opens the source with PyAV and decodes every frame (H.264 cannot
-skip any); every ``every``-th decoded frame is handed to the **worker** through a slot that holds one
-frame: when the worker is still busy with the previous one, the frame waiting in the slot is replaced by
-the newer one and counted as dropped. Nothing queues, so a slow machine analyses fewer frames but never
-falls behind the source, and memory does not grow. The worker detects faces (not on frames where
-nothing moved), tracks them (:class:`facelens.video.tracking.FaceTracker`), embeds a few good faces per
-track and searches them in the collection, emitting :class:`StreamEvent`\\ s: ``track_started``,
-``track_identified`` (identify mode: the first look that matches), ``track_candidates`` (investigate
-mode: the track's looks searched together, leads for review), ``track_ended``, and the source's own
-(``source_lost``, ``source_back``, ``stream_ended``).
+Three threads per stream. The **reader** opens the source with PyAV and decodes every frame (H.264 cannot
+skip any); every ``every``-th decoded frame is handed to the **analysis** through a slot that holds one
+frame: when the analysis is still busy with the previous one, the frame waiting in the slot is replaced
+by the newer one and counted as dropped. Nothing queues, so a slow machine analyses fewer frames but
+never falls behind the source, and memory does not grow. The analysis detects faces (not on frames where
+nothing moved), tracks them (:class:`facelens.video.tracking.FaceTracker`) and embeds a few good faces
+per track, which the **search** thread searches in the collection (detection goes on meanwhile; one
+search in flight per track), emitting :class:`StreamEvent`\\ s: ``track_started``, ``track_identified``
+(identify mode: the first look that matches), ``track_candidates`` (investigate mode: the track's looks
+searched together, leads for review), ``track_ended``, and the source's own (``source_lost``,
+``source_back``, ``stream_ended``).
 
 When a live source drops, the reader reconnects with a growing backoff until ``reconnect_for_s`` have
 passed without a frame, then the stream ends in state ``failed`` with the reason. A file (or a source
@@ -20,6 +21,7 @@ that ends cleanly without ``reconnect``) ends in state ``ended``.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -265,7 +267,7 @@ class _LiveTrack:
     """A track being followed (private to the worker)."""
 
     __slots__ = ("announced", "best", "checked_s", "first_wall", "hits", "identified", "last_look_s", "look_rank",
-                 "looks", "matches", "searched", "seen_s", "start_s", "vectors")
+                 "looks", "matches", "pending", "searched", "seen_s", "start_s", "vectors")
 
     def __init__(self, start_s: float, first_wall: float) -> None:
         self.start_s = start_s
@@ -278,6 +280,7 @@ class _LiveTrack:
         self.checked_s = start_s  # when its identity was last checked (a look, or a comparison with its looks)
         self.seen_s = start_s  # the last analysed frame showing it
         self.identified = False
+        self.pending: concurrent.futures.Future[None] | None = None  # its look being searched
         self.searched = False  # investigate: its looks were searched
         self.matches: list[dict[str, Any]] = []
         self.vectors: list[npt.NDArray[np.float32]] = []  # investigate: the looks, searched together
@@ -329,6 +332,8 @@ class StreamProcessor:
         self._out_times: collections.deque[float] = collections.deque(maxlen=512)
         self._frame_latency: collections.deque[float] = collections.deque(maxlen=1000)
         self._match_latency: collections.deque[float] = collections.deque(maxlen=1000)
+        self._searcher = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                               thread_name_prefix=f"stream-{name}-search")
         self._reader: threading.Thread | None = None
         self._worker: threading.Thread | None = None
         self._ended_reason = "stopped"
@@ -580,6 +585,7 @@ class StreamProcessor:
                 self._end_tracks(tracker.finish(), tracks, None)
             except Exception:
                 log.exception("stream %s: ending its tracks failed", self.name)
+            self._searcher.shutdown(wait=True)
             self._finish()
 
     def _finish(self) -> None:
@@ -699,6 +705,8 @@ class StreamProcessor:
         o = self.options
         if tr.identified or tr.searched or tr.looks >= o.embeddings_per_track:
             return False
+        if tr.pending is not None and not tr.pending.done():
+            return False
         if tr.hits < o.min_detections:
             return False
         if refusal_reasons(face.score, face.pose, face.quality, o.quality_filter):
@@ -711,7 +719,24 @@ class StreamProcessor:
         return {k: v for k, v in self.search.items() if v is not None}
 
     def _identify(self, tr: _LiveTrack, tid: int, face: Face, rgb: npt.NDArray[np.uint8], item: _Offered) -> None:
-        """One look of a track: its embedding searched at the track's rate divided by its looks."""
+        """One look of a track, searched on the search thread (detection goes on meanwhile; a track has
+        one search in flight at most)."""
+        tr.pending = self._searcher.submit(self._identify_now, tr, tid, face, rgb, item)
+
+    def _identify_now(self, tr: _LiveTrack, tid: int, face: Face, rgb: npt.NDArray[np.uint8],
+                      item: _Offered) -> None:
+        """One look of a track: its embedding searched at the track's rate divided by its looks. A search
+        that cannot be made or recorded ends the stream (failed): nothing unrecorded is reported."""
+        try:
+            self._identify_look(tr, tid, face, rgb, item)
+        except Exception as e:
+            log.exception("stream %s: a search failed", self.name)
+            self._ended_reason, self._error = "failed", f"a search failed: {e}"
+            self._stop.set()
+            self._slot.close()
+
+    def _identify_look(self, tr: _LiveTrack, tid: int, face: Face, rgb: npt.NDArray[np.uint8],
+                       item: _Offered) -> None:
         assert face.embedding is not None
         result, entry = self.engine._stream_search(self, tid, face.embedding[None, :], face, rgb, item.frame.time_s,
                                                    looks_per_track=self.options.embeddings_per_track)
@@ -762,6 +787,9 @@ class StreamProcessor:
             tr = tracks.pop(st.track_id, None)
             if tr is None:
                 continue
+            if tr.pending is not None:  # its last look's outcome comes before its end
+                concurrent.futures.wait([tr.pending], timeout=60)
+                tr.pending = None
             if self.mode is SearchMode.INVESTIGATE and tr.announced:
                 self._investigate(tr, st.track_id, None)
             if tr.announced:

@@ -134,6 +134,9 @@ def main() -> None:
 
     report = {"duration_s": round(wall, 1), "video_s": args.video_s, "every": args.every, "threads": args.threads,
               "final": final.to_dict(), "cpu_s": round(cpu, 1), "cpu_cores_used": round(cpu / wall, 2),
+              "frames_analysed_per_s": round(final.frames_analysed / wall, 2),
+              "cpu_ms_per_frame_decoded_and_analysed": round(1000 * cpu / max(final.frames_analysed, 1), 1),
+              "dropped_fraction": round(final.frames_dropped / max(final.frames_offered, 1), 4),
               "identified_events": len(hits), "member_appearances_shown": round(member_apps_per_loop * wall
                                                                                  / args.video_s),
               "false_matches": false_matches, "match_latency_ms": pct(lat),

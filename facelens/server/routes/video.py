@@ -246,7 +246,12 @@ class VideoServices:
             self.starting.discard(name)
             if stream is None:
                 return
+            closed = self.closed
             self.streams[name] = stream
+        if closed:  # the service began shutting down while it opened: stop it too
+            stream.processor.stop()
+            return
+        with self.lock:
             ended = [n for n, s in self.streams.items() if s.processor.done]
             for n in ended[: max(0, len(ended) - MAX_STREAMS_KEPT)]:
                 del self.streams[n]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import re
 import threading
 import weakref
@@ -26,6 +27,7 @@ from .accountability.records import (
     face_ids_record,
     faces_deleted_record,
     faces_indexed_record,
+    failure,
     lead_floor_changed_record,
     new_id,
     now,
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
     from .accountability.log import LogEntry, SearchLog
     from .scale.embedded import EmbeddedImage
     from .video.pipeline import ProgressCallback, VideoOptions, VideoResult
+    from .video.stream import EventCallback, StreamOptions, StreamProcessor
 
 __all__ = ["DEFAULT_ENROL_MAX_FMR", "DEFAULT_LEAD_FLOOR_FMR", "DEFAULT_MAX_CANDIDATES", "READ_ONLY_METHODS",
            "RECORDED_METHODS", "Engine", "FaceList", "IndexPlan", "SearchResultList"]
@@ -100,7 +103,7 @@ RECORDED_METHODS = frozenset({
     "record", "create_collection", "delete_collection", "set_lead_floor", "set_collection_policy", "index_faces",
     "delete_faces", "erase_faces", "create_person", "associate_faces", "disassociate_faces", "delete_person",
     "erase_person", "search_faces_by_image", "search_faces", "search_persons_by_image", "compare",
-    "search_faces_by_embedding", "search_video", "prepare_index", "store_indexed",
+    "search_faces_by_embedding", "search_video", "prepare_index", "store_indexed", "watch_stream",
     "index_embedded",  # faces embedded elsewhere (facelens.scale), committed as index_faces would
     # the review queue's (docs: design of issue 15)
     "review_decide", "review_purge",
@@ -1417,6 +1420,97 @@ class Engine:
         if actor is not None:
             self.record(actor, _video_record(collection, purpose, video, search, opts, list(result.tracks), None))
         return result
+
+    # -- live streams (facelens/video/stream.py) ------------------------------------------------------
+    def watch_stream(self, collection: str, source: str | Path, *, name: str | None = None,
+                     mode: SearchMode | str = SearchMode.IDENTIFY, max_fpir: float | None = None,
+                     max_fmr: float | None = None, min_score: float | None = None, max_results: int | None = None,
+                     max_candidates: int | None = None, every: int | None = None,
+                     options: StreamOptions | None = None, on_event: EventCallback | None = None,
+                     events_path: str | Path | None = None, actor: Actor | None = None,
+                     purpose: str | None = None) -> StreamProcessor:
+        """Follow a live source and search the faces on it in the collection, as they appear (Rekognition's
+        stream processors): returns the running :class:`facelens.video.StreamProcessor` (``status()``,
+        ``events()``, ``stop()``).
+
+        ``source``: ``rtsp://``, ``http(s)://`` (MPEG-TS, MJPEG, HLS), ``udp://`` URL, a camera device
+        (``/dev/video0``) or a file. Frames are dropped, never queued, when analysis cannot keep up
+        (:class:`facelens.video.StreamOptions`; ``every``: analyse every Nth frame). Modes and options as
+        for :meth:`search_faces_by_embedding`; in identify mode each track gets up to
+        ``options.embeddings_per_track`` looks, each at ``max_fpir`` (or ``max_fmr``) divided by that
+        number, and a ``track_identified`` event for the first that matches; in investigate mode a track's
+        looks are searched together once (``track_candidates``, review items where the policy asks).
+        The options are checked, and the source opened, before this returns: VideoDecodeError names a
+        source that cannot be opened within ``options.open_timeout_s``. With an ``actor``, the stream's
+        start and end (``watch_stream``, ``stream_ended``) and every search of a track
+        (``search_stream``: ids, scores, the stream and track, no image) are recorded with ``purpose``."""
+        from .video.stream import StreamOptions, StreamProcessor, redact_source
+
+        opts = options or StreamOptions()
+        if every is not None:
+            opts = dataclasses.replace(opts, every=every)
+        search = {"mode": SearchMode.parse(mode).value, "max_fpir": max_fpir, "max_fmr": max_fmr,
+                  "min_score": min_score, "max_results": max_results, "max_candidates": max_candidates}
+        name = name or new_id()[:12]
+        if not _PERSON_ID.fullmatch(name):
+            raise InvalidArgumentError(f"invalid stream name {name!r}: use 1-128 letters, digits, '_', '.', '-', ':'")
+        purpose = _purpose(purpose)
+        record = {"action": "watch_stream", "stream": name, "collection": collection, "purpose": purpose,
+                  "source": redact_source(os.fspath(source)), "options": {**_options(**search),
+                                                                         **dataclasses.asdict(opts)}}
+        try:
+            self._search_setup(collection, mode=mode, max_fmr=max_fmr, max_fpir=max_fpir, min_score=min_score,
+                               max_results=max_results, max_candidates=max_candidates, purpose=purpose)
+            processor = StreamProcessor(self, collection, source, name=name, search=search, options=opts,
+                                        actor=actor, purpose=purpose, on_event=on_event, events_path=events_path)
+            processor.start()
+        except FacelensError as exc:
+            self.record(actor, {**record, "error": failure(exc)})
+            raise
+        try:
+            self.record(actor, record)
+        except BaseException:
+            processor.stop()
+            raise
+        return processor
+
+    def _stream_search(self, processor: StreamProcessor, track_id: int, embeddings: npt.NDArray[np.float32],
+                       face: Face, rgb: npt.NDArray[np.uint8], stream_time_s: float, *,
+                       looks_per_track: int) -> tuple[SearchResult, dict[str, Any] | None]:
+        """One search of a stream's track (recorded as ``search_stream``): identify looks at the stream's
+        rate divided by ``looks_per_track``; an investigation opens review items with the face's crop."""
+        search = dict(processor.search)
+        mode = SearchMode.parse(search.pop("mode"))
+        if looks_per_track > 1 and mode is SearchMode.IDENTIFY and search.get("min_score") is None:
+            if search.get("max_fmr") is not None:
+                search["max_fmr"] = check_fmr(search["max_fmr"]) / looks_per_track
+            else:
+                fpir = self.config.max_fpir if search.get("max_fpir") is None else search["max_fpir"]
+                search["max_fpir"] = check_fmr(fpir, "max_fpir") / looks_per_track
+        crops: list[bytes | None] = []
+
+        def run() -> list[SearchResult]:
+            if mode is SearchMode.INVESTIGATE:
+                crops.append(crop_of(rgb, face.bbox.as_list()))
+            return [self._search_by_embedding(processor.collection, embeddings, mode=mode, face=face,
+                                              purpose=processor.purpose, **search)]
+
+        probe = {"stream": processor.name, "track_id": track_id, "stream_time_s": round(stream_time_s, 3),
+                 "embedding_count": int(embeddings.shape[0])}
+        results, entry = self._recorded_search(processor.actor, processor.purpose, action="search_stream",
+                                               collection=processor.collection, probe=probe,
+                                               options=_options(mode=mode, **search), run=run, probe_crops=crops)
+        return results[0], _ref(entry)
+
+    def _stream_record_end(self, processor: StreamProcessor) -> None:
+        """Record that a stream ended (``stream_ended``: how, and its counts)."""
+        s = processor.status()
+        self.record(processor.actor, {
+            "action": "stream_ended", "stream": processor.name, "collection": processor.collection,
+            "purpose": processor.purpose, "state": "failed" if s.error else s.state, "error": s.error,
+            "counts": {"frames_decoded": s.frames_decoded, "frames_analysed": s.frames_analysed,
+                       "frames_dropped": s.frames_dropped, "tracks": s.tracks_total,
+                       "tracks_identified": s.tracks_identified, "reconnects": s.reconnects}})
 
     # -- the review queue (accountability/review.py) -------------------------------------------------
     def review_list(self, collection: str | list[str] | None = None, *, state: ReviewState | str | None = None,

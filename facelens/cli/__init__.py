@@ -5,7 +5,7 @@ One module per area holds its commands; this module registers them on the main g
   collection.py  collection, index, search, faces, person
   audit.py       calibrate, audit (over facelens.audit.run)
   service.py     serve, keys, log (over facelens.server)
-  video.py       video detect, video search (over Engine.detect_video / search_video)
+  video.py       video detect, video search (over Engine.detect_video / search_video), stream (watch_stream)
   report.py      report transparency (over facelens.accountability.transparency)
   review.py      review (the review queue of investigations)
 What they share (the one table from errors to exit codes, ``_State``, the common options) is in
@@ -50,7 +50,7 @@ for _command in (images.detect, images.compare, images.demo, images.models,
                  collection.collection, collection.index, collection.search, collection.faces, collection.person,
                  audit.calibrate, audit.audit,
                  service.serve, service.keys, service.log, report.report,
-                 video.video, review.review):
+                 video.video, video.stream, review.review):
     main.add_command(_command)
 
 

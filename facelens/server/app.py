@@ -23,7 +23,7 @@ from .errors import InsecureSettingsError, error_status
 from .keys import KeyStore
 from .limits import RequestGuard, error_response
 from .ratelimit import RateLimiter
-from .routes import collections, faces, images, log, persons, policy, reports, review, search, system
+from .routes import collections, faces, images, log, persons, policy, reports, review, search, system, video
 from .schemas import ErrorOut
 from .settings import SETTINGS_ENV, ServerSettings, is_loopback
 
@@ -124,8 +124,10 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         purger = asyncio.create_task(review.purge_forever(services))  # review items past their retention
+        await video.resume(app)  # the live streams running at the last shutdown, started again
         yield
         purger.cancel()
+        await video.shutdown(app)  # live streams stopped (their ends recorded) and video jobs cancelled
         # uvicorn has stopped taking requests and waited for those in flight; engine calls abandoned
         # after a timeout may still run: let them finish before the stores close.
         if not services.calls.wait_idle(settings.graceful_shutdown_s):
@@ -147,7 +149,7 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     app.add_middleware(RequestGuard, services=services)
     _install_error_handlers(app)
     app.include_router(system.router)
-    for module in (images, collections, faces, persons, search, log, reports, policy, review):
+    for module in (images, collections, faces, persons, search, log, reports, policy, review, video):
         app.include_router(module.router, responses=_ERRORS)
     from ..console import install_console
 

@@ -29,7 +29,7 @@ from ..pipeline import check_cancelled
 from ..quality import refusal_reasons
 from ..types import BBox, Face, QualityFilter, SearchMode, SearchResult
 from .decode import DecodedFrame, VideoInfo, VideoSource, open_video
-from .tracking import FaceTracker, iou_matrix
+from .tracking import Assignment, FaceTracker, iou_matrix
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -219,6 +219,16 @@ class VideoProgress:
 ProgressCallback = Callable[[VideoProgress], None]
 
 
+SAME_PERSON_FMR = 0.01
+"""A face that takes a track's place after a miss is the same person when it scores at least the threshold
+of this false-match rate against one of the track's embeddings (:func:`same_person_score`)."""
+
+
+def same_person_score(engine: Engine) -> float:
+    """The cosine score at :data:`SAME_PERSON_FMR`: under it, a returned track's face is someone else."""
+    return engine.operating_point(max_fmr=SAME_PERSON_FMR).threshold
+
+
 def face_rank(face: Face) -> float:
     """How good a face is for recognition, in (0, 1]: larger (up to the recogniser's 112 pixels), more
     frontal, sharper and more confidently detected is better. Chooses which faces of a track are embedded
@@ -271,7 +281,8 @@ class _Run:
         self.builds: dict[int, _Build] = {}
         self.done: list[tuple[_Build, float]] = []  # (track, end_s)
         self.n_decoded = self.n_examined = self.n_detected = self.n_still = self.n_refine = self.n_cuts = 0
-        self.n_faces = self.n_embedded = 0
+        self.n_faces = self.n_embedded = self.n_splits = 0
+        self._same: float | None = None
         self.t0 = time.perf_counter()
 
     def detect(self, frame: DecodedFrame) -> list[Face]:
@@ -338,8 +349,9 @@ class _Run:
                             st.last_s = last
                 for st in a.ended:
                     self.done.append((self.builds.pop(st.track_id), st.last_s))
-                self._observe(frame, faces, a.track_ids)
-                seen_before = {tid for tid in a.track_ids if tid is not None}
+                track_ids = self._check_returned(frame, faces, a) if self.embed and a.returned else a.track_ids
+                self._observe(frame, faces, track_ids)
+                seen_before = {tid for tid in track_ids if tid is not None}
                 for f in pending:
                     f.release()
                 pending.clear()
@@ -355,6 +367,34 @@ class _Run:
                            faces_embedded=self.n_embedded, video_s=video_s,
                            elapsed_s=time.perf_counter() - self.t0)
         return info, tracks, stats
+
+    def _check_returned(self, frame: DecodedFrame, faces: list[Face], a: Assignment) -> tuple[int | None, ...]:
+        """A track missed by the previous pass and matched again may be someone else who took the place
+        (one person leaves, the next steps in): its face is embedded and compared with the track's
+        embeddings; under the same-person score (the threshold of a 1% false-match rate) the track ends
+        where it was last seen and a new one starts here. Returns the detections' track ids."""
+        ids = list(a.track_ids)
+        for tid, last_s in a.returned:
+            b = self.builds.get(tid)
+            if b is None or not b.embeds:
+                continue
+            i = ids.index(tid)
+            face = self.engine.embed_faces(frame.rgb(), [faces[i]])[0]
+            assert face.embedding is not None
+            self.n_embedded += 1
+            if max(float(np.dot(face.embedding, e[1])) for e in b.embeds) >= self._same_person():
+                continue
+            ended, new_id = self.tracker.split(tid, last_s)
+            self.done.append((self.builds.pop(tid), ended.last_s))
+            self.builds[new_id] = _Build(frame.time_s)
+            ids[i] = new_id
+            self.n_splits += 1
+        return tuple(ids)
+
+    def _same_person(self) -> float:
+        if self._same is None:
+            self._same = same_person_score(self.engine)
+        return self._same
 
     def _end_all(self, pending: list[DecodedFrame], seen_before: set[int]) -> None:
         """A new shot starts, or the video ends: every track ends at the last frame showing it (among

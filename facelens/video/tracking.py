@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["FaceTracker", "TrackState", "iou_matrix"]
+__all__ = ["Assignment", "FaceTracker", "TrackState", "iou_matrix"]
 
 
 def iou_matrix(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -63,6 +63,9 @@ class Assignment:
     born: tuple[int, ...]
     missed: tuple[int, ...]
     ended: tuple[TrackState, ...]
+    returned: tuple[tuple[int, float], ...] = ()
+    """Tracks matched in this pass that the previous pass missed, with when they were last seen before:
+    the face may be someone else who took the place (:meth:`FaceTracker.split` tells them apart)."""
 
 
 class FaceTracker:
@@ -114,10 +117,13 @@ class FaceTracker:
                 self.active[tr.track_id] = tr
                 ids[i] = tr.track_id
                 born.append(tr.track_id)
+        returned = []
         for i, tid in enumerate(ids):
             if tid is None or tid in born:
                 continue
             tr = self.active[tid]
+            if not tr.seen_last_pass:
+                returned.append((tid, tr.last_s))
             dt = t - tr.last_s
             if dt > 0:
                 v = (b[i] - tr.box) / dt
@@ -133,7 +139,18 @@ class FaceTracker:
                 ended.append(self.active.pop(tid))
             else:
                 missed.append(tid)
-        return Assignment(track_ids=tuple(ids), born=tuple(born), missed=tuple(missed), ended=tuple(ended))
+        return Assignment(track_ids=tuple(ids), born=tuple(born), missed=tuple(missed), ended=tuple(ended),
+                          returned=tuple(returned))
+
+    def split(self, track_id: int, last_s: float) -> tuple[TrackState, int]:
+        """A returned track's face is someone else: end the track as last seen at ``last_s`` and start a
+        new one where the face is now; returns the ended track and the new track's id."""
+        old = self.active.pop(track_id)
+        new = TrackState(track_id=self._next_id, box=old.box.copy(), first_s=old.last_s, last_s=old.last_s)
+        self._next_id += 1
+        self.active[new.track_id] = new
+        old.last_s = last_s
+        return old, new.track_id
 
     def hold(self, t: float) -> None:
         """Nothing moved in the picture up to time ``t``: the tracks seen in the last pass are still there."""

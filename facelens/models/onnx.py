@@ -5,8 +5,10 @@ Intel's OpenVINO (the ``openvino`` PyPI package, ``pip install 'facelens[openvin
 ONNX file on its CPU plugin, at fp32 precision (``INFERENCE_PRECISION_HINT=f32``: on CPUs with AMX or
 AVX512-BF16 OpenVINO would otherwise compute in bfloat16, and the embeddings, hence the calibrated error
 rates, would change with the machine). Same file, same sha256, same calibration profile: embeddings agree
-with onnxruntime's to float rounding (tests/test_models_runtime.py), and the recogniser runs about twice as
-fast (BENCHMARKS.md, "Core engine: speed").
+with onnxruntime's to float rounding (tests/test_models_runtime.py), and the recogniser costs about half
+the CPU time (BENCHMARKS.md, "Core engine: speed"). The selection applies to the ArcFace-style
+recognisers; the SCRFD detector stays in onnxruntime (measured slower in OpenVINO, whose reshape for each
+new input size costs more than it saves), and SFace needs onnxruntime's session options.
 """
 
 from __future__ import annotations

@@ -117,11 +117,14 @@ def accuracy(name: str, cache: Path, lfw: Path) -> dict[str, Any]:
 
 
 def timing(lfw: Path, n_images: int, repeats: int, *, photos: list[str] | None = None,
-           openvino: bool = True) -> dict[str, Any]:
+           openvino: bool = True, thread_counts: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     """Median wall ms of decode + detect + embed per image, every system interleaved image by image.
 
     ``photos``: time these files instead of ``n_images`` random LFW images (face_recognition then embeds
     the largest face). ``openvino``: also facelens with FACELENS_RUNTIME=openvino (when installed).
+    ``thread_counts``: onnxruntime intra-op threads of the facelens engines. A 2-thread engine's pool spins
+    for a while after each run, which slows (and bills CPU time to) whatever runs next in the process: time
+    1-thread systems alone (``--threads 1``) to compare them with each other.
     """
     import importlib.util
     import subprocess
@@ -137,7 +140,7 @@ def timing(lfw: Path, n_images: int, repeats: int, *, photos: list[str] | None =
         all_paths = sorted((lfw / "images").glob("*/*.jpg"))
         paths = [str(all_paths[i]) for i in rng.choice(len(all_paths), n_images, replace=False)]
     engines: dict[str, facelens.Engine] = {f"facelens_{t}thread{'s' if t > 1 else ''}": facelens.Engine(threads=t)
-                                           for t in (1, 2)}
+                                           for t in thread_counts}
     if openvino and importlib.util.find_spec("openvino") is not None:
         old = os.environ.get("FACELENS_RUNTIME")
         os.environ["FACELENS_RUNTIME"] = "openvino"
@@ -206,6 +209,7 @@ def main() -> None:
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--photos", nargs="*", default=None,
                     help="time these photos (e.g. the 1080p-class ones in ../shared/data/samples) instead of LFW")
+    ap.add_argument("--threads", default="1,2", help="facelens engines' onnxruntime threads, comma-separated")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lfw.json")
     args = ap.parse_args()
 
@@ -229,7 +233,8 @@ def main() -> None:
             set(fl["no_face_images"]) - set(fr["no_face_images"]))
     if not args.skip_timing:
         print("timing ...", file=sys.stderr)
-        results["timing"] = timing(args.lfw, args.timing_images, args.repeats, photos=args.photos)
+        results["timing"] = timing(args.lfw, args.timing_images, args.repeats, photos=args.photos,
+                                    thread_counts=tuple(int(t) for t in args.threads.split(",")))
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

@@ -1,9 +1,10 @@
 """int8 quantisation of the recogniser, and the speed of every runtime variant, measured side by side.
 
     python benchmarks/quantise.py crops      [--n 500]     # aligned LFW calibration crops (cached)
-    python benchmarks/quantise.py calibrate                # activation ranges -> facelens/models/data/*.json
+    python benchmarks/quantise.py calibrate                # ranges + int8 model folder -> benchmarks/.cache/buffalo_s_int8
     python benchmarks/quantise.py speed      [--repeats 60] [--configs buffalo_s@onnxruntime,buffalo_s@openvino]
-    python benchmarks/quantise.py lfw                      # LFW embeddings of every variant (end to end)
+    python benchmarks/quantise.py lfw [--pairs-only [--folds 2]]   # LFW embeddings of every variant (end to end)
+    python benchmarks/quantise.py accuracy --folds 2       # cross-validated accuracy from the --pairs-only caches
 
 Calibration set (``crops``): aligned 112x112 crops, made by facelens' own detector and aligner, of one
 LFW image each of ``--n`` people who appear in *no* pair of LFW View 2 (pairs.txt), so no 10-fold test
@@ -225,7 +226,8 @@ def speed(repeats: int, configs: list[str], threads_list: list[int]) -> dict[str
     return results
 
 
-def lfw_variants(lfw: Path, variants: list[str], limit: int | None, pairs_only: bool = False) -> None:
+def lfw_variants(lfw: Path, variants: list[str], limit: int | None, pairs_only: bool = False,
+                 folds: int = 10) -> None:
     """Embed every LFW image (``pairs_only``: the 7,701 images of pairs.txt, enough for the 10-fold accuracy,
     not for the all-pairs TAR) with the default engine and the same crops with each other variant."""
     import facelens
@@ -235,7 +237,7 @@ def lfw_variants(lfw: Path, variants: list[str], limit: int | None, pairs_only: 
 
     paths = lfw_images(lfw)[:limit]
     if pairs_only:
-        wanted = {p for _, a, b, _ in read_pairs(lfw) for p in (a, b)}
+        wanted = {p for fold, a, b, _ in read_pairs(lfw) if fold < folds for p in (a, b)}
         paths = [p for p in paths if p in wanted]
     engine = facelens.Engine(threads=1, quality_filter="NONE")
     others = {v: open_backend(v, threads=1).recognizer for v in variants}
@@ -265,15 +267,43 @@ def lfw_variants(lfw: Path, variants: list[str], limit: int | None, pairs_only: 
             f"; median embed {np.median(secs[v][found]) * 1000:.2f} ms" if v in secs else ""))
 
 
+def pairs_accuracy(lfw: Path, variants: list[str], folds: int) -> None:
+    """Cross-validated accuracy on the pairs of the first ``folds`` folds (threshold from the other folds),
+    from the ``lfw --pairs-only`` caches, and how far each variant's pair scores move from buffalo_s'."""
+    from benchmarks.bench_lfw import ten_fold_accuracy
+
+    pairs = [p for p in read_pairs(lfw) if p[0] < folds]
+    same = np.array([s for *_, s in pairs])
+    fold = np.array([f for f, *_ in pairs])
+    scores = {}
+    for v in variants:
+        z = np.load(CACHE / f"lfw_facelens_{Path(v).name}_pairs.npz")
+        index = {str(p): i for i, p in enumerate(z["paths"])}
+        emb, found = z["embeddings"], z["found"]
+        ia = np.array([index[a] for _, a, _, _ in pairs])
+        ib = np.array([index[b] for _, _, b, _ in pairs])
+        sc = (emb[ia] * emb[ib]).sum(axis=1)
+        sc[~(found[ia] & found[ib])] = -np.inf
+        scores[v] = sc
+        mean, std = ten_fold_accuracy(sc, same, fold)
+        print(f"{Path(v).name}: {len(pairs)} pairs of folds 1-{folds}: accuracy {mean * 100:.2f}% +- {std * 100:.2f}")
+    base = scores[variants[0]]
+    for v in variants[1:]:
+        ok = np.isfinite(base) & np.isfinite(scores[v])
+        d = np.abs(scores[v][ok] - base[ok])
+        print(f"{Path(v).name} vs {variants[0]}: pair score |difference| median {np.median(d):.4f}, max {d.max():.4f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["crops", "calibrate", "speed", "lfw"])
+    ap.add_argument("command", choices=["crops", "calibrate", "speed", "lfw", "accuracy"])
     ap.add_argument("--lfw", type=Path, default=DEFAULT_LFW)
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=60)
     ap.add_argument("--variants", default=f"buffalo_s,{INT8_DIR}", help="lfw: models (names or folders)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--pairs-only", action="store_true", help="lfw: only the images of pairs.txt")
+    ap.add_argument("--folds", type=int, default=10, help="lfw --pairs-only: only the images of the first N folds")
     ap.add_argument("--configs", default=f"buffalo_s@onnxruntime,buffalo_s@openvino,{INT8_DIR}@onnxruntime",
                     help="speed: model@runtime, comma-separated")
     ap.add_argument("--threads", default="1,2", help="speed: thread counts, comma-separated")
@@ -290,8 +320,10 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2))
         print(json.dumps(res, indent=2))
+    elif args.command == "accuracy":
+        pairs_accuracy(args.lfw, variants, args.folds)
     else:
-        lfw_variants(args.lfw, [v for v in variants if v != "buffalo_s"], args.limit, args.pairs_only)
+        lfw_variants(args.lfw, [v for v in variants if v != "buffalo_s"], args.limit, args.pairs_only, args.folds)
 
 
 if __name__ == "__main__":

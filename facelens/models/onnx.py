@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from ..errors import ModelError
 
-__all__ = ["RUNTIMES", "InputInfo", "Session", "open_session", "selected_runtime"]
+__all__ = ["RUNTIMES", "InputInfo", "OpenVINOSession", "Session", "open_session", "selected_runtime"]
 
 RUNTIMES = ("onnxruntime", "openvino")
 

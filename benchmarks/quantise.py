@@ -1,7 +1,7 @@
 """int8 quantisation of the recogniser, and the speed of every runtime variant, measured side by side.
 
     python benchmarks/quantise.py crops      [--n 500]     # aligned LFW calibration crops (cached)
-    python benchmarks/quantise.py calibrate                # ranges + int8 model folder -> benchmarks/.cache/buffalo_s_int8
+    python benchmarks/quantise.py calibrate                # ranges + int8 model folder in benchmarks/.cache
     python benchmarks/quantise.py speed      [--repeats 60] [--configs buffalo_s@onnxruntime,buffalo_s@openvino]
     python benchmarks/quantise.py lfw [--pairs-only [--folds 2]]   # LFW embeddings of every variant (end to end)
     python benchmarks/quantise.py accuracy --folds 2       # cross-validated accuracy from the --pairs-only caches

@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	  || (echo "error: need Python 3.11 or newer as '$(PYTHON)' (make PYTHON=/path/to/python3.11)"; exit 1)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dlib,permissive,dev,scale]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dlib,permissive,dev,scale,openvino]'
 	@touch $@
 
 demo: $(BIN)/.installed

@@ -116,19 +116,45 @@ def accuracy(name: str, cache: Path, lfw: Path) -> dict[str, Any]:
     return res
 
 
-def timing(lfw: Path, n_images: int, repeats: int) -> dict[str, Any]:
+def timing(lfw: Path, n_images: int, repeats: int, *, photos: list[str] | None = None,
+           openvino: bool = True, thread_counts: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    """Median wall ms of decode + detect + embed per image, every system interleaved image by image.
+
+    ``photos``: time these files instead of ``n_images`` random LFW images (face_recognition then embeds
+    the largest face). ``openvino``: also facelens with FACELENS_RUNTIME=openvino (when installed).
+    ``thread_counts``: onnxruntime intra-op threads of the facelens engines. A 2-thread engine's pool spins
+    for a while after each run, which slows (and bills CPU time to) whatever runs next in the process: time
+    1-thread systems alone (``--threads 1``) to compare them with each other.
+    """
+    import importlib.util
+    import subprocess
+
     import face_recognition
 
     import facelens
 
-    rng = np.random.default_rng(0)
-    all_paths = sorted((lfw / "images").glob("*/*.jpg"))
-    paths = [str(all_paths[i]) for i in rng.choice(len(all_paths), n_images, replace=False)]
-    engines = {t: facelens.Engine(threads=t) for t in (1, 2)}
+    if photos:
+        paths = list(photos)
+    else:
+        rng = np.random.default_rng(0)
+        all_paths = sorted((lfw / "images").glob("*/*.jpg"))
+        paths = [str(all_paths[i]) for i in rng.choice(len(all_paths), n_images, replace=False)]
+    engines: dict[str, facelens.Engine] = {f"facelens_{t}thread{'s' if t > 1 else ''}": facelens.Engine(threads=t)
+                                           for t in thread_counts}
+    if openvino and importlib.util.find_spec("openvino") is not None:
+        old = os.environ.get("FACELENS_RUNTIME")
+        os.environ["FACELENS_RUNTIME"] = "openvino"
+        try:
+            engines["facelens_openvino_1thread"] = facelens.Engine(threads=1)
+        finally:
+            if old is None:
+                os.environ.pop("FACELENS_RUNTIME")
+            else:
+                os.environ["FACELENS_RUNTIME"] = old
 
-    def run_facelens(t: int) -> Callable[[str], None]:
+    def run_facelens(engine: facelens.Engine) -> Callable[[str], None]:
         def f(p: str) -> None:
-            faces = engines[t].analyze(p)
+            faces = engine.analyze(p)
             assert faces
         return f
 
@@ -137,27 +163,41 @@ def timing(lfw: Path, n_images: int, repeats: int) -> dict[str, Any]:
         locs = face_recognition.face_locations(img)
         if locs:
             boxes = [(left, top, right, bottom) for top, right, bottom, left in locs]
-            chosen = locs[central_index(boxes, 250, 250)]
+            h, w = img.shape[:2]
+            if photos:
+                chosen = max(locs, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))
+            else:
+                chosen = locs[central_index(boxes, w, h)]
             face_recognition.face_encodings(img, known_face_locations=[chosen], num_jitters=1, model="small")
 
-    systems: dict[str, Callable[[str], None]] = {
-        "facelens_1thread": run_facelens(1), "facelens_2threads": run_facelens(2), "face_recognition": run_fr}
+    systems: dict[str, Callable[[str], None]] = {k: run_facelens(e) for k, e in engines.items()}
+    systems["face_recognition"] = run_fr
     for fn in systems.values():  # warm-up
         for p in paths[:3]:
             fn(p)
+    uptime_before = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     times: dict[str, list[float]] = {k: [] for k in systems}
+    cpu: dict[str, list[float]] = {k: [] for k in systems}  # process CPU time: less distorted by other load
     names = list(systems)
     for r in range(repeats):
         for i, p in enumerate(paths):
-            order = names[(i + r) % 3:] + names[:(i + r) % 3]  # rotate who goes first
+            k0 = (i + r) % len(names)
+            order = names[k0:] + names[:k0]  # rotate who goes first
             for k in order:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 systems[k](p)
                 times[k].append(time.perf_counter() - t0)
+                cpu[k].append(time.process_time() - c0)
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-    return {"images": n_images, "repeats": repeats, "median_ms": med,
-            "speedup_1thread": med["face_recognition"] / med["facelens_1thread"],
-            "speedup_2threads": med["face_recognition"] / med["facelens_2threads"]}
+    med_cpu = {k: statistics.median(v) * 1000 for k, v in cpu.items()}
+    out: dict[str, Any] = {"images": len(paths), "repeats": repeats, "median_ms": med, "median_cpu_ms": med_cpu,
+                           "uptime_before": uptime_before,
+                           "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True,
+                                                          check=False).stdout.strip()}
+    for k in engines:
+        out[f"speedup_{k.removeprefix('facelens_')}"] = med["face_recognition"] / med[k]
+        out[f"cpu_speedup_{k.removeprefix('facelens_')}"] = med_cpu["face_recognition"] / med_cpu[k]
+    return out
 
 
 def main() -> None:
@@ -166,6 +206,11 @@ def main() -> None:
     ap.add_argument("--timing-images", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--photos", nargs="*", default=None,
+                    help="time these photos (e.g. the 1080p-class ones in ../shared/data/samples) instead of LFW")
+    ap.add_argument("--threads", default="1,2", help="facelens engines' onnxruntime threads, comma-separated")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lfw.json")
     args = ap.parse_args()
 
     systems = {"facelens (buffalo_s)": ("facelens", CACHE / "lfw_facelens_buffalo_s.npz"),
@@ -174,6 +219,8 @@ def main() -> None:
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                            "processor": platform.processor() or platform.machine()}}
     for label, (kind, cache) in systems.items():
+        if args.skip_accuracy:
+            break
         if not cache.exists():
             print(f"skipping {label}: {cache} missing (run its embedding script first)", file=sys.stderr)
             continue
@@ -186,8 +233,9 @@ def main() -> None:
             set(fl["no_face_images"]) - set(fr["no_face_images"]))
     if not args.skip_timing:
         print("timing ...", file=sys.stderr)
-        results["timing"] = timing(args.lfw, args.timing_images, args.repeats)
-    out = ROOT / "benchmarks" / "results" / "lfw.json"
+        results["timing"] = timing(args.lfw, args.timing_images, args.repeats, photos=args.photos,
+                                    thread_counts=tuple(int(t) for t in args.threads.split(",")))
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
 
@@ -201,9 +249,13 @@ def main() -> None:
                   + f" | {r['no_face']} of {r['images']} |")
     if "timing" in results:
         t = results["timing"]
-        print(f"\nmedian ms per 250x250 image over {t['images']} images x {t['repeats']}: "
-              + ", ".join(f"{k} {v:.1f}" for k, v in t["median_ms"].items())
-              + f"; speed-up {t['speedup_1thread']:.1f}x (1 thread), {t['speedup_2threads']:.1f}x (2 threads)")
+        print(f"\nmedian ms per image over {t['images']} images x {t['repeats']}: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in t["median_ms"].items()) + "; speed-up "
+              + ", ".join(f"{k.removeprefix('speedup_')} {v:.1f}x" for k, v in t.items() if k.startswith("speedup_"))
+              + "\nmedian CPU ms: " + ", ".join(f"{k} {v:.1f}" for k, v in t["median_cpu_ms"].items())
+              + "; CPU speed-up " + ", ".join(f"{k.removeprefix('cpu_speedup_')} {v:.1f}x" for k, v in t.items()
+                                             if k.startswith("cpu_speedup_"))
+              + f"\n{t['uptime_before']} / {t['uptime_after']}")
     if "facelens_misses_where_face_recognition_finds" in results:
         print(f"images where face_recognition finds a face and facelens does not: "
               f"{results['facelens_misses_where_face_recognition_finds']}")

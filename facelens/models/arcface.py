@@ -11,7 +11,7 @@ import numpy.typing as npt
 from ..errors import ModelError
 from .onnx import open_session
 
-__all__ = ["ArcFace", "RecognizerSpec"]
+__all__ = ["ArcFace", "RecognizerSpec", "preprocess"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,15 @@ class RecognizerSpec:
     input_std: float = 127.5
     color: str = "RGB"
     embedding_size: int = 512
+
+
+def preprocess(crops: npt.NDArray[np.uint8], spec: RecognizerSpec) -> npt.NDArray[np.float32]:
+    """The model input for (n, s, s, 3) uint8 RGB crops: (n, 3, s, s) float32, normalised per ``spec``."""
+    x = crops.astype(np.float32)
+    if spec.color.upper() == "BGR":
+        x = x[..., ::-1]
+    x = ((x - spec.input_mean) / spec.input_std).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x)
 
 
 class ArcFace:
@@ -50,11 +59,7 @@ class ArcFace:
         """Embed (n, s, s, 3) uint8 RGB aligned crops; returns (n, d) float32 L2-normalised."""
         if crops.shape[0] == 0:
             return np.zeros((0, self.spec.embedding_size), dtype=np.float32)
-        x = crops.astype(np.float32)
-        if self.spec.color.upper() == "BGR":
-            x = x[..., ::-1]
-        x = ((x - self.spec.input_mean) / self.spec.input_std).transpose(0, 3, 1, 2)
-        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
+        out = self.session.run(None, {self.input_name: preprocess(crops, self.spec)})[0]
         out = np.asarray(out, dtype=np.float32).reshape(crops.shape[0], -1)
         if out.shape[1] != self.spec.embedding_size:
             raise ModelError(

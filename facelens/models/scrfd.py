@@ -65,7 +65,9 @@ class SCRFD:
 
     def __init__(self, path: Path, *, intra_op_threads: int) -> None:
         self.path = path
-        self.session = open_session(path, intra_op_threads=intra_op_threads)
+        # always onnxruntime: OpenVINO runs this detector slower (its input size changes between images and
+        # the confirming second look, and each new shape costs OpenVINO a reshape; BENCHMARKS.md)
+        self.session = open_session(path, intra_op_threads=intra_op_threads, runtime="onnxruntime")
         self.input_name = self.session.get_inputs()[0].name
         self._centres: dict[tuple[int, int, int], npt.NDArray[np.float32]] = {}
 

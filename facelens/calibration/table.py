@@ -97,6 +97,10 @@ policy: their curve is too coarse to set a threshold with."""
 MIN_FMR = 1e-12
 """Rates below this are refused: no data or tail model speaks for them."""
 
+_CACHE_LIMIT = 4096
+"""Memoised thresholds a profile keeps (forgotten all at once past this: a collection that grows by one face
+per search asks for a new rate each time)."""
+
 Policy = Literal["worst-group", "overall"]
 POLICIES: tuple[Policy, ...] = ("worst-group", "overall")
 
@@ -405,8 +409,16 @@ class ScoreCalibration:
     tails: Mapping[str, TailFit] = field(default_factory=dict)
     overall: ImpostorCurve = field(init=False, repr=False)
     curves: dict[str, ImpostorCurve] = field(init=False, repr=False)
+    _thresholds: dict[tuple[float, str], tuple[float, bool, str]] = field(init=False, repr=False)
+    _rates: dict[tuple[int, str], tuple[float, bool, str]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        # Memos of the two pure readings a search makes (the curves never change once made): the threshold
+        # for (rate, policy), and the rate at a score's bin for (bin, policy). A search's operating point
+        # reads fitted tails (a bootstrap of 200 fits per point read) for every curve of the policy: cached,
+        # a search pays for it once per (rate, policy), i.e. once per gallery size and rate asked.
+        object.__setattr__(self, "_thresholds", {})
+        object.__setattr__(self, "_rates", {})
         overall = ImpostorCurve("overall", np.asarray(self.counts, dtype=np.int64), tail=self.tails.get("overall"))
         object.__setattr__(self, "overall", overall)
         curves = {g: ImpostorCurve(g, np.asarray(c, dtype=np.int64), tail=self.tails.get(g))
@@ -444,9 +456,27 @@ class ScoreCalibration:
         """Groups the policy would use but that are too small to support ``max_fmr`` (passed over)."""
         return [c.name for c in self.policy_curves(policy)[1:] if not c.supports(max_fmr)]
 
+    def clear_cache(self) -> None:
+        """Forget the memoised thresholds and rates (they are recomputed, identically, on the next reading)."""
+        self._thresholds.clear()
+        self._rates.clear()
+
     def threshold_detail(self, max_fmr: float, policy: Policy = "worst-group") -> tuple[float, bool, str]:
         """(threshold, extrapolated, the curve that set it) for a target false-match rate, chosen from the
-        upper confidence bound."""
+        upper confidence bound. Memoised per (rate, policy): the value is exactly :meth:`compute_threshold`'s."""
+        if policy not in POLICIES:
+            raise InvalidArgumentError(f"policy must be one of {', '.join(POLICIES)}; got {policy!r}")
+        key = (float(max_fmr), str(policy))
+        hit = self._thresholds.get(key)
+        if hit is None:
+            hit = self.compute_threshold(max_fmr, policy)  # a refusal raises and is not remembered
+            if len(self._thresholds) >= _CACHE_LIMIT:
+                self._thresholds.clear()
+            self._thresholds[key] = hit
+        return hit
+
+    def compute_threshold(self, max_fmr: float, policy: Policy = "worst-group") -> tuple[float, bool, str]:
+        """:meth:`threshold_detail` computed afresh (no memo): read off every curve the policy uses."""
         if not (MIN_FMR <= max_fmr <= 1.0):
             raise InvalidArgumentError(f"max_fmr must be between {MIN_FMR:g} and 1; got {max_fmr:g}")
         thr, extrapolated = self.overall.threshold(max_fmr)  # refuses a rate the profile cannot support
@@ -466,7 +496,19 @@ class ScoreCalibration:
     def fmr_detail(self, score: float, policy: Policy = "worst-group") -> tuple[float, bool, str]:
         """(upper bound on the false-match rate, extrapolated, the curve it comes from) at ``score``: under
         ``worst-group`` the highest bound of the overall curve and of any group curve the policy uses that
-        supports the value it reads (a group's value below its supported floor is passed over)."""
+        supports the value it reads (a group's value below its supported floor is passed over). Memoised per
+        (score bin, policy), on which alone it depends: the value is exactly :meth:`compute_fmr`'s."""
+        if policy not in POLICIES:
+            raise InvalidArgumentError(f"policy must be one of {', '.join(POLICIES)}; got {policy!r}")
+        key = (int(score_bins(float(score))), str(policy))
+        hit = self._rates.get(key)
+        if hit is None:
+            hit = self.compute_fmr(score, policy)
+            self._rates[key] = hit  # at most N_BINS x len(POLICIES) entries
+        return hit
+
+    def compute_fmr(self, score: float, policy: Policy = "worst-group") -> tuple[float, bool, str]:
+        """:meth:`fmr_detail` computed afresh (no memo)."""
         rate, extrapolated = self.overall.fmr(score)
         best = (rate, extrapolated, "overall")
         for curve in self.policy_curves(policy)[1:]:

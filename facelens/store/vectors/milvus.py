@@ -29,6 +29,7 @@ import logging
 import sys
 import threading
 import time
+import types
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def release_idle(*, only_if_free: bool = False) -> None:
 
 def _inside_grpc() -> bool:
     """Whether this call runs, somewhere down the stack, inside gRPC's code (a server thread)."""
-    frame = sys._getframe(1)
+    frame: types.FrameType | None = sys._getframe(1)
     while frame is not None:
         if "/grpc/" in frame.f_code.co_filename:
             return True

@@ -351,3 +351,35 @@ def test_a_collection_being_created_is_never_seen_half_made(home: Path) -> None:
     seen = json.loads(out)
     assert cycles > 10 and seen["ok"] > 0 and seen["not_found"] > 0, (cycles, seen)
     assert not [p for p in (home / "collections").iterdir() if p.name.startswith(".")]  # no cradle left
+
+
+_COLLECTED_INSIDE_A_WRITE = textwrap.dedent("""
+    import gc, sys, time
+    import facelens
+    a = facelens.Engine(home=sys.argv[1], threads=1)
+    a.create_collection("shared")
+    a.list_faces("shared")  # a holds the collection open
+    b = facelens.Engine(home=sys.argv[1], threads=1)
+    held = [a]
+    del a
+
+    def drop_a(_result):  # inside b's write transaction on the same file
+        held.clear()
+        gc.collect()
+
+    start = time.monotonic()
+    b._store("shared")._write(lambda conn: conn.execute("SELECT 1"), before_commit=drop_a)
+    print(round(time.monotonic() - start, 2), flush=True)
+    b.close()
+""")
+
+
+def test_an_engine_collected_inside_another_engines_write_does_not_wait_for_it(home: Path) -> None:
+    """An Engine dropped without close() closes its stores from a finalizer, which may run inside another
+    store's write transaction on the same file in the same thread (a CI run hung there: the finalizer's
+    index save waited for the writer lock its own thread held). That close skips the save."""
+    env = {**os.environ, "PYTHONPATH": str(Path(facelens.__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", _COLLECTED_INSIDE_A_WRITE, str(home)], capture_output=True,
+                          text=True, env=env, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.strip()) < 20, done.stdout  # SQLite's busy wait is 30 s; before the fix: forever

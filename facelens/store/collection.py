@@ -488,6 +488,32 @@ class _RWLock:
                     self._cond.notify_all()
 
 
+# The writer connections with a transaction this thread began (see _begin_owned): a store closed by a
+# garbage-collection finalizer (an Engine dropped without close()) may run at any allocation, including
+# inside another store's write transaction on the same file in this thread; its save would then wait for
+# a writer lock this thread holds (a test run hung so). Such a close skips the save: the index is rebuilt
+# or its changes replayed when next opened, and erasures saved theirs already.
+_thread_txns = threading.local()
+
+
+def _note_transaction(conn: sqlite3.Connection) -> None:
+    conns: list[sqlite3.Connection] | None = getattr(_thread_txns, "conns", None)
+    if conns is None:
+        conns = _thread_txns.conns = []
+    conns.append(conn)
+
+
+def _in_write_transaction() -> bool:
+    """Whether this thread is inside a write transaction of any store (pruning those that ended)."""
+    live = []
+    for conn in getattr(_thread_txns, "conns", ()):
+        with contextlib.suppress(sqlite3.ProgrammingError):  # closed since
+            if conn.in_transaction:
+                live.append(conn)
+    _thread_txns.conns = live
+    return bool(live)
+
+
 class FaceStore:
     """A collection folder, opened. Thread-safe; several processes may open the same collection.
 
@@ -725,6 +751,7 @@ class FaceStore:
             if not self.is_current():
                 raise self._gone() from None
             raise
+        _note_transaction(self._conn)
         try:
             if _tombstoned(self._conn) or not self.is_current():
                 raise self._gone()
@@ -1789,7 +1816,10 @@ class FaceStore:
             if self._closed:
                 return
             try:
-                if save:
+                if save and _in_write_transaction():
+                    log.debug("collection %s: closed inside a write transaction of this thread (a finalizer): "
+                              "index not saved, rebuilt or replayed when next opened", self._meta["name"])
+                elif save:
                     self.save_index()
             except (sqlite3.Error, OSError) as exc:
                 log.warning("collection %s: vector index not saved on close (%s); it is rebuilt from "

@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean milvus-server
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "facelens needs Python 3.11+"' \
@@ -31,4 +31,12 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_lfw.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-milvus build *.egg-info
+
+# A real Milvus server for tests/test_store_milvus_server.py (it starts and stops the server itself): the
+# PyPI wheel `milvus` 2.3.5 (a standalone server with embedded etcd; deprecated, but real), in its own
+# virtual environment so that its pins never touch facelens's. Production should run a current Milvus.
+milvus-server: .venv-milvus/bin/milvus-server
+.venv-milvus/bin/milvus-server:
+	$(PYTHON) -m venv .venv-milvus
+	.venv-milvus/bin/python -m pip install --quiet milvus==2.3.5

@@ -3,14 +3,16 @@
 The server is the PyPI wheel ``milvus`` 2.3.5 (a standalone Milvus with embedded etcd; deprecated, but a
 real server: production runs a current Milvus, docs/scale-out.md). Its dependencies clash with ours, so it
 lives in its own virtual environment: ``FACELENS_MILVUS_SERVER`` names its ``milvus-server`` program
-(default /work/milvus-venv/bin/milvus-server, or ``milvus-server`` on PATH); or ``FACELENS_TEST_MILVUS``
-names a running server (``milvus://HOST:PORT``). Skipped, saying why, when neither is there.
+(default .venv-milvus/bin/milvus-server, made by `make milvus-server`, or ``milvus-server`` on PATH);
+or ``FACELENS_TEST_MILVUS`` names a running server (``milvus://HOST:PORT``). Skipped, saying why, when neither is there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +33,8 @@ _START_S = 180.0  # the standalone server takes ~60 s to listen on an idle machi
 
 def _server_program() -> str | None:
     named = os.environ.get("FACELENS_MILVUS_SERVER")
-    for candidate in ([named] if named else []) + ["/work/milvus-venv/bin/milvus-server", "milvus-server"]:
+    made = str(ROOT / ".venv-milvus" / "bin" / "milvus-server")  # by `make milvus-server`
+    for candidate in ([named] if named else []) + [made, "milvus-server"]:
         found = shutil.which(candidate)
         if found:
             return found
@@ -73,11 +76,25 @@ def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         time.sleep(3.0)  # (it accepts connections a moment before it serves)
         yield f"milvus://127.0.0.1:{port}"
     finally:
-        proc.terminate()
+        # milvus-server runs the server as a child (`milvus run standalone`): stop the whole session, or
+        # that child outlives the tests and holds the ports the next server needs (seen after a CI run)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            pass
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
             proc.wait()
         log.close()
 

@@ -713,27 +713,11 @@ class Engine:
         match_check: bool = True,
         actor: Actor | None = None,
     ) -> IndexResult | IndexPlan:
-        """The first half of :meth:`index_faces`: everything but the write. Returns the :class:`IndexPlan`
-        to hand to :meth:`store_indexed` (detected, embedded, checked; nothing stored), or the
-        :class:`~facelens.types.IndexResult` when there is nothing to store: the image is already indexed
-        (recorded as such with an ``actor``), or its person's faces refused them all (recorded).
-
-        Indexed for a person (``person_id``), only the image's largest face is given to them: the others
-        are refused (``NOT_THE_LARGEST_FACE``; ``all_faces=True`` offers every face), and a face offered is
-        refused (``NO_MATCH_WITH_PERSON``) unless it matches one of the person's faces already stored at
-        per-comparison false-match rate ``enrol_max_fmr`` (default :data:`DEFAULT_ENROL_MAX_FMR`, under the
-        collection's calibration); ``match_check=False`` skips that check, and the result says so.
-        ``enrolment`` in the result reports each check (best score, threshold).
-
-        Faces refused by the filter, and acceptable faces beyond the ``max_faces`` largest, are returned in
-        ``unindexed`` with their reasons; only the faces stored are embedded. Faces beyond
-        ``config.max_faces_per_image`` (100) are not examined, only counted (``faces_over_limit``).
-        Indexing the same image under the same ``external_image_id`` again stores nothing new
-        (``already_indexed``). When this returns, the faces are durably stored; work cancelled (see
-        :func:`facelens.pipeline.cancellable`) before the write stores nothing. Given an ``actor``,
-        ``faces_indexed`` (the image's sha256, the face ids, the person, the refusals' reasons; no box, no
-        external id) is recorded in the write's transaction: faces are never stored unrecorded.
-        """
+        """The first half of :meth:`index_faces` (whose docstring gives the rules): everything but the write.
+        Returns the :class:`IndexPlan` to hand to :meth:`store_indexed` (detected, embedded, checked;
+        nothing stored), or the :class:`~facelens.types.IndexResult` when there is nothing to store: the
+        image is already indexed (recorded as such with an ``actor``), or its person's faces refused them
+        all (recorded). Nothing is durable until :meth:`store_indexed` returns."""
         if external_image_id is not None and not _EXTERNAL_ID.fullmatch(external_image_id):
             raise InvalidArgumentError("external_image_id must be 1-255 printable characters")
         if person_id is not None:

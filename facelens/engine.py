@@ -738,11 +738,27 @@ class Engine:
         faces = self._faces(image, embed=False, max_faces=None, quality_filter=quality_filter,
                             embed_acceptable=1 if one else max_faces or self.config.max_faces_per_image,
                             decoded=rgb)
+        plan = self._plan(collection, store, list(faces), external_image_id=external_image_id, image_sha256=digest,
+                          person_id=person_id, max_faces=max_faces, all_faces=all_faces, enrol_fmr=enrol_fmr,
+                          match_check=match_check, faces_over_limit=faces.faces_over_limit,
+                          crop=lambda f: crop_of(rgb, f.bbox.as_list()), actor=actor)
+        if isinstance(plan, IndexPlan):
+            commit_work()  # the last point where a cancelled call leaves no trace; past it, the faces are stored
+        return plan
+
+    def _plan(self, collection: str, store: FaceStore, faces: list[Face], *, external_image_id: str | None,
+              image_sha256: str, person_id: str | None, max_faces: int | None, all_faces: bool, enrol_fmr: float,
+              match_check: bool, faces_over_limit: int, crop: Callable[[Face], bytes | None],
+              actor: Actor | None) -> IndexResult | IndexPlan:
+        """The indexing rules applied to an image's ``faces`` (largest first): quality refusals, ``max_faces``,
+        a person's largest face and match check. Returns what to store, or the (recorded) result when a
+        person's checks refused every face: nothing stored, not even the image, which may be offered again.
+        ``crop(face)``: its JPEG crop, kept when the collection's policy says so. Shared by
+        :meth:`prepare_index` and :meth:`index_embedded`."""
         accepted = [f for f in faces if f.acceptable]
         refused = [f for f in faces if not f.acceptable]
         if max_faces is not None and len(accepted) > max_faces:
-            refused += [dataclasses.replace(f, refusal_reasons=(*f.refusal_reasons, RefusalReason.EXCEEDS_MAX_FACES))
-                        for f in accepted[max_faces:]]
+            refused += [_refuse(f, RefusalReason.EXCEEDS_MAX_FACES) for f in accepted[max_faces:]]
             accepted = accepted[:max_faces]
         checks: tuple[EnrolmentCheck, ...] = ()
         if person_id is not None:
@@ -751,6 +767,8 @@ class Engine:
                 refused = ([f if f is largest else _refuse(f, RefusalReason.NOT_THE_LARGEST_FACE) for f in refused]
                            + [_refuse(f, RefusalReason.NOT_THE_LARGEST_FACE) for f in accepted if f is not largest])
                 accepted = [f for f in accepted if f is largest]
+            if any(f.embedding is None for f in accepted):
+                raise InvalidArgumentError(f"{external_image_id or image_sha256}: a face to store has no embedding")
             checks = self._enrolment_checks(collection, store, person_id, accepted, max_fmr=enrol_fmr,
                                             checked=match_check)
             refused += [_refuse(f, RefusalReason.NO_MATCH_WITH_PERSON)
@@ -758,18 +776,19 @@ class Engine:
             accepted = [f for f, c in zip(accepted, checks, strict=True) if c.passed]
             if not accepted and checks:  # nothing stored, not even the image: it may be offered again (rightly)
                 self.record(actor, {**faces_indexed_record(
-                    collection, image_sha256=digest, face_ids=[], person_id=person_id, already_indexed=False,
+                    collection, image_sha256=image_sha256, face_ids=[], person_id=person_id, already_indexed=False,
                     refused=[f.refusal_reasons for f in refused]), "enrolment": [c.to_record() for c in checks]})
                 return IndexResult(indexed=(), unindexed=tuple(refused), already_indexed=False,
-                                   faces_over_limit=faces.faces_over_limit, enrolment=checks)
+                                   faces_over_limit=faces_over_limit, enrolment=checks)
+        if any(f.embedding is None for f in accepted):
+            raise InvalidArgumentError(f"{external_image_id or image_sha256}: a face to store has no embedding")
         crops = self.collection_policy(collection).face_crops  # a small JPEG per face, for reviewers
         records = [FaceRecord(bbox=f.bbox.as_list(), score=f.score, embedding=f.embedding,  # type: ignore[arg-type]
                               quality={**f.to_dict()["quality"], "pose": f.to_dict()["pose"]},
-                              crop=crop_of(rgb, f.bbox.as_list()) if crops else None)
+                              crop=crop(f) if crops else None)
                    for f in accepted]
-        commit_work()  # the last point where a cancelled call leaves no trace; past it, the faces are stored
-        return IndexPlan(external_image_id, digest, person_id, tuple(records), tuple(refused), faces.faces_over_limit,
-                         checks)
+        return IndexPlan(external_image_id, image_sha256, person_id, tuple(records), tuple(refused),
+                         faces_over_limit, checks)
 
     def store_indexed(self, collection: str, plans: Sequence[IndexPlan], *,
                       actor: Actor | None = None) -> list[IndexResult]:
@@ -882,83 +901,33 @@ class Engine:
                 collection, [im], person_id=person_id, max_faces=max_faces, all_faces=all_faces,
                 enrol_max_fmr=enrol_max_fmr, match_check=match_check, actor=actor)]
         store = self._store(collection)
-        crops = self.collection_policy(collection).face_crops
-        results: list[IndexResult | None] = [None] * len(images)
-        # (index in images, refused faces, enrolment checks, records to store)
-        writes: list[tuple[int, list[Face], tuple[EnrolmentCheck, ...], list[FaceRecord]]] = []
-        for i, im in enumerate(images):
+        results: list[IndexResult | IndexPlan] = []
+        for im in images:
             existing = store.find_image(external_image_id=im.external_image_id, image_sha256=im.image_sha256)
             if existing is not None:
                 self.record(actor, faces_indexed_record(
                     collection, image_sha256=im.image_sha256, person_id=person_id, refused=[],
                     face_ids=[f.face_id for f in existing], already_indexed=True))
-                results[i] = IndexResult(indexed=tuple(f.to_dict() for f in existing), unindexed=(),
-                                         already_indexed=True)
+                results.append(IndexResult(indexed=tuple(f.to_dict() for f in existing), unindexed=(),
+                                           already_indexed=True))
                 continue
             faces = list(im.faces)
-            crop = {id(f): c for f, c in zip(faces, im.crops, strict=False)}
-            accepted = [f for f in faces if f.acceptable]
-            refused = [f for f in faces if not f.acceptable]
-            if max_faces is not None and len(accepted) > max_faces:
-                refused += [_refuse(f, RefusalReason.EXCEEDS_MAX_FACES) for f in accepted[max_faces:]]
-                accepted = accepted[:max_faces]
-            checks: tuple[EnrolmentCheck, ...] = ()
-            if person_id is not None:
-                if not all_faces:  # the person's face is the image's largest (faces come largest first)
-                    largest = faces[0] if faces else None
-                    refused = ([f if f is largest else _refuse(f, RefusalReason.NOT_THE_LARGEST_FACE)
-                                for f in refused]
-                               + [_refuse(f, RefusalReason.NOT_THE_LARGEST_FACE) for f in accepted if f is not largest])
-                    accepted = [f for f in accepted if f is largest]
-                if any(f.embedding is None for f in accepted):
-                    raise InvalidArgumentError(f"{im.source}: a face to store has no embedding")
-                checks = self._enrolment_checks(collection, store, person_id, accepted, max_fmr=enrol_fmr,
-                                                checked=match_check)
-                refused += [_refuse(f, RefusalReason.NO_MATCH_WITH_PERSON)
-                            for f, c in zip(accepted, checks, strict=True) if not c.passed]
-                accepted = [f for f, c in zip(accepted, checks, strict=True) if c.passed]
-                if not accepted and checks:  # nothing stored, not even the image: it may be offered again
-                    self.record(actor, {**faces_indexed_record(
-                        collection, image_sha256=im.image_sha256, face_ids=[], person_id=person_id,
-                        already_indexed=False, refused=[f.refusal_reasons for f in refused]),
-                        "enrolment": [c.to_record() for c in checks]})
-                    results[i] = IndexResult(indexed=(), unindexed=tuple(refused), already_indexed=False,
-                                             faces_over_limit=im.faces_over_limit, enrolment=checks)
-                    continue
-            if any(f.embedding is None for f in accepted):
-                raise InvalidArgumentError(f"{im.source}: a face to store has no embedding")
-            writes.append((i, refused, checks, [FaceRecord(
-                bbox=f.bbox.as_list(), score=f.score, embedding=f.embedding,  # type: ignore[arg-type]
-                quality={**f.to_dict()["quality"], "pose": f.to_dict()["pose"]},
-                crop=crop.get(id(f)) if crops else None) for f in accepted]))
-        if not writes:
-            return [r for r in results if r is not None]
+            crops: dict[int, bytes | None] = {id(f): c for f, c in zip(faces, im.crops, strict=False)}
+
+            def worker_crop(face: Face, crops: dict[int, bytes | None] = crops) -> bytes | None:
+                return crops.get(id(face))  # the worker's crop of this face (it has the pixels)
+
+            results.append(self._plan(collection, store, faces, external_image_id=im.external_image_id,
+                                      image_sha256=im.image_sha256, person_id=person_id, max_faces=max_faces,
+                                      all_faces=all_faces, enrol_fmr=enrol_fmr, match_check=match_check,
+                                      faces_over_limit=im.faces_over_limit,
+                                      crop=worker_crop, actor=actor))
+        plans = [r for r in results if isinstance(r, IndexPlan)]
+        if not plans:
+            return [r for r in results if isinstance(r, IndexResult)]
         commit_work()  # the last point where a cancelled call leaves no trace; past it, the faces are stored
-        entries: list[LogEntry] = []
-
-        def before_commit(out: list[tuple[list[StoredFace], bool]]) -> None:
-            for (i, refused, checks, _), (stored, added) in zip(writes, out, strict=True):
-                record = faces_indexed_record(collection, image_sha256=images[i].image_sha256,
-                                              face_ids=[f.face_id for f in stored], person_id=person_id,
-                                              refused=[f.refusal_reasons for f in refused], already_indexed=not added)
-                if person_id is not None:
-                    record = {**record, "enrolment": [c.to_record() for c in checks]}
-                entry = self.record(actor, record)
-                if entry is not None:
-                    entries.append(entry)
-
-        try:
-            out = store.add_images([(images[i].external_image_id, images[i].image_sha256, person_id, records)
-                                    for i, _, _, records in writes], before_commit=before_commit if actor else None)
-        except BaseException as exc:
-            for entry in entries:
-                self._record_failed_after(actor, entry, exc)
-            raise
-        for (i, refused, checks, _), (stored, added) in zip(writes, out, strict=True):
-            results[i] = IndexResult(indexed=tuple(f.to_dict() for f in stored), unindexed=tuple(refused),
-                                     already_indexed=not added, faces_over_limit=images[i].faces_over_limit,
-                                     enrolment=checks)
-        return [r for r in results if r is not None]
+        stored = iter(self.store_indexed(collection, plans, actor=actor))
+        return [next(stored) if isinstance(r, IndexPlan) else r for r in results]
 
 
     def list_faces(self, collection: str, *, limit: int = 100,

@@ -258,13 +258,18 @@ def stream_start(state: _State, /, name: str, collection_name: str, source: str,
         raise SystemExit(EXIT_INPUT)
 
 
+def _echo_answer(method: str, server: str | None, path: str, key: str | None) -> None:
+    """Send one request to the service and print its JSON answer, indented."""
+    with _http(method, _need_server(server), path, key) as resp:
+        click.echo(json.dumps(json.loads(resp.read()), indent=2))
+
+
 @stream.command("list")
 @click.option("--collection", "collection_name", required=True)
 @_server_options
 def stream_list(collection_name: str, server: str | None, key: str | None) -> None:
     """The streams of a collection in the service (JSON)."""
-    with _http("GET", _need_server(server), f"/v1/collections/{collection_name}/streams", key) as resp:
-        click.echo(json.dumps(json.loads(resp.read()), indent=2))
+    _echo_answer("GET", server, f"/v1/collections/{collection_name}/streams", key)
 
 
 @stream.command("status")
@@ -273,8 +278,7 @@ def stream_list(collection_name: str, server: str | None, key: str | None) -> No
 @_server_options
 def stream_status(name: str, collection_name: str, server: str | None, key: str | None) -> None:
     """Stream NAME's status (JSON): state, frames decoded, analysed and dropped, fps, latencies, tracks."""
-    with _http("GET", _need_server(server), f"/v1/collections/{collection_name}/streams/{name}", key) as resp:
-        click.echo(json.dumps(json.loads(resp.read()), indent=2))
+    _echo_answer("GET", server, f"/v1/collections/{collection_name}/streams/{name}", key)
 
 
 @stream.command("stop")
@@ -283,8 +287,7 @@ def stream_status(name: str, collection_name: str, server: str | None, key: str 
 @_server_options
 def stream_stop(name: str, collection_name: str, server: str | None, key: str | None) -> None:
     """Stop stream NAME in the service; prints its final status (JSON)."""
-    with _http("DELETE", _need_server(server), f"/v1/collections/{collection_name}/streams/{name}", key) as resp:
-        click.echo(json.dumps(json.loads(resp.read()), indent=2))
+    _echo_answer("DELETE", server, f"/v1/collections/{collection_name}/streams/{name}", key)
 
 
 @stream.command("events")

@@ -266,7 +266,35 @@ def _waiting_for_a_head(cycle: Any) -> bool:
     return cycle is None or bool(cycle.response_complete)
 
 
-class HeaderTimeoutProtocol(H11Protocol):
+class _HeadDeadline:
+    """The request-head deadline of both protocol classes below (mixed in before uvicorn's protocol): the
+    timer is armed when a connection opens and when a response ends with no next request begun, and
+    cancelled when the connection is lost; each subclass cancels it when its parser completes a head."""
+
+    loop: asyncio.AbstractEventLoop
+    client: Any
+    cycle: Any
+    transport: asyncio.Transport
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)  # type: ignore[call-arg]
+        self.head_timer = _HeadTimer(self.loop, getattr(config, "header_timeout_s", 10.0))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self.head_timer.arm(transport, self.client)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if _waiting_for_a_head(self.cycle) and not self.transport.is_closing():
+            self.head_timer.arm(self.transport, self.client)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.head_timer.cancel()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+class HeaderTimeoutProtocol(_HeadDeadline, H11Protocol):
     """uvicorn's h11 protocol, closing connections whose request head (request line and headers) is not
     complete ``header_timeout_s`` after the connection opened or the previous response ended.
 
@@ -274,31 +302,15 @@ class HeaderTimeoutProtocol(H11Protocol):
     sets it), so that the class can be named in the config that ``--processes`` hands to its workers.
     """
 
-    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
-        super().__init__(config, *args, **kwargs)
-        self.head_timer = _HeadTimer(self.loop, getattr(config, "header_timeout_s", 10.0))
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.head_timer.arm(transport, self.client)
-
     def data_received(self, data: bytes) -> None:
         cycle = self.cycle
         super().data_received(data)
         if self.cycle is not cycle:  # a request head was parsed: its body has the app's own deadline
             self.head_timer.cancel()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if _waiting_for_a_head(self.cycle) and not self.transport.is_closing():
-            self.head_timer.arm(self.transport, self.client)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.head_timer.cancel()
-        super().connection_lost(exc)
 
 
-class HeaderTimeoutHttpToolsProtocol(HttpToolsProtocol):
+class HeaderTimeoutHttpToolsProtocol(_HeadDeadline, HttpToolsProtocol):
     """uvicorn's httptools protocol (llhttp, Node's C parser: less CPU per request than h11) with the
     same request-head deadline as :class:`HeaderTimeoutProtocol`, and the same bound on a head's size:
     httptools has none (a 10 MB header was buffered whole), so a connection that has sent more than
@@ -307,13 +319,9 @@ class HeaderTimeoutHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
-        self.head_timer = _HeadTimer(self.loop, getattr(config, "header_timeout_s", 10.0))
         self.max_head_bytes: int = config.h11_max_incomplete_event_size or 16 * 1024
         self._head_bytes = 0
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.head_timer.arm(transport, self.client)
 
     def data_received(self, data: bytes) -> None:
         cycle = self.cycle
@@ -331,14 +339,6 @@ class HeaderTimeoutHttpToolsProtocol(HttpToolsProtocol):
                             self.max_head_bytes)
                 self.send_400_response("Request head too large.")
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if _waiting_for_a_head(self.cycle) and not self.transport.is_closing():
-            self.head_timer.arm(self.transport, self.client)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.head_timer.cancel()
-        super().connection_lost(exc)
 
 
 def http_protocol(name: str = "auto") -> type[asyncio.Protocol]:
